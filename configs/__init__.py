@@ -1,0 +1,1 @@
+"""molgen's Hydra config groups (installed as ``molgen.configs``)."""
