@@ -1,0 +1,98 @@
+"""The stage runner: cache reuse, nothing finished destroyed, resume after an interruption."""
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from molgen.errors import ConfigError
+from molgen.runner import Stage, read_state, run_stages, write_run_report
+
+CALLS = []
+
+
+def _make(cfg, ctx):
+    CALLS.append(("make", ctx.resuming))
+    (ctx.dir / "numbers.txt").write_text(" ".join(str(i) for i in range(cfg.make.n)))
+    return {"n": cfg.make.n}
+
+
+def _total(cfg, ctx):
+    CALLS.append(("total", ctx.resuming))
+    numbers = [int(x) for x in (ctx.input("make") / "numbers.txt").read_text().split()]
+    if cfg.total.crash:
+        (ctx.dir / "partial.txt").write_text("half")
+        raise RuntimeError("simulated crash")
+    (ctx.dir / "total.txt").write_text(str(sum(numbers) * cfg.total.scale))
+    return {"total": sum(numbers) * cfg.total.scale}
+
+
+STAGES = [Stage("make", _make, ("make",)), Stage("total", _total, ("total.scale",), needs=("make",))]
+
+
+def cfg(n=5, scale=1, crash=False):
+    return OmegaConf.create({"make": {"n": n}, "total": {"scale": scale, "crash": crash}})
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    CALLS.clear()
+
+
+def test_second_run_reuses_everything(tmp_path):
+    run_stages(STAGES, cfg(), tmp_path)
+    assert CALLS == [("make", False), ("total", False)]
+    CALLS.clear()
+    run_stages(STAGES, cfg(), tmp_path)
+    assert CALLS == []
+    assert (tmp_path / "total" / "total.txt").read_text() == "10"
+
+
+def test_downstream_change_keeps_upstream_and_old_artifact(tmp_path):
+    run_stages(STAGES, cfg(scale=1), tmp_path)
+    old_key = read_state(tmp_path / "total")["key"]
+    CALLS.clear()
+    run_stages(STAGES, cfg(scale=3), tmp_path)
+    assert CALLS == [("total", False)]  # make reused
+    assert (tmp_path / "total" / "total.txt").read_text() == "30"
+    kept = tmp_path / f"total@{old_key[:8]}"
+    assert (kept / "total.txt").read_text() == "10"  # nothing finished destroyed
+    CALLS.clear()
+    run_stages(STAGES, cfg(scale=1), tmp_path)  # back to the first config: restored, not recomputed
+    assert CALLS == []
+    assert (tmp_path / "total" / "total.txt").read_text() == "10"
+
+
+def test_upstream_change_invalidates_downstream(tmp_path):
+    run_stages(STAGES, cfg(n=5), tmp_path)
+    CALLS.clear()
+    run_stages(STAGES, cfg(n=6), tmp_path)
+    assert [c[0] for c in CALLS] == ["make", "total"]
+    assert (tmp_path / "total" / "total.txt").read_text() == "15"
+
+
+def test_interrupted_stage_resumes_with_same_key(tmp_path):
+    with pytest.raises(RuntimeError):
+        run_stages(STAGES, cfg(crash=True), tmp_path)
+    state = read_state(tmp_path / "total")
+    assert state["status"] == "running"
+    CALLS.clear()
+    # the crash flag is not part of the stage's key, so the same command resumes the same folder
+    run_stages(STAGES, cfg(crash=False), tmp_path)
+    assert CALLS == [("total", True)]
+    assert (tmp_path / "total" / "partial.txt").exists()  # what the interrupted attempt wrote is still there
+    assert read_state(tmp_path / "total")["attempts"] == 2
+
+
+def test_single_stage_runs_its_inputs_first(tmp_path):
+    run_stages(STAGES, cfg(), tmp_path, target="total")
+    assert [c[0] for c in CALLS] == ["make", "total"]
+    with pytest.raises(ConfigError, match="unknown stage"):
+        run_stages(STAGES, cfg(), tmp_path, target="nope")
+
+
+def test_report_and_metrics_side_by_side(tmp_path):
+    run_stages(STAGES, cfg(), tmp_path)
+    report = write_run_report(tmp_path, STAGES, cfg(), "toy")
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    assert metrics == {"make": {"n": 5}, "total": {"total": 10}}
+    assert "## total" in report.read_text()
