@@ -40,16 +40,19 @@ RDLogger.DisableLog("rdApp.*")
 # ---------------------------------------------------------------------------------------------- bonds
 @contextlib.contextmanager
 def _quiet_stdout():
-    """Silence C++ writes to stdout (RDKit's extended-Hueckel code prints '!!! Warning !!!' lines)."""
+    """Silence C++ writes to stdout/stderr (RDKit's extended-Hueckel code prints '!!! Warning !!!' lines)."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
             yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, s in zip((1, 2), saved):
+            os.dup2(s, fd)
+            os.close(s)
 
 
 def edm_bond_orders(mol: Molecule) -> np.ndarray:

@@ -21,7 +21,8 @@ DEFAULTS = {"xc": "b3lypg", "basis": "6-31G(2df,p)", "grid_level": 3, "conv_tol"
 def method_name(options: dict) -> str:
     o = {**DEFAULTS, **options}
     return (f"dft:{o['xc']}/{o['basis']}/grid{o['grid_level']}{'/cart' if o['cart'] else ''}"
-            f"{'/df' if o['density_fit'] else ''}{'/alpha' if o['alpha'] else ''}")
+            f"{'/df' if o['density_fit'] else ''}{'/alpha' if o['alpha'] else ''}/tol{float(o['conv_tol']):g}"
+            f"/cycles{int(o['max_cycle'])}")
 
 
 def _build(numbers, positions, charge, spin, o):

@@ -56,7 +56,7 @@ def run_job(kind: str, numbers, positions, charge: int, options: dict, timeout: 
             payload = dft_job(numbers, positions, charge, options)
         status = "ok"
     except JobTimeout:
-        status, payload = "timeout", {"reason": f"exceeded the time limit of {timeout:g} s"}
+        status, payload = "timeout", {"reason": f"exceeded the time limit of {timeout:g} s", "timeout": timeout}
     except QuantumFailure as e:
         status, payload = e.kind, {"reason": str(e)}
     except Exception as e:  # noqa: BLE001 -- a failing job is recorded, never fatal
@@ -90,7 +90,7 @@ def _jobs(mols: list[Molecule], table: pd.DataFrame, xtb: bool, dft: bool, xtb_o
     return jobs
 
 
-def run_quantum(mols: list[Molecule], table: pd.DataFrame, store_path: str | Path, xtb: bool = False,
+def run_quantum(mols: list[Molecule], table: pd.DataFrame | None, store_path: str | Path, xtb: bool = False,
                 dft: bool = False, workers: int = 1, timeout: float = 600.0, engine: str = "process",
                 xtb_options: dict | None = None, dft_options: dict | None = None,
                 progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -103,7 +103,7 @@ def run_quantum(mols: list[Molecule], table: pd.DataFrame, store_path: str | Pat
     xtb_options, dft_options = dict(xtb_options or {}), dict(dft_options or {})
     store = ResultStore(store_path)
     jobs = _jobs(mols, table, xtb, dft, xtb_options, dft_options)
-    todo = [j for j in jobs if store.get(j["key"]) is None]
+    todo = [j for j in jobs if _needs_run(store.get(j["key"]), timeout)]
     reused = len(jobs) - len(todo)
     if todo:
         _execute(todo, store, workers, timeout, engine, progress)
@@ -143,6 +143,13 @@ def run_quantum(mols: list[Molecule], table: pd.DataFrame, store_path: str | Pat
     metrics["quantum_store"] = str(store_path)
     store.close()
     return results, metrics
+
+
+def _needs_run(stored: dict | None, timeout: float) -> bool:
+    """A job runs if it has no stored result, or timed out under a shorter time limit than ``timeout``."""
+    if stored is None:
+        return True
+    return stored["status"] == "timeout" and float(stored.get("timeout", 0)) < float(timeout)
 
 
 def _record(store: ResultStore, job: dict, result: tuple[str, dict, float]) -> None:
