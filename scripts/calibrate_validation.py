@@ -79,21 +79,26 @@ def part_water() -> dict:
     return out
 
 
-def _sample(n: int):
+def _sample(n: int, max_atoms: int | None = None):
     from molgen.validation.reference import qm9_molecules
     from molgen.validation.structure import with_bonds
 
-    mols = qm9_molecules("test", n=n, seed=0)
+    if max_atoms:  # a random sample of the test molecules with at most max_atoms atoms (DFT cost ~ N^3)
+        small = [m for m in qm9_molecules("test") if m.num_atoms <= max_atoms]
+        pick = np.random.RandomState(0).choice(len(small), min(n, len(small)), replace=False)
+        mols = [small[i] for i in sorted(pick)]
+    else:
+        mols = qm9_molecules("test", n=n, seed=0)
     mols = sorted(mols, key=lambda m: m.num_atoms)  # smallest first: a partial run still covers many molecules
     return [with_bonds(m)[0] for m in mols], mols
 
 
-def part_quantum(kind: str, n: int, workers: int, density_fit: bool = True) -> dict:
+def part_quantum(kind: str, n: int, workers: int, density_fit: bool = True, max_atoms: int | None = None) -> dict:
     import pandas as pd
 
     from molgen.validation.quantum.runner import run_quantum
 
-    bonded, raw = _sample(n)
+    bonded, raw = _sample(n, max_atoms)
     table = pd.DataFrame(index=range(len(bonded)))
     OUT.mkdir(parents=True, exist_ok=True)
     res, metrics = run_quantum(bonded, table, OUT / "quantum.sqlite", xtb=kind == "xtb", dft=kind == "dft",
@@ -128,6 +133,7 @@ def main() -> None:
     ap.add_argument("--part", choices=["structure", "water", "dft", "xtb"], required=True)
     ap.add_argument("--n", type=int, default=None, help="molecules (structure: 13083 = all of test; dft/xtb: 24)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--max-atoms", type=int, default=None, help="dft/xtb: sample only molecules this small")
     ap.add_argument("--no-density-fit", action="store_true", help="exact J/K as Gaussian (about 10x slower)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -136,8 +142,10 @@ def main() -> None:
     elif args.part == "water":
         result = part_water()
     else:
-        result = part_quantum(args.part, args.n or 24, args.workers, density_fit=not args.no_density_fit)
-    (OUT / f"{args.part}.json").write_text(json.dumps(result, indent=2, default=str))
+        result = part_quantum(args.part, args.n or 24, args.workers, density_fit=not args.no_density_fit,
+                              max_atoms=args.max_atoms)
+    tag = f"_max{args.max_atoms}" if args.part in ("dft", "xtb") and args.max_atoms else ""
+    (OUT / f"{args.part}{tag}.json").write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

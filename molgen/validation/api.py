@@ -47,6 +47,10 @@ class ValidationResult:
     report: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
+    def scalar_metrics(self) -> dict[str, float | int | str | None]:
+        """The metrics without nested dicts (what a pipeline stage returns to the runner)."""
+        return {k: v for k, v in _jsonable(self.metrics).items() if not isinstance(v, (dict, list))}
+
     def __repr__(self) -> str:
         h = self.metrics.get("headline", {})
         figs = ", ".join(f"{k}={v['value']:.3f}" for k, v in h.items() if isinstance(v.get("value"), float))

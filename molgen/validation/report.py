@@ -69,6 +69,10 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
     axes[0].set_title("atom types")
     rs = m.get("ring_size_counts", {})
     axes[1].bar(list(rs), list(rs.values()), color="#864")
+    if not rs:
+        axes[1].text(0.5, 0.5, "no rings", ha="center", va="center", transform=axes[1].transAxes)
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
     axes[1].set_title("ring sizes")
     save(fig, "histograms.png")
 
@@ -147,7 +151,8 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
     if q:
         L += ["", "## Quantum chemistry (xTB GFN2 via tblite; DFT B3LYP/6-31G(2df,p) via PySCF)", "",
               "| metric | value |", "|---|---|"]
-        L += [f"| {k} | {_fmt(v)} |" for k, v in q.items() if not isinstance(v, dict)]
+        L += [f"| {k} | {_fmt(v) if not isinstance(v, dict) else (', '.join(f'{a}: {b}' for a, b in v.items()) or 'none')} |"
+              for k, v in q.items()]
         if "dft_vs_target.png" in images:
             L += ["", f"![dft]({images['dft_vs_target.png']})"]
     bad = result.table[~result.table["mol_stable"].astype(bool)]

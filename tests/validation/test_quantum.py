@@ -106,3 +106,15 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     m = json.loads((out / "metrics.json").read_text())
     assert m["quantum_jobs_computed"] == 0 and m["quantum_jobs_reused_from_store"] == 5
+
+
+@pytest.mark.slow  # starting a dask LocalCluster takes ~30-60 s on a loaded 2-core machine
+def test_dask_engine_uses_the_same_store(tmp_path, handmade):
+    pytest.importorskip("distributed")
+    mols = [handmade["ethanol"], handmade["acetonitrile"]]
+    store = tmp_path / "q.sqlite"
+    res, m = run_quantum(mols, None, store, xtb=True, workers=1, engine="dask", progress=False)
+    assert list(res["xtb_status"]) == ["ok", "ok"] and m["quantum_jobs_computed"] == 2
+    res2, m2 = run_quantum(mols, None, store, xtb=True, workers=2, engine="process", progress=False)
+    assert m2["quantum_jobs_computed"] == 0
+    np.testing.assert_allclose(res2["xtb_strain_kcal"].astype(float), res["xtb_strain_kcal"].astype(float))

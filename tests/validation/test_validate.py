@@ -71,3 +71,17 @@ def test_empty_file(tmp_path, capsys):
 def test_help_from_installed_entry_point():
     r = subprocess.run([sys.executable, "-m", "molgen.cli", "validate", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "dft.max_molecules" in r.stdout
+
+
+def test_conditional_metrics_dft_vs_target_and_prediction(handmade):
+    from molgen.validation.api import conditional_metrics
+
+    mols = [handmade["ethanol"], handmade["acetonitrile"], handmade["glycine_zwitterion"]]
+    mols = [type(m)(m.positions, m.atomic_numbers, m.formal_charges, m.bonds, m.bond_orders,
+                    {"gap": g, "pred_gap": p}, m.name) for m, g, p in zip(mols, (7.0, 8.0, 5.0), (7.5, 8.0, 4.0))]
+    table = pd.DataFrame({"dft_gap_ev": [7.2, 7.6, float("nan")]})  # the third DFT job failed
+    m = conditional_metrics(mols, table)
+    assert m["dft_vs_target_gap_mae_meV"] == pytest.approx(300.0)  # (0.2 + 0.4) / 2 eV
+    assert m["dft_vs_prediction_gap_mae_meV"] == pytest.approx(350.0)  # (0.3 + 0.4) / 2 eV
+    assert m["dft_vs_target_gap_n"] == 2
+    assert list(table["gap_target"]) == [7.0, 8.0, 5.0]

@@ -194,8 +194,12 @@ def _execute_dask(todo, args, store, workers, bar) -> None:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ConfigError("engine=dask needs dask.distributed (pip install 'dask[distributed]')") from None
-    with LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True) as cluster, \
-            Client(cluster) as client:
+    import dask
+
+    # non-daemonic workers may start the child process that carries the SIGALRM time limit
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
         futures = {client.submit(_run_job_in_dask_worker, *a, pure=False): job for job, a in zip(todo, args)}
         for fut in as_completed(futures):
             _record(store, futures[fut], fut.result())
