@@ -128,9 +128,53 @@ def part_quantum(kind: str, n: int, workers: int, density_fit: bool = True, max_
     return out
 
 
+def part_dft_summary(n: int, max_atoms: int | None, density_fit: bool = True) -> dict:
+    """DFT vs QM9 from whatever the (possibly still running) dft part has stored so far; computes nothing."""
+    from molgen.validation.quantum.dft import method_name
+    from molgen.validation.quantum.store import ResultStore, job_key
+
+    bonded, raw = _sample(n, max_atoms)
+    store = ResultStore(OUT / "quantum.sqlite")
+    method = method_name({"density_fit": density_fit})
+    rows = []
+    for b, m in zip(bonded, raw):
+        r = store.get(job_key(b, method))
+        if r is not None:
+            rows.append((m, r))
+    ok = [(m, r) for m, r in rows if r["status"] == "ok"]
+    print(f"{len(rows)}/{len(raw)} DFT jobs stored, {len(ok)} converged ({method})")
+    if not ok:
+        return {"n_done": len(rows)}
+    err = {
+        "homo_meV": np.array([r["dft_homo_ev"] - m.properties["homo"] * HARTREE_TO_EV for m, r in ok]) * 1000,
+        "lumo_meV": np.array([r["dft_lumo_ev"] - m.properties["lumo"] * HARTREE_TO_EV for m, r in ok]) * 1000,
+        "gap_meV": np.array([r["dft_gap_ev"] - m.properties["gap"] * HARTREE_TO_EV for m, r in ok]) * 1000,
+        "mu_D": np.array([r["dft_dipole_debye"] - m.properties["mu"] for m, r in ok]),
+    }
+    out: dict = {"n_done": len(rows), "n_ok": len(ok), "method": method}
+    print("| quantity | MAE | mean signed error | max abs |\n|---|---|---|---|")
+    for k, e in err.items():
+        print(f"| {k} | {np.abs(e).mean():.2f} | {e.mean():.2f} | {np.abs(e).max():.2f} |")
+        out[k] = {"mae": float(np.abs(e).mean()), "mse": float(e.mean()), "max": float(np.abs(e).max())}
+    mu = np.array([(r["dft_dipole_debye"], m.properties["mu"]) for m, r in ok])
+    big = mu[:, 1] > 0.5
+    out["dipole_ratio_median"] = float(np.median(mu[big, 0] / mu[big, 1])) if big.any() else None
+    sec = np.array([r["seconds"] for _, r in ok])
+    atoms = np.array([m.num_atoms for m, _ in ok])
+    out["seconds"] = {"median": float(np.median(sec)), "min": float(sec.min()), "max": float(sec.max())}
+    out["atoms"] = {"mean": float(atoms.mean()), "min": int(atoms.min()), "max": int(atoms.max())}
+    print(f"median dipole ratio PySCF/QM9 (mu > 0.5 D): {out['dipole_ratio_median']}")
+    print(f"seconds per molecule: median {np.median(sec):.0f} (min {sec.min():.0f}, max {sec.max():.0f}) for "
+          f"{atoms.min()}-{atoms.max()} atoms (mean {atoms.mean():.1f})")
+    for (m, r), a in zip(ok, atoms):
+        print(f"  {m.name} {a} atoms: {r['seconds']:.0f} s, gap err {1000 * (r['dft_gap_ev'] - m.properties['gap'] * HARTREE_TO_EV):+.0f} meV, "
+              f"mu {r['dft_dipole_debye']:.3f} vs {m.properties['mu']:.3f} D")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structure", "water", "dft", "xtb"], required=True)
+    ap.add_argument("--part", choices=["structure", "water", "dft", "dft-summary", "xtb"], required=True)
     ap.add_argument("--n", type=int, default=None, help="molecules (structure: 13083 = all of test; dft/xtb: 24)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--max-atoms", type=int, default=None, help="dft/xtb: sample only molecules this small")
@@ -141,6 +185,8 @@ def main() -> None:
         result = part_structure(args.n or 13083)
     elif args.part == "water":
         result = part_water()
+    elif args.part == "dft-summary":
+        result = part_dft_summary(args.n or 24, args.max_atoms, density_fit=not args.no_density_fit)
     else:
         result = part_quantum(args.part, args.n or 24, args.workers, density_fit=not args.no_density_fit,
                               max_atoms=args.max_atoms)
