@@ -74,7 +74,8 @@ def run_from_config(source, cfg, out, title: str | None = None, reference=None):
     (what a pipeline's validate stage calls). ``reference`` overrides ``cfg.reference``."""
     from molgen.validation.api import validate
 
-    c = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    c = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else {
+        k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v) for k, v in cfg.items()}
     xtb, dft = dict(c.get("xtb") or {}), dict(c.get("dft") or {})
     return validate(source, reference=reference if reference is not None else c.get("reference"), out=out,
                     xtb=bool(xtb.pop("enabled", False)), dft=bool(dft.pop("enabled", False)),

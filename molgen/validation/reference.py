@@ -159,6 +159,9 @@ def load_reference(reference, n_molecules: int = 2000, seed: int = 0) -> Referen
     a set/list of SMILES, or a list of :class:`Molecule`."""
     if reference is None or (isinstance(reference, str) and reference.lower() in ("", "none", "null")):
         return None
+    if isinstance(reference, str) and reference.lower() == "train":
+        raise DataError("reference=train means the pipeline's training SMILES: a pipeline stage passes them "
+                        "as a set or a file; on the command line use reference=qm9 or reference=<file>")
     if isinstance(reference, str) and reference.lower() == "qm9":
         mols = qm9_molecules("train", n=n_molecules, seed=seed) if n_molecules else None
         return Reference("QM9 train (EDM split)", qm9_smiles("train"), mols)

@@ -85,3 +85,33 @@ def test_conditional_metrics_dft_vs_target_and_prediction(handmade):
     assert m["dft_vs_prediction_gap_mae_meV"] == pytest.approx(350.0)  # (0.3 + 0.4) / 2 eV
     assert m["dft_vs_target_gap_n"] == 2
     assert list(table["gap_target"]) == [7.0, 8.0, 5.0]
+
+
+def test_folder_of_xyz_files_infers_bonds(tmp_path, handmade):
+    from molgen.data.io import write_xyz
+
+    folder = tmp_path / "xyz"
+    folder.mkdir()
+    write_xyz([handmade["ethanol"], handmade["acetonitrile"]], folder / "a.xyz")
+    write_xyz([handmade["glycine_zwitterion"]], folder / "b.xyz")
+    (folder / "c.xyz").write_text("2\nbroken\nC 0 0 0\nXx 1 0 0\n")  # unknown element: skipped and counted
+    res = validate(folder, posebusters=False, distributions=False, progress=False)
+    assert res.metrics["n_molecules"] == 3 and res.metrics["n_skipped_records"] == 1
+    assert list(res.table["bonds_source"]) == ["rdkit"] * 3
+    assert list(res.table["smiles"][:2]) == ["CCO", "CC#N"]
+    # xyz2mol on a neutral zwitterion geometry gives neutral glycine-like bonding or charges; either way it
+    # must be a closed-shell, sanitizable molecule
+    assert bool(res.table["valid"][2]) and not bool(res.table["open_shell"][2])
+
+
+def test_pipeline_stage_helper(tmp_path):
+    from molgen.config import compose
+    from molgen.runner import Stage, StageContext
+    from molgen.validation.stage import validate_stage
+
+    cfg = compose(["validate.posebusters=false", "validate.distributions=false"])
+    ctx = StageContext(Stage("validate", lambda c, x: {}), tmp_path, tmp_path, {})
+    metrics = validate_stage(cfg, ctx, DATA / "handmade.sdf", reference={"CCO"})
+    assert metrics["n_molecules"] == 8 and 0 < metrics["novelty"] < 1
+    assert all(not isinstance(v, (dict, list)) for v in metrics.values())
+    assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.json").exists()
