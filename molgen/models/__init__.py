@@ -1,0 +1,1 @@
+"""Model architectures (one concept per file)."""
