@@ -115,12 +115,12 @@ def read_featurized(folder: Path):
 
 
 # ------------------------------------------------------------------------------------------------ train
-def _loader(items, batch_size: int, shuffle: bool):
+def _loader(items, batch_size: int, shuffle: bool, crop: int | None = None):
     from torch.utils.data import DataLoader
 
     from molgen.data.ss_dataset import ProteinSSDataset, collate
 
-    return DataLoader(ProteinSSDataset(items), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
+    return DataLoader(ProteinSSDataset(items, crop), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
 
 
 def _phase_trainer(cfg: DictConfig, epochs: int) -> dict:
@@ -155,7 +155,7 @@ def train(cfg: DictConfig, ctx) -> dict:
     train_p = [p for p, s in zip(proteins, split) if s == "train"]
     m = cfg.model
     model_args = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items()
-                  if k not in ("name", "epochs", "batch_size", "batch_size_diffusion", "oracle")}
+                  if k not in ("name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop")}
     model_args.update(lr=float(cfg.trainer.lr), pos_scale=position_scale(train_p))
     esm = m.get("esm_model")
     if esm:
@@ -190,7 +190,8 @@ def train(cfg: DictConfig, ctx) -> dict:
             continue
         say(f"train: phase {phase} ({m.epochs[phase]} epochs)")
         pb = int(m.batch_size_diffusion) if phase == "diffusion" else bs
-        res = fit(model, _loader(items["train"], pb, True), _loader(items["val"], pb, False),
+        crop = None if phase == "diffusion" else m.get("crop")
+        res = fit(model, _loader(items["train"], pb, True, crop), _loader(items["val"], pb, False, crop),
                   _phase_trainer(cfg, m.epochs[phase]), folder, pipeline=PIPELINE, model_args=model_args,
                   resume=ctx.resuming)
         done.write_text(json.dumps(res))
@@ -202,7 +203,7 @@ def train(cfg: DictConfig, ctx) -> dict:
     if (folder / "done.json").exists():
         oracle.load_state_dict(torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"])
     else:
-        res = fit(oracle, _loader(items["train"], bs, True), _loader(items["val"], bs, False),
+        res = fit(oracle, _loader(items["train"], bs, True, m.get("crop")), _loader(items["val"], bs, False),
                   _phase_trainer(cfg, m.oracle.epochs), folder, pipeline=PIPELINE + "_oracle",
                   model_args=oracle_args, resume=ctx.resuming)
         (folder / "done.json").write_text(json.dumps(res))
@@ -243,9 +244,10 @@ def _train_evaluation(model, oracle, proteins, split, items) -> dict:
     known = b["dec_out"] != -100
     ce = F.cross_entropy(logits.reshape(-1, len(VOCAB)), b["dec_out"].reshape(-1), ignore_index=-100)
     tf = float((logits.argmax(-1)[known] == b["dec_out"][known]).float().mean())
-    val_p = [p for p, s in zip(proteins, split) if s == "val"][:16]
-    greedy = model.decode(collate(items["val"][:16]), latents[: sum(len(it["elem_ss"]) for it in items["val"][:16])],
-                          max_len=600, temperature=0)
+    k = 8
+    val_p = [p for p, s in zip(proteins, split) if s == "val"][:k]
+    greedy = model.decode(collate(items["val"][:k]), latents[: sum(len(it["elem_ss"]) for it in items["val"][:k])],
+                          max_len=int(1.2 * max(len(p) for p in val_p)) + 5, temperature=0)
     rec = [sequence_identity(decode(g), p.sequence) for g, p in zip(greedy, val_p)]
     out = {"decoder_recovery_tf": tf, "decoder_perplexity": float(ce.exp()), "decoder_recovery_greedy": float(np.mean(rec))}
     for s in ("val", "test"):

@@ -49,17 +49,54 @@ def position_scale(proteins: list[Protein]) -> float:
     return float(np.mean(stds)) if stds else 1.0
 
 
-class ProteinSSDataset(Dataset):
-    """A list of protein items; ``latents`` (per protein ``(N, D)``) can be attached for diffusion training."""
+def crop_item(item: dict, max_residues: int, generator: torch.Generator | None = None) -> dict:
+    """A random window of whole consecutive SS elements with at most ``max_residues`` residues.
 
-    def __init__(self, items: list[dict]):
-        self.items = items
+    Keeps every element complete (one element longer than the window is kept whole), so the pooled latents
+    and the decoder targets of a crop are those of real elements; the SS sub-graph keeps the edges inside it.
+    """
+    n_res = len(item["tokens"])
+    if n_res <= max_residues:
+        return item
+    lengths = torch.bincount(item["element"], minlength=len(item["elem_ss"]))
+    first = int(torch.randint(0, len(lengths), (1,), generator=generator))
+    last, total = first, int(lengths[first])
+    while last + 1 < len(lengths) and total + int(lengths[last + 1]) <= max_residues:
+        last += 1
+        total += int(lengths[last])
+    while first > 0 and total + int(lengths[first - 1]) <= max_residues:
+        first -= 1
+        total += int(lengths[first])
+    r0 = int(lengths[:first].sum())
+    r1 = r0 + total
+    src, dst = item["edge_index"]
+    keep = (src >= first) & (src <= last) & (dst >= first) & (dst <= last)
+    out = dict(item)
+    out.update(tokens=item["tokens"][r0:r1], ss_res=item["ss_res"][r0:r1], element=item["element"][r0:r1] - first,
+               elem_ss=item["elem_ss"][first:last + 1], pos=item["pos"][first:last + 1],
+               edge_index=item["edge_index"][:, keep] - first, edge_attr=item["edge_attr"][keep])
+    if "latents" in item:
+        out["latents"] = item["latents"][first:last + 1]
+    return out
+
+
+class ProteinSSDataset(Dataset):
+    """A list of protein items; ``latents`` (per protein ``(N, D)``) can be attached for diffusion training.
+
+    Args:
+        items: from :func:`protein_item`.
+        crop: if set, each access returns a random window of whole elements of at most ``crop`` residues
+            (:func:`crop_item`; used for the sequence phases, to bound the attention cost on a CPU).
+    """
+
+    def __init__(self, items: list[dict], crop: int | None = None):
+        self.items, self.crop = items, crop
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        return self.items[i]
+        return crop_item(self.items[i], self.crop) if self.crop else self.items[i]
 
 
 def collate(items: list[dict]) -> dict:
