@@ -44,13 +44,16 @@ class CPDiffusionSS(pl.LightningModule):
         dropout: dropout of LM and decoder.
         lr, weight_decay: AdamW settings (paper: 1e-4 / 1e-5).
         pos_scale: Å per unit of the normalised element centroids (set from the data).
+        finetune_encoder: also train the in-project LM in the autoencoder phase (the paper keeps ESM2 frozen;
+            a small LM trained on a few hundred chains carries little information when frozen).
     """
 
     def __init__(self, lm_dim: int = 128, lm_layers: int = 3, lm_heads: int = 4, esm_model: str | None = None,
                  latent_dim: int = 128, dec_dim: int = 128, dec_layers: int = 2, dec_heads: int = 4,
                  dec_ss_label: bool = False, egnn_hidden: int = 128, egnn_layers: int = 4,
                  egnn_dropout: float = 0.0, diffusion_steps: int = 500, schedule: str = "sqrt",
-                 dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-5, pos_scale: float = 10.0):
+                 dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-5, pos_scale: float = 10.0,
+                 finetune_encoder: bool = False):
         super().__init__()
         self.save_hyperparameters()
         if esm_model:
@@ -75,10 +78,15 @@ class CPDiffusionSS(pl.LightningModule):
         self.phase = phase
         trainable = {"mlm": [self.encoder], "autoencoder": [self.pooling, self.decoder],
                      "diffusion": [self.denoiser]}[phase]
+        if phase == "autoencoder" and self._encoder_trainable():
+            trainable.append(self.encoder)
         self.requires_grad_(False)
         for m in trainable:
-            m.requires_grad_(not (phase == "mlm" and not isinstance(self.encoder, ProteinLM)))
+            m.requires_grad_(m is not self.encoder or isinstance(self.encoder, ProteinLM))
         return self
+
+    def _encoder_trainable(self) -> bool:
+        return bool(self.hparams.get("finetune_encoder")) and isinstance(self.encoder, ProteinLM)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -89,7 +97,8 @@ class CPDiffusionSS(pl.LightningModule):
     def element_latents(self, tokens: torch.Tensor, mask: torch.Tensor, element: torch.Tensor,
                         num_elements: int) -> torch.Tensor:
         """Pooled latents of every element in the batch. Shapes: ``(B, L)`` x3 -> ``(N, latent_dim)``."""
-        with torch.set_grad_enabled(self.phase == "mlm" and torch.is_grad_enabled()):
+        train_encoder = self.phase == "mlm" or (self.phase == "autoencoder" and self._encoder_trainable())
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
             h = self.encoder.embed(tokens, mask)  # (B, L, d)
         return self.pooling(h[mask], element[mask], num_elements)
 

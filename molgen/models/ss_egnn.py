@@ -91,7 +91,7 @@ class SSGraphDenoiser(nn.Module):
         e = self.edge_embed(edge_attr.unsqueeze(-1))  # (E, hidden)
         src, dst = edge_index
         d2 = ((pos[dst] - pos[src]) ** 2).sum(-1, keepdim=True)  # (E, 1): the only use of geometry
-        temb = self.time_mlp(timestep_embedding(t, self.hidden))  # (N, 4 hidden)
+        temb = self.time_mlp(timestep_embedding(t, self.hidden).to(z_t.dtype))  # (N, 4 hidden)
         for layer, film, norm, ffn, ffn_norm in zip(self.layers, self.film, self.norms, self.ffn, self.ffn_norms):
             h, e = layer(h, e, d2, edge_index)
             scale, shift = film(temb).chunk(2, dim=-1)
