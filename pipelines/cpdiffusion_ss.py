@@ -182,6 +182,7 @@ def train(cfg: DictConfig, ctx) -> dict:
             z = torch.cat([it["latents"] for it in items["train"]])
             model.latent_mean.copy_(z.mean(0))
             model.latent_std.copy_(z.std(0).clamp_min(1e-4))
+            model.train()
         if done.exists():
             state = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
             model.load_state_dict(state)

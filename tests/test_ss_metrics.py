@@ -59,3 +59,21 @@ def test_sequence_identity_diversity_novelty():
 
 def test_q3():
     assert q3(["HHEC", "CC"], ["HHCC", "CE"]) == pytest.approx(4 / 6)
+
+
+def test_tm_diversity_on_real_structures():
+    from pathlib import Path
+
+    from scipy.spatial.transform import Rotation
+
+    from molgen.data.proteins import read_structure
+    from molgen.evaluation.ss_metrics import tm_diversity
+
+    data = Path(__file__).parent / "data" / "cpdiffusion_ss"
+    # 1r7aA02 and 1g5aA03 share a CATH superfamily (3.90.400.10); 1c0pA01 does not
+    a, b, c = (read_structure(data / f"{d}.pdb") for d in ("1r7aA02", "1g5aA03", "1c0pA01"))
+    rotated = a.ca @ Rotation.random(random_state=0).as_matrix().T + 7.0
+    assert tm_diversity([a.ca, rotated], [a.sequence, a.sequence]) == pytest.approx(1.0, abs=1e-3)
+    same_family = tm_diversity([a.ca, b.ca], [a.sequence, b.sequence])
+    other = tm_diversity([a.ca, c.ca], [a.sequence, c.sequence])
+    assert 0.5 < same_family < 1.0 and other < same_family and other < 0.5
