@@ -159,13 +159,14 @@ def train(cfg: DictConfig, ctx) -> dict:
     model_args.update(lr=float(cfg.trainer.lr), pos_scale=position_scale(train_p))
     esm = m.get("esm_model")
     if esm:
-        try:
-            from molgen.models.protein_lm import ESM2Encoder
+        from molgen.models.protein_lm import esm2_available
 
-            ESM2Encoder(esm)
-        except (ImportError, FileNotFoundError) as e:
-            say(f"train: ESM2 not available ({e}); using the in-project protein LM")
-            model_args["esm_model"] = None
+        name = "esm2_t33_650M_UR50D" if esm == "auto" else str(esm)
+        why = esm2_available(name)
+        if why:
+            say(f"train: ESM2 not used ({why}); using the in-project protein LM")
+        model_args["esm_model"] = None if why else name
+        esm = model_args["esm_model"]
     model = CPDiffusionSS(**model_args)
     items = {s: [protein_item(p, model_args["pos_scale"]) for p, sp in zip(proteins, split) if sp == s]
              for s in ("train", "val", "test")}
@@ -210,7 +211,10 @@ def train(cfg: DictConfig, ctx) -> dict:
         (folder / "done.json").write_text(json.dumps(res))
     metrics.update(_train_evaluation(model, oracle, proteins, split, items))
     composition = SSCompositionSampler.fit([p.sequence for p in train_p], [p.ss3 for p in train_p])
-    ckpt = {"state_dict": model.state_dict(), "oracle_state_dict": oracle.state_dict(),
+    state = model.state_dict()
+    if model_args.get("esm_model"):  # ESM2 weights stay in the user's local cache, not in the checkpoint
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+    ckpt = {"state_dict": state, "oracle_state_dict": oracle.state_dict(),
             "molgen": {"pipeline": PIPELINE, "format": 1, "model_args": model_args, "oracle_args": oracle_args,
                        "composition": composition.state(), "train_sequences": [p.sequence for p in train_p],
                        "data": str(cfg.data.name), "metrics": {k: v for k, v in metrics.items()

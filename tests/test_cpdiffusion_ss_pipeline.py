@@ -83,3 +83,17 @@ def test_bad_templates_through_cli(tiny_run, tmp_path, capsys):
         code = main(["run", *args, "stage=sample", f"template={bad}", f"ckpt={ckpt}", f"run=bad_{bad.stem}"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0]
+
+
+def test_shipped_checkpoint_loads_by_name_and_designs():
+    import torch
+
+    shipped = Path(molgen.__file__).parent / "checkpoints" / "cpdiffusion_ss-cath.ckpt"
+    if not shipped.exists():
+        pytest.skip("no shipped cpdiffusion_ss-cath checkpoint in this checkout")
+    assert shipped.stat().st_size <= 20e6
+    torch.load(shipped, map_location="cpu", weights_only=True)   # plain content only
+    designer = molgen.load("cpdiffusion_ss-cath")
+    recs = designer.sample(template=DATA / "1g5aA03.pdb", n=2, sampler="ddim", steps=10, seed=0)
+    assert len(recs) == 2 and recs[0].annotations["oracle"].startswith("in-project")
+    assert designer.info["metrics"]["oracle_q3_test"] > 0.5

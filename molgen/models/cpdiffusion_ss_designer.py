@@ -123,7 +123,8 @@ def designer_from_checkpoint(ckpt: dict) -> CPDiffusionSSDesigner:
     """Rebuild the designer from a weights-only checkpoint dict (see ``pipelines/cpdiffusion_ss.py``)."""
     info = ckpt["molgen"]
     model = CPDiffusionSS(**info["model_args"])
-    model.load_state_dict(ckpt["state_dict"])
+    # an ESM2-based model stores no encoder weights: they come from the local fair-esm cache
+    model.load_state_dict(ckpt["state_dict"], strict=not info["model_args"].get("esm_model"))
     oracle = None
     if "oracle_state_dict" in ckpt:
         oracle = SSPredictor(**info.get("oracle_args", {}))

@@ -118,6 +118,22 @@ def mlm_corrupt(tokens: torch.Tensor, mask: torch.Tensor, rate: float = 0.15,
     return corrupted, labels
 
 
+def _esm_weights(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    return path if path.is_file() else Path(torch.hub.get_dir()) / "checkpoints" / f"{name_or_path}.pt"
+
+
+def esm2_available(name_or_path: str) -> str:
+    """'' when fair-esm is installed and the weights are local, else the reason (nothing is downloaded)."""
+    try:
+        import esm  # noqa: F401 -- fair-esm
+    except ImportError:
+        return "fair-esm is not installed"
+    if not _esm_weights(name_or_path).is_file():
+        return f"no local weights for {name_or_path} (expected {_esm_weights(name_or_path)})"
+    return ""
+
+
 class ESM2Encoder(nn.Module):
     """Frozen ESM2 residue embeddings (fair-esm), used instead of :class:`ProteinLM` when available locally.
 
@@ -130,9 +146,7 @@ class ESM2Encoder(nn.Module):
         super().__init__()
         import esm  # fair-esm
 
-        path = Path(name_or_path)
-        if not path.is_file():
-            path = Path(torch.hub.get_dir()) / "checkpoints" / f"{name_or_path}.pt"
+        path = _esm_weights(name_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"ESM2 weights not found locally: {name_or_path}")
         self.model, self.alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
