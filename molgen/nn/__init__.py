@@ -1,0 +1,1 @@
+"""Neural-network building blocks shared by molgen's generators (equivariant layers, backbones)."""
