@@ -74,6 +74,32 @@ def e3nn_gaunt_tensor_product(lmax1: int, lmax2: int, lmax_out: int,
         torch.set_default_dtype(default)
     tp = tp.to(dtype)
     with torch.no_grad():
-        tp.weight.copy_(torch.tensor(weights))
+        tp.weight.copy_(torch.tensor(weights, dtype=torch.float64))
     tp.weight.requires_grad_(False)
     return tp
+
+
+def wigner_d(lmax: int, rotation: torch.Tensor) -> torch.Tensor:
+    """Wigner-D ``[(L+1)^2, (L+1)^2]`` (block-diagonal, float64) in e3nn's SH basis: ``Y(R s) = D Y(s)``.
+
+    Computed by exact quadrature of ``int Y(R s) Y(s)^T ds``; accurate to ~1e-14, whereas e3nn's
+    ``Irreps.D_from_matrix`` agrees with its own spherical harmonics only to ~1e-6 (float32 constants).
+
+    Shapes:
+        rotation ``[3, 3]`` -> ``[(L+1)^2, (L+1)^2]``.
+    """
+    rot = rotation.detach().cpu().double().numpy()
+    n = lmax + 2
+    theta, w_theta = gauss_legendre(n)
+    phi = 2 * np.pi * np.arange(2 * n + 1) / (2 * n + 1)
+    tt, pp = np.meshgrid(theta, phi, indexing="ij")
+    xyz = np.stack([np.sin(tt) * np.sin(pp), np.cos(tt), np.sin(tt) * np.cos(pp)], -1).reshape(-1, 3)
+    weights = np.repeat(w_theta, len(phi)) * 2 * np.pi / len(phi)
+    return torch.from_numpy((_sh_at(lmax, xyz @ rot.T) * weights[:, None]).T @ _sh_at(lmax, xyz))
+
+
+def _sh_at(lmax: int, xyz: np.ndarray) -> np.ndarray:
+    """e3nn SH ``[K, (L+1)^2]`` at unit points ``[K, 3]`` (float64, any degree)."""
+    theta = np.arccos(np.clip(xyz[:, 1], -1.0, 1.0))
+    phi = np.arctan2(xyz[:, 0], xyz[:, 2])
+    return np.stack([e3nn_sh_angles(lmax, theta[k : k + 1], phi[k : k + 1])[0, 0] for k in range(len(xyz))])
