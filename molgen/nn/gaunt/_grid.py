@@ -67,37 +67,52 @@ def _chunks(outer: int, per_outer: int, device: torch.device) -> list[slice]:
     return [slice(i, min(i + step, outer)) for i in range(0, outer, step)]
 
 
+def _collect(parts: list[Tensor], out: Tensor | None) -> Tensor:
+    return out if out is not None else (torch.cat(parts) if len(parts) > 1 else parts[0])
+
+
 def _forward(x1: Tensor, x2: Tensor, t: dict[str, Tensor]) -> Tensor:
     """``x1 [O, I1, n1], x2 [O, I2, n2]`` (I1, I2 in {1, I}) -> ``[O, I, n_out]``, chunked over O."""
     outer, inner = x1.shape[0], max(x1.shape[1], x2.shape[1])
     grid = t["phi1"].shape[0] * t["theta1"].shape[1]
-    outs = []
+    # without autograd recording, chunks are written into one buffer (no concatenation of transposed chunks)
+    out = None if torch.is_grad_enabled() else x1.new_empty(outer, inner, t["out_index"].numel())
+    parts = []
     for c in _chunks(outer, grid * inner, x1.device):
         a, b = x1[c], x2[c]
         v1 = _synthesize(a.reshape(-1, a.shape[-1]), t, "1").unflatten(-1, a.shape[:2])  # [P, T, o, I1]
         v2 = _synthesize(b.reshape(-1, b.shape[-1]), t, "2").unflatten(-1, b.shape[:2])  # [P, T, o, I2]
-        outs.append(_project((v1 * v2).flatten(2), t).view(a.shape[0], inner, -1))
-    return torch.cat(outs) if len(outs) > 1 else outs[0]
+        res = _project((v1 * v2).flatten(2), t).view(a.shape[0], inner, -1)
+        if out is None:
+            parts.append(res)
+        else:
+            out[c] = res
+    return _collect(parts, out)
 
 
 def _backward(grad: Tensor, x1: Tensor, x2: Tensor, t: dict[str, Tensor], need1: bool, need2: bool):
     outer, inner = grad.shape[0], grad.shape[1]
     grid = t["phi1"].shape[0] * t["theta1"].shape[1]
+    record = torch.is_grad_enabled()  # double backward: build the result from differentiable ops
+    out1 = None if record or not need1 else torch.empty_like(x1)
+    out2 = None if record or not need2 else torch.empty_like(x2)
     g1, g2 = [], []
     for c in _chunks(outer, grid * inner, grad.device):
         a, b, g = x1[c], x2[c], grad[c]
         gv = _project_adjoint(g.reshape(-1, g.shape[-1]), t).unflatten(-1, g.shape[:2])  # [P, T, o, I]
-        v1 = _synthesize(a.reshape(-1, a.shape[-1]), t, "1").unflatten(-1, a.shape[:2])
-        v2 = _synthesize(b.reshape(-1, b.shape[-1]), t, "2").unflatten(-1, b.shape[:2])
+        v1 = _synthesize(a.reshape(-1, a.shape[-1]), t, "1").unflatten(-1, a.shape[:2]) if need2 else None
+        v2 = _synthesize(b.reshape(-1, b.shape[-1]), t, "2").unflatten(-1, b.shape[:2]) if need1 else None
         if need1:
             w = gv * v2
             w = w.sum(-1, keepdim=True) if a.shape[1] == 1 else w  # operand broadcast over I
-            g1.append(_synthesize_adjoint(w.flatten(2), t, "1").view(a.shape))
+            res = _synthesize_adjoint(w.flatten(2), t, "1").view(a.shape)
+            g1.append(res) if out1 is None else out1[c].copy_(res)
         if need2:
             w = gv * v1
             w = w.sum(-1, keepdim=True) if b.shape[1] == 1 else w
-            g2.append(_synthesize_adjoint(w.flatten(2), t, "2").view(b.shape))
-    return (torch.cat(g1) if need1 else None), (torch.cat(g2) if need2 else None)
+            res = _synthesize_adjoint(w.flatten(2), t, "2").view(b.shape)
+            g2.append(res) if out2 is None else out2[c].copy_(res)
+    return (_collect(g1, out1) if need1 else None), (_collect(g2, out2) if need2 else None)
 
 
 class _GridGaunt(torch.autograd.Function):
