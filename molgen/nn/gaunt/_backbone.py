@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from molgen.errors import ConfigError
 from molgen.nn.gaunt._basis import num_sh
-from molgen.nn.gaunt._modules import GauntConvolution, GauntFeatureInteraction, GauntManyBody, expand_degrees
+from molgen.nn.gaunt._modules import (GauntConvolution, GauntFeatureInteraction, GauntManyBody, degree_matrix,
+                                      expand_degrees)
 
 
 class DegreeLinear(nn.Module):
@@ -42,16 +43,14 @@ class DegreeLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(lmax + 1, c_in, c_out) / math.sqrt(c_in))
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight[torch.repeat_interleave(torch.arange(self.lmax + 1, device=x.device),
-                                                2 * torch.arange(self.lmax + 1, device=x.device) + 1)]  # [n, Ci, Co]
-        return torch.einsum("nci,icd->ndi", x, w)
+        # one GEMM per degree over the channels of its 2l+1 coefficients
+        outs = [torch.einsum("nci,cd->ndi", x[..., l * l : (l + 1) ** 2], self.weight[l]) for l in range(self.lmax + 1)]
+        return torch.cat(outs, dim=-1)
 
 
 def degree_norms(x: Tensor, lmax: int) -> Tensor:
     """Invariant norms per (channel, degree): ``[N, C, n] -> [N, C, L+1]``."""
-    sq = x.new_zeros(*x.shape[:-1], lmax + 1)
-    index = torch.repeat_interleave(torch.arange(lmax + 1, device=x.device), 2 * torch.arange(lmax + 1, device=x.device) + 1)
-    return sq.index_add_(-1, index, x * x).clamp_min(1e-12).sqrt()
+    return ((x * x) @ degree_matrix(lmax, x.dtype, x.device).t()).clamp_min(1e-12).sqrt()
 
 
 class EquivariantRMSNorm(nn.Module):
@@ -101,7 +100,7 @@ class GauntLayer(nn.Module):
         y = self.norm(x)
         src, dst = edge_index
         scalars = y[..., 0]
-        e = torch.cat([edge_features, scalars[src], scalars[dst]], dim=-1)
+        e = torch.cat([edge_features, scalars.index_select(0, src), scalars.index_select(0, dst)], dim=-1)
         a = self.conv(y, edge_sh, e, edge_index)  # [N, C, n]
         b = self.many_body(a) + self.self_interaction(y, a)
         if self.vector_mix is not None:  # the parity-odd 1 x 1 -> 1 path that Gaunt products lack

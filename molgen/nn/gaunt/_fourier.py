@@ -21,7 +21,7 @@ def _sh2f_half(x: Tensor, slots: Tensor, table: Tensor) -> Tensor:
     Each column v only reads the 2(L+1-v) coefficients with |m| = v: an O(L^3) batched GEMM.
     """
     n_v, n_k = slots.shape
-    xg = x[:, slots.reshape(-1)].view(x.shape[0], n_v, n_k)  # [B, V, K]
+    xg = x.index_select(1, slots.reshape(-1)).view(x.shape[0], n_v, n_k)  # [B, V, K]
     f = torch.einsum("bvk,vkc->bvc", xg, table)  # [B, V, 2U] interleaved (re, im)
     return torch.view_as_complex(f.reshape(x.shape[0], n_v, -1, 2))
 
@@ -41,7 +41,7 @@ def _f2sh_half(values: Tensor, lmax_out: int, table: Tensor, out_index: Tensor) 
     coef = torch.fft.fft(per_v, dim=-2, norm="forward")  # H[u (fft order), v]
     stacked = torch.cat([coef.real, coef.imag], dim=-2)  # [B, 2T, Lo+1]
     out = torch.einsum("bkv,vko->bvo", stacked, table)  # [B, Lo+1, 2(Lo+1)]
-    return out.reshape(out.shape[0], -1)[:, out_index]
+    return out.reshape(out.shape[0], -1).index_select(1, out_index)
 
 
 def fourier_product(x1: Tensor, x2: Tensor, lmax1: int, lmax2: int, lmax_out: int) -> Tensor:

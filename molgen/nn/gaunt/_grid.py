@@ -27,7 +27,7 @@ def _synthesize(x: Tensor, t: dict[str, Tensor], k: str) -> Tensor:
     """Grid values ``[P, T, B]`` of the functions with SH coefficients ``x [B, n]`` (operand ``k`` = "1"/"2")."""
     index, theta, phi = t["index" + k], t["theta" + k], t["phi" + k]
     n_slots, n_l = index.shape
-    xg = x.t()[index.reshape(-1)].view(n_slots, n_l, x.shape[0])  # [S, L+1, B]; empty slots: row 0 x 0
+    xg = x.t().index_select(0, index.reshape(-1)).view(n_slots, n_l, x.shape[0])  # [S, L+1, B]; empty slots: row 0 x 0
     per_order = torch.matmul(theta, xg)  # [S, T, L+1] @ [S, L+1, B] -> [S, T, B]
     values = torch.matmul(phi, per_order.view(n_slots, -1))  # [P, S] @ [S, T*B] -> [P, T*B]
     return values.view(phi.shape[0], theta.shape[1], x.shape[0])
@@ -39,7 +39,7 @@ def _synthesize_adjoint(values: Tensor, t: dict[str, Tensor], k: str) -> Tensor:
     n_phi, n_theta, batch = values.shape
     per_order = torch.matmul(phi.t(), values.reshape(n_phi, -1))  # [S, T*B]
     coeffs = torch.matmul(theta.transpose(1, 2), per_order.view(-1, n_theta, batch))  # [S, L+1, B]
-    return coeffs.view(-1, batch)[position].t()
+    return coeffs.view(-1, batch).index_select(0, position).t()
 
 
 def _project(values: Tensor, t: dict[str, Tensor]) -> Tensor:
@@ -47,7 +47,7 @@ def _project(values: Tensor, t: dict[str, Tensor]) -> Tensor:
     n_phi, n_theta, batch = values.shape
     per_order = torch.matmul(t["phi_out"], values.reshape(n_phi, -1))  # [S, P] @ [P, T*B] -> [S, T*B]
     coeffs = torch.matmul(t["theta_out"], per_order.view(-1, n_theta, batch))  # [S, Lo+1, T] @ [S, T, B]
-    return coeffs.view(-1, batch)[t["out_index"]].t()
+    return coeffs.view(-1, batch).index_select(0, t["out_index"]).t()
 
 
 def _project_adjoint(grad: Tensor, t: dict[str, Tensor]) -> Tensor:

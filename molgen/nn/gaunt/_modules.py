@@ -8,6 +8,8 @@ here is SO(3)-equivariant.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor, nn
 
@@ -22,9 +24,19 @@ def degree_index(lmax: int, device: torch.device | None = None) -> Tensor:
     return torch.repeat_interleave(torch.arange(lmax + 1, device=device), 2 * torch.arange(lmax + 1, device=device) + 1)
 
 
+@lru_cache(maxsize=None)
+def degree_matrix(lmax: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """0/1 matrix ``[L+1, (L+1)^2]`` mapping a degree to its 2l+1 coefficients."""
+    index = degree_index(lmax)
+    return (torch.arange(lmax + 1)[:, None] == index[None, :]).to(dtype=dtype, device=device)
+
+
 def expand_degrees(weights: Tensor, lmax: int) -> Tensor:
-    """Per-degree weights ``[..., L+1]`` -> per-coefficient weights ``[..., (L+1)^2]``."""
-    return weights[..., degree_index(lmax, weights.device)]
+    """Per-degree weights ``[..., L+1]`` -> per-coefficient weights ``[..., (L+1)^2]``.
+
+    A matmul with a 0/1 matrix: much faster than fancy indexing in backward (no index_put accumulation).
+    """
+    return weights @ degree_matrix(lmax, weights.dtype, weights.device)
 
 
 def _check(name: str, value: int, minimum: int) -> None:
@@ -103,7 +115,7 @@ class GauntConvolution(nn.Module):
         src, dst = edge_index
         w = self.radial(edge_features).view(-1, self.channels, self.lmax_in + self.lmax_out + 2)
         w_in, w_out = w[..., : self.lmax_in + 1], w[..., self.lmax_in + 1 :]
-        h_j = h[src] * expand_degrees(w_in, self.lmax_in)  # [E, C, n_in]
+        h_j = h.index_select(0, src) * expand_degrees(w_in, self.lmax_in)  # [E, C, n_in]
         # the edge SH is shared by all channels: it broadcasts over C inside the product
         msg = gaunt_tensor_product(h_j, edge_sh[:, None, :], self.lmax_out) * expand_degrees(w_out, self.lmax_out)
         out = h.new_zeros(h.shape[0], self.channels, num_sh(self.lmax_out))
