@@ -13,8 +13,8 @@ sec. 3.2): this sparsity is what makes the basis changes O(L^3).
 
 How the constants are obtained (no downloaded constant files):
 
-* ``y^{l,m}_{u,v}``: e3nn's SH *polynomials* sampled on a uniform (2L+1) x (2L+1) torus grid and transformed
-  with a 2D DFT. This is exact (to rounding), because a trigonometric polynomial of degree <= L is determined
+* ``Y_l^m`` itself: :func:`e3nn_sh_angles` (e3nn's definition, evaluated by the stable Legendre recurrence).
+* ``y^{l,m}_{u,v}``: ``Y_l^m`` sampled on a uniform (2L+1) x (2L+1) torus grid and transformed with a 2D DFT. This is exact (to rounding), because a trigonometric polynomial of degree <= L is determined
   by 2L+1 uniform samples per axis. The off-support entries are checked to vanish.
 * Fourier -> SH: ``z^{l,m}_{u,v} = int e^{i(u theta + v phi)} Y_l^m sin(theta) dtheta dphi
   = 2 pi sum_{u'} y^{l,m}_{u',-v} I(u+u')`` with the closed form ``I(k) = int_0^pi e^{ik theta} sin(theta)
@@ -233,7 +233,7 @@ class GridPlan:
         index1, index2: ``[2L+1 (m slot), L+1 (l)]`` SH index (sentinel ``(L+1)^2`` where l < |m|).
         theta1, theta2: ``[2L+1, n_theta, L+1]`` Theta_l^m(theta_j).
         phi1, phi2: ``[n_phi, 2L+1]`` cos(m phi_k) / 1 / sin(|m| phi_k).
-        phi_out: ``[2Lo+1, n_phi]`` (2 pi / n_phi) Phi_m(phi_k) / (pi or 2 pi) projection weights.
+        phi_out: ``[2Lo+1, n_phi]`` (2 pi / n_phi) Phi_m(phi_k): the phi quadrature of the projection.
         theta_out: ``[2Lo+1, Lo+1, n_theta]`` quadrature weight x Theta_l^m(theta_j) (zero where l < |m|).
         out_index: ``[(Lo+1)^2]`` position of each output SH in the flattened ``[2Lo+1, Lo+1]`` result.
         position1, position2: the same for the inputs (used by the adjoint of the synthesis).

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from molgen.errors import MolgenError
 from molgen.nn.gaunt._basis import plan_tensors
-from molgen.nn.gaunt._fourier import _f2sh_half, _sh2f_half, fourier_product
+from molgen.nn.gaunt._fourier import _sh2f_half, fourier_product
 from molgen.nn.gaunt._grid import grid_product
 
 METHODS = ("auto", "grid", "fourier")
