@@ -8,7 +8,9 @@ per (batch, channel) pair, e3nn mode "uuu"), it times forward and forward+backwa
 * e3nn ``TensorProduct`` with the parity-even paths of the full tensor product and Gaunt path weights
   (``molgen.nn.gaunt.e3nn_gaunt_tensor_product``),
 
-each in a fresh subprocess (so peak memory is per implementation), and prints a Markdown table with the
+each in a fresh subprocess (so peak memory is per implementation). On CPU the clock is the process's CPU time
+(minimum over repeats), which stays meaningful on a shared, oversubscribed machine; on CUDA wall time (median)
+with synchronisation. It prints a Markdown table with the
 ratios e3nn / grid. Peak memory: CUDA ``max_memory_allocated``; CPU growth of the process's max RSS during the
 timed calls. Where e3nn's inputs of the full batch would need more than ``--e3nn-max-gb`` for its outer
 products, e3nn runs on the first rows only and its time is scaled to the full batch (marked ``*``).
@@ -28,8 +30,10 @@ import sys
 import time
 
 
-def _time(fn, device: str, min_seconds: float = 1.0, max_reps: int = 5) -> float:
+def _time(fn, device: str, clock: str, min_seconds: float = 1.0, max_reps: int = 5) -> float:
     import torch
+
+    now = time.process_time if clock == "process" else time.perf_counter
 
     def sync():
         if device == "cuda":
@@ -40,14 +44,15 @@ def _time(fn, device: str, min_seconds: float = 1.0, max_reps: int = 5) -> float
     times = []
     start = time.perf_counter()
     while len(times) < max_reps and (not times or time.perf_counter() - start < min_seconds):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        times.append(now() - t0)
+    return min(times) if clock == "process" else statistics.median(times)
 
 
-def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads: int, e3nn_max_gb: float) -> dict:
+def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads: int, e3nn_max_gb: float,
+           clock: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -78,8 +83,8 @@ def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t_fwd = _time(forward, device)
-    t_fb = _time(forward_backward, device)
+    t_fwd = _time(forward, device, clock)
+    t_fb = _time(forward_backward, device, clock)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
@@ -99,22 +104,27 @@ def main() -> None:
     parser.add_argument("--lmax", type=int, nargs="*", default=None)
     parser.add_argument("--impls", nargs="*", default=["grid", "fourier", "e3nn"])
     parser.add_argument("--e3nn-max-gb", type=float, default=1.0)
+    parser.add_argument("--clock", choices=["process", "wall"], default=None,
+                        help="process CPU time (default on CPU: robust when the machine is shared; sums over "
+                             "threads) or wall time (default on CUDA)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.batch, args.channels = 256, 8
+    args.clock = args.clock or ("wall" if args.device == "cuda" else "process")
     lmaxes = args.lmax or (list(range(1, 7)) if args.quick else list(range(1, 9)))
 
     if args.worker:
         impl, lmax = args.worker.split(":")
         print(json.dumps(worker(impl, int(lmax), args.batch, args.channels, args.device, args.threads,
-                                args.e3nn_max_gb)))
+                                args.e3nn_max_gb, args.clock)))
         return
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print(f"# Gaunt tensor product vs e3nn: batch {args.batch} x channels {args.channels} pairs, "
           f"lmax_out = 2 lmax, device {args.device}, torch threads {args.threads}, "
-          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}", flush=True)
+          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, clock {args.clock} "
+          f"({'min of process CPU time' if args.clock == 'process' else 'median wall time'})", flush=True)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -125,7 +135,7 @@ def main() -> None:
     for impl, lmax in tqdm(jobs, desc="benchmarks", file=sys.stderr):
         cmd = [sys.executable, __file__, "--worker", f"{impl}:{lmax}", "--device", args.device,
                "--threads", str(args.threads), "--batch", str(args.batch), "--channels", str(args.channels),
-               "--e3nn-max-gb", str(args.e3nn_max_gb)]
+               "--e3nn-max-gb", str(args.e3nn_max_gb), "--clock", args.clock]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
             print(f"error: {impl} lmax={lmax} failed: {proc.stderr.strip().splitlines()[-1]}", file=sys.stderr)
