@@ -210,7 +210,7 @@ def _sample_ckpt(cfg: DictConfig, ctx: StageContext) -> Path:
 def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.api import read_checkpoint
     from molgen.data.graph import GraphDataset
-    from molgen.data.io import write_sdf, write_xyz
+    from molgen.data.io import sdf_writable, write_sdf, write_xyz
 
     torch.set_num_threads(cpu_threads())
     ckpt = read_checkpoint(_sample_ckpt(cfg, ctx))
@@ -247,7 +247,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"propmolflow_{k}"
-    writable = [m for m in mols if _sdf_writable(m)]
+    writable = [m for m in mols if sdf_writable(m)]
     if len(writable) < len(mols):
         say(f"  {len(mols) - len(writable)} molecule(s) RDKit cannot write to SDF (e.g. H with charge +3) "
             "are left out of samples.sdf (kept in samples.xyz) and count as invalid")
@@ -259,20 +259,6 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
             "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
-
-
-def _sdf_writable(mol) -> bool:
-    """Whether RDKit can write this molecule as a mol block (it raises on e.g. an H atom with charge +3)."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        Chem.MolToMolBlock(mol.to_rdkit(), kekulize=False)
-        return True
-    except RuntimeError:
-        return False
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
 
 # ============================================================================================ loading
