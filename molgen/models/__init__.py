@@ -1,0 +1,1 @@
+"""Models: one file per method (LightningModules and their inference wrappers)."""
