@@ -223,7 +223,7 @@ def load_moleculenet(name: str | None = None, root: str | Path | None = None, *,
     bad |= np.isnan(labels) & pd.notna(raw)
     if bad.any():
         r, c = map(int, np.argwhere(bad)[0])
-        raise DataError(f"{csv}: row {r + 2}, column '{tasks[c]}': label {raw[r, c]!r} is not 0/1 or empty")
+        raise DataError(f"{csv}: row {r + 2}, column '{tasks[c]}': label {str(raw[r, c])!r} is not 0/1 or empty")
 
     keep, smiles, skipped = [], [], []
     for i, s in enumerate(df[smiles_column].tolist()):
