@@ -93,7 +93,9 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     fails = ", ".join(f"{k}: {v}" for k, v in report.failures.items()) or "none"
     (ctx.dir / "report.md").write_text(
         f"Pretraining data: **{report.source}**, {len(pairs)} (2D graph, 3D structure) pairs of {report.kept} "
-        f"molecules out of {report.tried} tried; failures: {fails}. Mean {atoms.mean():.1f} heavy atoms.\n")
+        f"molecules out of {report.tried} tried; failures: {fails}"
+        + (f"; {report.no_mmff} kept unoptimised (no MMFF94 parameters)" if report.no_mmff else "")
+        + f". Mean {atoms.mean():.1f} heavy atoms.\n")
     return metrics
 
 
@@ -151,7 +153,7 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     rows = [f"| {k} | {v[0]:.4f} | {v[-1]:.4f} |" for k, v in curves.items() if v]
     (ctx.dir / "report.md").write_text("\n".join([
         f"Pretrained **{cfg.model.name}** on {len(pairs)} pairs ({pairs.meta.get('source')}) for "
-        f"{metrics.get('epochs', 0) + 1} epochs ({metrics.get('steps')} steps, {metrics.get('seconds')} s). "
+        f"{metrics.get('epochs', 0)} epochs ({metrics.get('steps')} steps, {metrics.get('seconds')} s). "
         "Encoder: [`encoder.ckpt`](./encoder.ckpt).", "", "| loss term | first epoch | last epoch |", "|---|---|---|",
         *rows, ""]))
     metrics.update({f"first_epoch_{k}": v[0] for k, v in curves.items() if v})

@@ -44,12 +44,13 @@ class PairReport:
     tried: int = 0
     kept: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    no_mmff: int = 0  # kept with the ETKDG geometry because MMFF94 has no parameters for the molecule
 
     def fail(self, why: str) -> None:
         self.failures[why] = self.failures.get(why, 0) + 1
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "tried": self.tried, "kept": self.kept,
+        return {"source": self.source, "tried": self.tried, "kept": self.kept, "kept_without_mmff": self.no_mmff,
                 "failed": sum(self.failures.values()), **{f"failed_{k}": v for k, v in self.failures.items()}}
 
 
@@ -103,7 +104,7 @@ def etkdg_pairs(smiles: Iterable[str], seed: int = 0, mmff: bool = True, progres
             report.fail(why)
             continue
         if why == "ok_no_mmff_params":
-            report.fail("no_mmff_params_kept_etkdg")  # counted, the ETKDG geometry is kept
+            report.no_mmff += 1
         g = pair_from_mol(mol)
         g.idx = i
         pairs.append(g)
