@@ -33,9 +33,11 @@ from torch_geometric.data import Data
 from molgen.errors import DataError
 
 # --------------------------------------------------------------------------------------------- features
-#: Atom vocabulary of Hu et al.: atomic numbers 1..118 -> 0..117, index 119 is the AttrMask token.
+#: Atom vocabulary of Hu et al.: atomic numbers 1..118 -> 0..117, index 119 is the AttrMask token; a dummy
+#: atom ``*`` (Z = 0, e.g. one ClinTox SMILES) gets the otherwise unused index 118.
 NUM_ATOM_TYPES = 120
 MASK_ATOM_INDEX = 119
+OTHER_ATOM_INDEX = 118
 #: Chirality tags: unspecified, CW, CCW, other (newer RDKit tags map to "other").
 NUM_CHIRALITY_TAGS = 4
 #: Bond types: single, double, triple, aromatic, self-loop (added by the GIN layer), mask.
@@ -62,8 +64,8 @@ def mol_to_graph(mol: Chem.Mol) -> Data:
         long: (bond type, bond direction); every bond appears in both directions, a bond-free molecule has
         ``E = 0``.
     """
-    x = torch.tensor([[min(a.GetAtomicNum(), 119) - 1, _CHIRALITY.get(a.GetChiralTag(), 3)] for a in mol.GetAtoms()],
-                     dtype=torch.long).reshape(-1, 2)
+    x = torch.tensor([[a.GetAtomicNum() - 1 if 1 <= a.GetAtomicNum() <= 118 else OTHER_ATOM_INDEX,
+                       _CHIRALITY.get(a.GetChiralTag(), 3)] for a in mol.GetAtoms()], dtype=torch.long).reshape(-1, 2)
     src, dst, attr = [], [], []
     for b in mol.GetBonds():
         i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()

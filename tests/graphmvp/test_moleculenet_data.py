@@ -66,6 +66,19 @@ def test_hu_features_shapes_and_values():
     assert cis.edge_attr[4:, 1].tolist() == [2, 2]  # the second single bond points down: cis differs
     assert smiles_to_graph("[Na+].[Cl-]").edge_index.shape == (2, 0)
     assert MASK_ATOM_INDEX not in g.x[:, 0]
+    assert smiles_to_graph("*C(=O)O").x[0, 0].item() == 118  # dummy atom (in ClinTox): the "other" index
+
+
+def test_every_embedded_molecule_fits_the_embeddings():
+    from molgen.data.moleculenet import NUM_ATOM_TYPES, NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, NUM_CHIRALITY_TAGS
+
+    for name in ("bbbp", "clintox"):
+        for s in load_moleculenet(name).smiles:
+            g = smiles_to_graph(s)
+            assert 0 <= g.x[:, 0].min() and g.x[:, 0].max() < NUM_ATOM_TYPES - 1
+            assert 0 <= g.x[:, 1].min() and g.x[:, 1].max() < NUM_CHIRALITY_TAGS
+            if g.edge_attr.numel():
+                assert g.edge_attr[:, 0].max() < NUM_BOND_TYPES - 2 and g.edge_attr[:, 1].max() < NUM_BOND_DIRECTIONS
 
 
 def _write(tmp_path, name, df):
