@@ -24,7 +24,10 @@ def main(argv: list[str]) -> int:
             if merged.setdefault(key, res.get(key)) != res.get(key):
                 print(f"error: {run}: {key}={res.get(key)} differs from {merged[key]}", file=sys.stderr)
                 return 2
-        merged["sets"].update(res["sets"])
+        for name, entry in res["sets"].items():  # the same set from several runs (e.g. one seed each): pool runs
+            into = merged["sets"].setdefault(name, {**entry, "runs": {}})
+            for key, runs in entry["runs"].items():
+                into["runs"].setdefault(key, []).extend(runs)
     table, averages = benchmark_table(merged)
     print(table)
     for s, e in merged["sets"].items():
