@@ -13,8 +13,7 @@ Reads ``sample/samples.pt`` (every generated molecule, including those RDKit can
 from __future__ import annotations
 
 import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from molgen.data.graph import GraphDataset
 from molgen.runner import StageContext, read_state, say
@@ -99,9 +98,6 @@ def _f(v) -> str:
 
 def validate_generated(cfg: DictConfig, ctx: StageContext) -> dict:
     """Judge ``sample/samples.pt`` with the validation suite (+ property MAE for conditional samples)."""
-    from molgen.validation import validate
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     samples = GraphDataset.load(ctx.input("sample") / "samples.pt")
     mols = [samples.molecule(i) for i in range(len(samples))]
     prop = samples.property_names[0] if samples.property_names else None
@@ -109,17 +105,10 @@ def validate_generated(cfg: DictConfig, ctx: StageContext) -> dict:
     lines: list[str] = []
     if prop and ctx.has_input("regressor"):
         extra, lines = property_section(mols, prop, ctx)
-    v = cfg.validate
-    xtb, dft = v.get("xtb", {}), v.get("dft", {})
-    result = validate(
-        mols, reference=_reference(cfg, ctx), out=ctx.dir, posebusters=bool(v.get("posebusters", True)),
-        distributions=bool(v.get("distributions", True)), xtb=bool(xtb.get("enabled", False)),
-        dft=bool(dft.get("enabled", False)), workers=int(v.get("workers", 1)), timeout=float(v.get("timeout", 600)),
-        engine=str(v.get("engine", "process")),
-        xtb_options={k: val for k, val in OmegaConf.to_container(xtb).items() if k != "enabled"} if xtb else None,
-        dft_options={k: val for k, val in OmegaConf.to_container(dft).items() if k != "enabled"} if dft else None,
-        reference_molecules=int(v.get("reference_molecules", 2000)),
-        title=f"{cfg.pipeline.name}: {len(mols)} generated molecules")
+    from molgen.validation.cli import run_from_config
+
+    result = run_from_config(mols, cfg.validate, out=ctx.dir, reference=_reference(cfg, ctx),
+                             title=f"{cfg.pipeline.name}: {len(mols)} generated molecules")
     metrics = {**result.scalar_metrics(), **extra}
     if lines:
         report = ctx.dir / "report.md"
