@@ -155,6 +155,23 @@ def _set_aside(stage_dir: Path, state: dict | None) -> Path:
     return target
 
 
+def _claim(run_dir: Path, stage: str) -> Path:
+    """Refuse to run a stage that another live process is running in the same run folder (a lock file)."""
+    lock = run_dir / f".{stage}.lock"
+    try:
+        pid = int(lock.read_text())
+        os.kill(pid, 0)
+        if pid != os.getpid():
+            raise MolgenError(f"{run_dir / stage} is being written by another molgen process (pid {pid}); "
+                              "wait for it or stop it first")
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pass  # no lock, a garbled one, or its process is gone: take it
+    except PermissionError:
+        raise MolgenError(f"{run_dir / stage} is locked by another user's process") from None
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
 def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
@@ -198,36 +215,42 @@ def run_stages(stages: list[Stage], cfg: DictConfig, run_dir: Path, target: str 
         key, material = stage_key(stage, cfg, {d: keys[d] for d in needs})
         keys[stage.name] = key
         sdir = run_dir / stage.name
-        state = read_state(sdir) if sdir.exists() else None
-        prefix = f"[{i}/{len(todo)}] {stage.name}"
-        if state and state.get("key") == key and state.get("status") == "complete":
-            say(f"{prefix}: reusing {sdir} (inputs and config unchanged)")
-            states[stage.name] = state
-            continue
-        resuming = bool(state and state.get("key") == key)
-        if sdir.exists() and not resuming:
-            old = _set_aside(sdir, state)
-            say(f"{prefix}: config or inputs changed; previous artifact kept in {old}")
-        archived = run_dir / f"{stage.name}@{key[:8]}"
-        archived_state = read_state(archived) if not resuming and archived.exists() else None
-        if archived_state and archived_state.get("key") == key and archived_state.get("status") == "complete":
-            archived.rename(sdir)
-            say(f"{prefix}: restored the finished artifact for this config from {archived}")
-            states[stage.name] = archived_state
-            continue
-        sdir.mkdir(parents=True, exist_ok=True)
-        state = {"stage": stage.name, "key": key, "status": "running", "started": _now(),
-                 "hashed": material, "attempts": (state or {}).get("attempts", 0) + 1}
-        _write_state(sdir, state)
-        say(f"{prefix}: {'resuming' if resuming else 'running'} -> {sdir}")
-        ctx = StageContext(stage, sdir, run_dir, {d: run_dir / d for d in needs}, resuming)
-        t0 = time.time()
-        metrics = stage.fn(cfg, ctx) or {}
-        state.update(status="complete", finished=_now(), seconds=round(time.time() - t0, 2),
-                     metrics=_jsonable(metrics))
-        _write_state(sdir, state)
-        states[stage.name] = state
+        lock = _claim(run_dir, stage.name)
+        try:
+            states[stage.name] = _run_one(stage, cfg, run_dir, sdir, key, material, needs, f"[{i}/{len(todo)}] {stage.name}")
+        finally:
+            lock.unlink(missing_ok=True)
     return states
+
+
+def _run_one(stage: Stage, cfg: DictConfig, run_dir: Path, sdir: Path, key: str, material: dict,
+             needs: tuple[str, ...], prefix: str) -> dict:
+    """Reuse, restore, resume or run one stage; returns its final state."""
+    state = read_state(sdir) if sdir.exists() else None
+    if state and state.get("key") == key and state.get("status") == "complete":
+        say(f"{prefix}: reusing {sdir} (inputs and config unchanged)")
+        return state
+    resuming = bool(state and state.get("key") == key)
+    if sdir.exists() and not resuming:
+        old = _set_aside(sdir, state)
+        say(f"{prefix}: config or inputs changed; previous artifact kept in {old}")
+    archived = run_dir / f"{stage.name}@{key[:8]}"
+    archived_state = read_state(archived) if not resuming and archived.exists() else None
+    if archived_state and archived_state.get("key") == key and archived_state.get("status") == "complete":
+        archived.rename(sdir)
+        say(f"{prefix}: restored the finished artifact for this config from {archived}")
+        return archived_state
+    sdir.mkdir(parents=True, exist_ok=True)
+    state = {"stage": stage.name, "key": key, "status": "running", "started": _now(),
+             "hashed": material, "attempts": (state or {}).get("attempts", 0) + 1}
+    _write_state(sdir, state)
+    say(f"{prefix}: {'resuming' if resuming else 'running'} -> {sdir}")
+    ctx = StageContext(stage, sdir, run_dir, {d: run_dir / d for d in needs}, resuming)
+    t0 = time.time()
+    metrics = stage.fn(cfg, ctx) or {}
+    state.update(status="complete", finished=_now(), seconds=round(time.time() - t0, 2), metrics=_jsonable(metrics))
+    _write_state(sdir, state)
+    return state
 
 
 def _jsonable(obj: Any) -> Any:

@@ -96,3 +96,17 @@ def test_report_and_metrics_side_by_side(tmp_path):
     metrics = json.loads((report.parent / "metrics.json").read_text())
     assert metrics == {"make": {"n": 5}, "total": {"total": 10}}
     assert "## total" in report.read_text()
+
+
+def test_stage_held_by_another_live_process_is_refused(tmp_path):
+    import os
+
+    from molgen.errors import MolgenError
+
+    (tmp_path / ".make.lock").write_text(str(os.getppid()))  # a live process that is not us
+    with pytest.raises(MolgenError, match="another molgen process"):
+        run_stages(STAGES, cfg(), tmp_path)
+    assert not (tmp_path / "make").exists()
+    (tmp_path / ".make.lock").write_text("999999999")  # a stale lock of a dead process is taken over
+    run_stages(STAGES, cfg(), tmp_path)
+    assert not (tmp_path / ".make.lock").exists()
