@@ -92,11 +92,12 @@ class Trajectory:
 
     def frames_at(self, source_frames: np.ndarray) -> np.ndarray:
         """Positions ``[..., N, 3]`` at source frame indices (raises if a frame is not stored)."""
-        lookup = np.full(int(self.n_source_frames), -1, dtype=np.int64)
+        lookup = np.full(int(self.n_source_frames) + 1, -1, dtype=np.int64)  # last slot: out of range
         lookup[self.frame_index] = np.arange(self.n_frames)
-        rows = lookup[np.asarray(source_frames)]
+        src = np.asarray(source_frames)
+        rows = lookup[np.where((src >= 0) & (src < self.n_source_frames), src, -1)]
         if (rows < 0).any():
-            raise DataError(f"{self.name}: source frame {int(np.asarray(source_frames)[rows < 0].flat[0])} is not stored")
+            raise DataError(f"{self.name}: source frame {int(src[rows < 0].flat[0])} is not stored")
         return self.positions[rows]
 
     # ------------------------------------------------------------------------------------ mdtraj edges
