@@ -180,7 +180,7 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
 
 
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, default_collate
 
     from molgen.models.forecaster import TrajectoryForecaster
     from molgen.training import fit
@@ -201,10 +201,19 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     if args["optimizer"] == "muon":
         tcfg["gradient_clip_val"] = None  # clipped inside the manual optimisation step
     bs = int(tcfg.get("batch_size", 100))
-    train_loader = DataLoader(md17.WindowDataset(windows["train"]), batch_size=bs, shuffle=True,
-                              num_workers=int(tcfg.get("num_workers", 0)))
-    val_loader = (DataLoader(md17.WindowDataset(windows["val"]), batch_size=max(bs, 256))
-                  if "val" in windows else None)
+    workers = int(tcfg.get("num_workers", 0))
+    collate = lambda items: md17.trim_padding(default_collate(items))  # noqa: E731
+    train_set = md17.WindowDataset(windows["train"])
+    if len(meta["molecules"]) > 1:  # multitask: one molecule per batch, padding trimmed
+        sampler = md17.MoleculeBatchSampler(windows["train"]["molecule"].numpy(), bs, int(tcfg.get("seed", 0)))
+        train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
+    else:
+        train_loader = DataLoader(train_set, batch_size=bs, shuffle=True, num_workers=workers)
+    val_loader = None
+    if "val" in windows:
+        val_set = md17.WindowDataset(windows["val"])
+        val_loader = DataLoader(val_set, batch_sampler=md17.MoleculeBatchSampler(
+            windows["val"]["molecule"].numpy(), max(bs, 256), 0, shuffle=False), collate_fn=collate)
     say(f"  training {args['network']} ({sum(p.numel() for p in module.parameters()):,} parameters) on "
         f"{len(train_loader.dataset)} windows")
     return fit(module, train_loader, val_loader, tcfg, ctx.dir, pipeline=PIPELINE, model_args=args,

@@ -132,3 +132,22 @@ def test_pad_windows_masks_padding():
     assert t["mask"].sum(1).tolist() == [3] * 4 + [13] * 3
     assert (t["x0"][:4, 3:] == 0).all() and (t["z"][:4, 3:] == 0).all()
     assert t["molecule"].tolist() == [0] * 4 + [1] * 3
+
+
+def test_molecule_batches_are_pure_and_trimmed():
+    mol = np.repeat([0, 1, 2], [250, 100, 50])
+    train = md17.MoleculeBatchSampler(mol, 100, seed=0)
+    batches = list(train)
+    assert len(batches) == len(train) == 5
+    assert sorted(sum(batches, [])) == list(range(400))
+    assert all(len(set(mol[b])) == 1 for b in batches)
+    assert list(train) != batches                                     # reshuffled next epoch
+    val = md17.MoleculeBatchSampler(mol, 100, shuffle=False)
+    assert [mol[b[0]] for b in val] == [0, 1, 2, 0, 0] and list(val) == list(val)
+    a = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    b = md17.load_xtb_npz(repo_data_dir() / "aspirin.npz")
+    p = md17.Protocol()
+    t = md17.pad_windows([md17.make_windows(a, md17.candidate_starts(a, p)[:2], p),
+                          md17.make_windows(b, md17.candidate_starts(b, p)[:2], p)], [0, 1])
+    trimmed = md17.trim_padding({k: v[:2] for k, v in t.items()})   # the two ethanol windows
+    assert trimmed["x0"].shape == (2, 3, 3) and trimmed["targets"].shape == (2, 8, 3, 3)

@@ -369,3 +369,46 @@ class WindowDataset:
 
     def __getitem__(self, i: int) -> dict:
         return {k: v[i] for k, v in self.tensors.items()}
+
+
+def trim_padding(batch: dict) -> dict:
+    """Collate helper: drop padding columns beyond the largest molecule of a batch (``[B, N_max] -> [B, n]``)."""
+    n = int(batch["mask"].sum(1).max())
+    out = dict(batch)
+    for key in ("x0", "v0", "z", "mask"):
+        out[key] = batch[key][:, :n]
+    out["targets"] = batch["targets"][:, :, :n]
+    return out
+
+
+class MoleculeBatchSampler:
+    """Batches that each hold windows of one molecule (shuffled within and across molecules every epoch).
+
+    With :func:`trim_padding` a multitask batch then costs what its own molecule costs instead of the
+    largest molecule's size (attention is quadratic in atoms x slots).
+    """
+
+    def __init__(self, molecule: "np.ndarray", batch_size: int, seed: int = 0, shuffle: bool = True):
+        self.molecule, self.batch_size, self.seed, self.epoch = np.asarray(molecule), batch_size, seed, 0
+        self.shuffle = shuffle
+
+    def _batches(self) -> list[np.ndarray]:
+        rng = np.random.RandomState(self.seed + self.epoch)
+        per_molecule = []
+        for m in np.unique(self.molecule):
+            idx = np.flatnonzero(self.molecule == m)
+            idx = rng.permutation(idx) if self.shuffle else idx
+            per_molecule.append([idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)])
+        if not self.shuffle:  # fixed round-robin over molecules: a limited validation still sees several
+            longest = max(len(b) for b in per_molecule)
+            return [b[i] for i in range(longest) for b in per_molecule if i < len(b)]
+        batches = [b for bs in per_molecule for b in bs]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        batches = self._batches()
+        self.epoch += 1
+        return iter([b.tolist() for b in batches])
+
+    def __len__(self) -> int:
+        return sum(-(-int((self.molecule == m).sum()) // self.batch_size) for m in np.unique(self.molecule))
