@@ -173,6 +173,7 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
     net_args["n_targets"] = int(meta["protocol"]["n_targets"])
     return {"network": str(m.name), "network_args": net_args, "optimizer": str(m.optimizer), "lr": float(m.lr),
             "weight_decay": float(m.weight_decay), "step_lr_every": int(m.step_lr_every),
+            "center": bool(m.get("center", False)),
             "protocol": {"delta_frame": int(meta["protocol"]["delta_frame"]),
                          "n_targets": int(meta["protocol"]["n_targets"]),
                          "heavy_only": bool(meta["protocol"]["heavy_only"]),

@@ -131,3 +131,28 @@ def test_masked_mse_and_forecaster_predict_mdtraj():
     assert future.n_frames == 8 and future.n_atoms == 3
     assert [a.element.symbol for a in future.topology.atoms] == ["C", "C", "O"]
     assert abs(future.time[-1] - (m.time[0] + 1.5)) < 1e-6
+
+
+def test_centered_forecaster_is_translation_equivariant(aspirin_batch):
+    x0, v0, z = (t.float() if t.is_floating_point() else t for t in aspirin_batch)
+    torch.manual_seed(0)
+    centered = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2}, center=True).eval()
+    shift = torch.tensor([-65.0, 72.0, -60.0])   # where the rMD17-derived benzene trajectory sits
+    with torch.no_grad():
+        torch.testing.assert_close(centered(x0 + shift, v0, z), centered(x0, v0, z) + shift, atol=1e-4, rtol=0)
+        plain = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2}).eval()
+        assert (plain(x0 + shift, v0, z) - plain(x0, v0, z) - shift).abs().max() > 1e-2
+
+
+def test_shipped_multitask_checkpoint_loads_and_predicts():
+    import molgen
+
+    if "atom-md17" not in molgen.list_checkpoints():
+        pytest.skip("atom-md17 checkpoint not shipped in this checkout")
+    model = molgen.load("atom-md17", pipeline="atom")
+    assert len(model.molecules) == 8
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    future = model.predict(md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5).to_mdtraj())
+    assert (future.n_frames, future.n_atoms) == (8, 3)
+    ckpt = torch.load(molgen.api.resolve_checkpoint("atom-md17"), weights_only=True)
+    assert "optimizer_states" not in ckpt

@@ -46,11 +46,14 @@ class TrajectoryForecaster(pl.LightningModule):
             weights, AdamW on the rest; ATOM's multitask setting).
         lr, weight_decay: optimiser settings. step_lr_every, step_lr_gamma: StepLR (EGNO: 2500, 0.5; 0 = off).
         protocol: ``delta_frame``, ``n_targets``, ``heavy_only``, ``time_step_fs`` (used by :meth:`predict`).
+        center: feed the network coordinates relative to the input centroid and add it back (False = ATOM's
+            absolute coordinates; True in ``model=atom_multitask``, where rMD17-derived benzene sits ~110 A
+            from the origin).
     """
 
     def __init__(self, network: str = "atom", network_args: dict | None = None, optimizer: str = "adamw",
                  lr: float = 1e-3, weight_decay: float = 1e-5, step_lr_every: int = 0, step_lr_gamma: float = 0.5,
-                 protocol: dict | None = None):
+                 protocol: dict | None = None, center: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_network(network, dict(network_args or {}))
@@ -59,7 +62,13 @@ class TrajectoryForecaster(pl.LightningModule):
                                           "time_step_fs": 0.5})
 
     def forward(self, x0, v0, z, mask=None) -> torch.Tensor:
-        return self.net(x0, v0, z, mask)
+        if not self.hparams.center:
+            return self.net(x0, v0, z, mask)
+        # center=True: the network sees coordinates relative to the input frame's centroid (translation
+        # equivariance for ATOM, whose absolute-coordinate design fails on molecules far from the origin)
+        m = (torch.ones_like(x0[..., 0]) if mask is None else mask.to(x0.dtype))[..., None]
+        c = (x0 * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)      # [B, 1, 3]
+        return (self.net((x0 - c) * m, v0, z, mask) + c[:, None]) * m[:, None]
 
     # ------------------------------------------------------------------------------------------ training
     def _step(self, batch: dict, split: str) -> torch.Tensor:
