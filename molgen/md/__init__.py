@@ -1,0 +1,1 @@
+"""Molecular-dynamics forecasting helpers: evaluation (errors, pictures, equivariance)."""

@@ -1,0 +1,158 @@
+"""ATOM, EGNO and the static baseline: shapes, padding, symmetry (exact for EGNO, measured for ATOM)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from e3nn import o3
+
+from molgen.data import md17
+from molgen.md.evaluation import equivariance_error
+from molgen.models.atom import ATOM, TemporalRoPE
+from molgen.models.egno import EGNO, StaticBaseline, TemporalFourierLayer
+from molgen.models.forecaster import TrajectoryForecaster, masked_mse
+from molgen.pipelines.atom import repo_data_dir
+
+
+@pytest.fixture(scope="module")
+def aspirin_batch():
+    """Four real aspirin states (13 heavy atoms) from the embedded xTB subset, float64 for symmetry checks."""
+    traj = md17.load_xtb_npz(repo_data_dir() / "aspirin.npz")
+    p = md17.Protocol()
+    w = md17.make_windows(traj, md17.candidate_starts(traj, p)[:4], p)
+    x0, v0 = torch.tensor(w["x0"], dtype=torch.float64), torch.tensor(w["v0"], dtype=torch.float64)
+    z = torch.tensor(w["z"])[None].expand(4, -1)
+    return x0, v0, z
+
+
+def small_atom(**kw) -> ATOM:
+    torch.manual_seed(0)
+    return ATOM(dim=24, n_blocks=2, n_heads=2, **kw).double().eval()
+
+
+def test_shapes_of_all_networks(aspirin_batch):
+    x0, v0, z = aspirin_batch
+    for net in (small_atom(), EGNO(hidden=16, n_layers=2).double().eval(), StaticBaseline()):
+        out = net(x0, v0, z)
+        assert out.shape == (4, 8, 13, 3) and torch.isfinite(out).all()
+    assert torch.equal(StaticBaseline()(x0, v0, z)[:, 5], x0)
+
+
+def test_egno_is_e3_equivariant(aspirin_batch):
+    x0, v0, z = aspirin_batch
+    torch.manual_seed(0)
+    net = EGNO(hidden=16, n_layers=3).double().eval()
+    with torch.no_grad():  # perturb the temporal weights so that the Fourier layers do something
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    R = o3.rand_matrix(dtype=torch.float64)
+    R = -R  # include a reflection (E(3), not only SO(3))
+    shift = torch.tensor([1.5, -2.0, 0.7], dtype=torch.float64)
+    out = net(x0, v0, z)
+    moved = net(x0 @ R.T + shift, v0 @ R.T, z)
+    torch.testing.assert_close(moved, out @ R.T + shift, atol=1e-9, rtol=1e-9)
+    # and the slots really differ (the temporal layers are on)
+    assert (out[:, 0] - out[:, -1]).abs().max() > 1e-6
+
+
+def test_egno_time_conv_switch_changes_the_model(aspirin_batch):
+    x0, v0, z = aspirin_batch
+    torch.manual_seed(0)
+    a = EGNO(hidden=16, n_layers=2).double().eval()
+    b = EGNO(hidden=16, n_layers=2, use_time_conv=False).double().eval()
+    b.load_state_dict(a.state_dict())
+    assert not torch.allclose(a(x0, v0, z), b(x0, v0, z))
+
+
+def test_atom_equivariance_comes_only_from_lift_and_projection(aspirin_batch):
+    """Without trunk blocks ATOM is exactly O(3)-equivariant; with them it is quasi-equivariant (measured)."""
+    x0, v0, z = aspirin_batch
+    lift_only = ATOM(dim=24, n_blocks=0, n_heads=2).double().eval()
+    assert equivariance_error(lift_only, x0, v0, z, n_rotations=4) < 1e-10
+    torch.manual_seed(0)
+    paper_width = ATOM(dim=128, n_blocks=5, n_heads=8).double().eval()
+    err = equivariance_error(paper_width, x0, v0, z, n_rotations=8)
+    print(f"ATOM (untrained, d=128, 5 blocks) relative equivariance error: {err:.3g}")
+    assert 1e-6 < err < 0.25
+
+
+def test_atom_padding_atoms_do_not_change_real_atoms(aspirin_batch):
+    x0, v0, z = aspirin_batch
+    net = small_atom()
+    pad = 3
+    xp = torch.cat([x0, 5 * torch.randn(4, pad, 3, dtype=torch.float64)], 1)
+    vp = torch.cat([v0, torch.randn(4, pad, 3, dtype=torch.float64)], 1)
+    zp = torch.cat([z, torch.full((4, pad), 6)], 1)
+    mask = torch.arange(16)[None].expand(4, -1) < 13
+    torch.testing.assert_close(net(xp, vp, zp, mask)[:, :, :13], net(x0, v0, z), atol=1e-10, rtol=1e-8)
+    assert (net(xp, vp, zp, mask)[:, :, 13:] == 0).all()
+    egno = EGNO(hidden=16, n_layers=2).double().eval()
+    torch.testing.assert_close(egno(xp, vp, zp, mask)[:, :, :13], egno(x0, v0, z), atol=1e-10, rtol=1e-8)
+
+
+def test_atom_brownian_noise_only_in_training(aspirin_batch):
+    x0, v0, z = aspirin_batch
+    net = ATOM(dim=24, n_blocks=1, n_heads=2, attention_dropout=0.0, ffn_dropout=0.0).double()
+    net.eval()
+    assert torch.equal(net(x0, v0, z), net(x0, v0, z))
+    net.train()
+    assert not torch.equal(net(x0, v0, z), net(x0, v0, z))
+
+
+def test_rope_rotates_by_slot_and_keeps_norms():
+    rope = TemporalRoPE(d_head=8, base=1000.0)
+    t = torch.randn(1, 1, 6, 8)  # 3 slots x 2 atoms
+    r = rope(t, n_atoms=2)
+    torch.testing.assert_close(r.norm(dim=-1), t.norm(dim=-1))
+    torch.testing.assert_close(r[..., :2, :], t[..., :2, :])   # slot 0 is not rotated
+    assert not torch.allclose(r[..., 2:, :], t[..., 2:, :])
+    # relative property: <R_p q, R_s k> depends on p - s only
+    q, k = torch.randn(8), torch.randn(8)
+    seq = torch.stack([q, k, q, k, q, k]).view(1, 1, 6, 8)     # n_atoms=1: positions 0..5
+    s = rope(seq, n_atoms=1)[0, 0]
+    torch.testing.assert_close(s[0] @ s[1], s[2] @ s[3])
+
+
+def test_fourier_layer_keeps_only_low_modes():
+    layer = TemporalFourierLayer(1, 1, n_modes=1)
+    u = torch.randn(2, 8, 1)
+    out = layer(u)
+    assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-6)   # mode 0 only: constant over slots
+
+
+def test_masked_mse_and_forecaster_predict_mdtraj():
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    pred = torch.zeros(1, 8, 4, 3)
+    target = torch.ones(1, 8, 4, 3)
+    mask = torch.tensor([[True, True, False, False]])
+    assert torch.allclose(masked_mse(pred, target, mask), torch.ones(1, 8))
+    model = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2})
+    m = md17.Trajectory(traj.positions[:2], traj.atomic_numbers, time_step_fs=0.5).to_mdtraj()
+    future = model.predict(m)
+    assert future.n_frames == 8 and future.n_atoms == 3
+    assert [a.element.symbol for a in future.topology.atoms] == ["C", "C", "O"]
+    assert abs(future.time[-1] - (m.time[0] + 1.5)) < 1e-6
+
+
+def test_centered_forecaster_is_translation_equivariant(aspirin_batch):
+    x0, v0, z = (t.float() if t.is_floating_point() else t for t in aspirin_batch)
+    torch.manual_seed(0)
+    centered = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2}, center=True).eval()
+    shift = torch.tensor([-65.0, 72.0, -60.0])   # where the rMD17-derived benzene trajectory sits
+    with torch.no_grad():
+        torch.testing.assert_close(centered(x0 + shift, v0, z), centered(x0, v0, z) + shift, atol=1e-4, rtol=0)
+        plain = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2}).eval()
+        assert (plain(x0 + shift, v0, z) - plain(x0, v0, z) - shift).abs().max() > 1e-2
+
+
+def test_shipped_multitask_checkpoint_loads_and_predicts():
+    import molgen
+
+    if "atom-md17" not in molgen.list_checkpoints():
+        pytest.skip("atom-md17 checkpoint not shipped in this checkout")
+    model = molgen.load("atom-md17", pipeline="atom")
+    assert len(model.molecules) == 8
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    future = model.predict(md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5).to_mdtraj())
+    assert (future.n_frames, future.n_atoms) == (8, 3)
+    ckpt = torch.load(molgen.api.resolve_checkpoint("atom-md17"), weights_only=True)
+    assert "optimizer_states" not in ckpt

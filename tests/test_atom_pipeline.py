@@ -1,0 +1,77 @@
+"""The ATOM pipeline end to end through the CLI (tiny budgets), molgen.load + predict, and user errors."""
+from __future__ import annotations
+
+import json
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+
+import molgen
+from molgen.cli import main
+from molgen.data import md17
+from molgen.pipelines.atom import repo_data_dir
+
+TINY_ATOM = ["model.network_args.dim=24", "model.network_args.n_blocks=1", "model.network_args.n_heads=2"]
+TINY = ["trainer.max_epochs=1", "trainer.max_time=null", "data.caps=[40,20,20]", "sample.n_write=1"]
+
+
+def run(tmp_path, capsys, *overrides) -> tuple[int, str, str]:
+    rc = main(["run", "pipeline=atom", f"out={tmp_path}", *TINY, *overrides])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_multitask_atom_end_to_end_then_load_and_predict(tmp_path, capsys):
+    rc, out, err = run(tmp_path, capsys, *TINY_ATOM, "data.molecules=[ethanol,aspirin,malonaldehyde]",
+                       "data.holdout=[malonaldehyde]", "run=mt")
+    assert rc == 0, err
+    assert out.strip().splitlines()[-1] == f"report: {tmp_path / 'mt' / 'report.md'}"
+    run_dir = tmp_path / "mt"
+    meta = json.loads((run_dir / "featurize" / "protocol.json").read_text())
+    assert meta["info"]["malonaldehyde"]["n_train"] == 0 and meta["info"]["malonaldehyde"]["n_test"] == 20
+    assert meta["info"]["aspirin"]["n_train"] == 40 and meta["protocol"]["margin"] == 3000
+    metrics = json.loads((run_dir / "metrics.json").read_text())["validate"]
+    for mol in ("ethanol", "aspirin", "malonaldehyde"):
+        assert metrics[mol]["n_test"] == 20 and metrics[mol]["s2s"] > 0 and metrics[mol]["static_s2s"] > 0
+    assert 0 < metrics["equivariance_error"] < 2
+    for name in ("error_curves.png", "overlay.png"):
+        assert (run_dir / "validate" / name).stat().st_size > 1000
+    report = (run_dir / "report.md").read_text()
+    assert "malonaldehyde (zero-shot)" in report and "S2S" in report
+    # predicted trajectories open with mdtraj: input frame + 8 predicted frames, heavy atoms of aspirin
+    pdbs = sorted((run_dir / "sample").glob("pred_aspirin_*.pdb"))
+    assert len(pdbs) == 1
+    t = mdtraj.load(str(pdbs[0].with_suffix(".dcd")), top=str(pdbs[0]))
+    assert (t.n_frames, t.n_atoms) == (9, 13)
+    # the checkpoint loads weights-only through molgen.load and predicts from an mdtraj trajectory
+    model = molgen.load(run_dir / "train" / "last.ckpt")
+    assert model.molecules == ["ethanol", "aspirin", "malonaldehyde"]
+    traj = md17.load_xtb_npz(repo_data_dir() / "aspirin.npz")
+    future = model.predict(md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5).to_mdtraj())
+    assert (future.n_frames, future.n_atoms) == (8, 13)
+    pred = torch.load(run_dir / "sample" / "predictions.pt", weights_only=True)["pred"]
+    assert pred.shape == (60, 8, 13, 3)
+
+
+def test_static_and_egno_runs_and_their_relation(tmp_path, capsys):
+    rc, out, err = run(tmp_path, capsys, "model=static", "data.molecule=aspirin", "run=static")
+    assert rc == 0, err
+    static = json.loads((tmp_path / "static" / "metrics.json").read_text())["validate"]["aspirin"]
+    assert static["s2s"] == pytest.approx(static["static_s2s"])      # the static model is the baseline
+    rc, out, err = run(tmp_path, capsys, "model=egno", "data.molecule=aspirin", "model.network_args.hidden=16",
+                       "model.network_args.n_layers=2", "run=egno")
+    assert rc == 0, err
+    egno = json.loads((tmp_path / "egno" / "metrics.json").read_text())["validate"]
+    assert egno["equivariance_error"] < 1e-4                         # EGNO is exactly equivariant
+    assert np.isfinite(egno["aspirin"]["s2t"])
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    rc, out, err = run(tmp_path, capsys, "data.molecules=[ethanol]", "data.holdout=[aspirin]")
+    assert rc == 2 and err.strip() == "error: data.holdout=['aspirin']: not in data.molecules (ethanol)"
+    rc, out, err = run(tmp_path, capsys, "data.molecule=caffeine")
+    assert rc == 2 and err.startswith("error: data.molecule=caffeine: no caffeine.npz in") and len(err.strip().splitlines()) == 1
+    rc, out, err = run(tmp_path, capsys, "data.source=xtb", f"data.path={tmp_path / 'missing'}")
+    assert rc == 2 and "folder not found" in err
