@@ -33,16 +33,16 @@ PREDICTIONS = "predictions.pt"
 
 # ---------------------------------------------------------------------------------------------- data
 def repo_data_dir() -> Path:
-    """The embedded data folder (``<repo>/data/md17``)."""
-    return Path(__file__).resolve().parents[1] / "data" / "md17"
+    """The embedded data folder (``data/md17``, installed as ``molgen.embedded``)."""
+    from molgen.data.embedded import embedded_dir
+
+    return embedded_dir("md17")
 
 
 def shared_data_dir(name: str) -> Path | None:
     """``shared/data/<name>`` next to the checkout (``$MOLGEN_SHARED_DATA`` first), or None."""
     roots = [os.environ.get("MOLGEN_SHARED_DATA")]
-    here = Path(__file__).resolve().parents[1]
-    roots += [str(p / "shared" / "data") for p in (Path.cwd().parent, Path.cwd().parent.parent, here.parent,
-                                                    here.parent.parent)]
+    roots += [str(p / "shared" / "data") for p in (Path.cwd(), Path.cwd().parent, Path.cwd().parent.parent)]
     for root in roots:
         if root and (Path(root) / name).is_dir():
             return Path(root) / name

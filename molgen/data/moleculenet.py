@@ -124,8 +124,10 @@ BENCHMARK = ("bbbp", "tox21", "toxcast", "sider", "clintox", "muv", "hiv", "bace
 
 
 def embedded_dir() -> Path:
-    """``data/moleculenet`` of the molgen checkout (embedded BBBP and ClinTox, see its PROVENANCE.md)."""
-    return Path(__file__).resolve().parents[2] / "data" / "moleculenet"
+    """``data/moleculenet`` (embedded BBBP and ClinTox, see its PROVENANCE.md), installed as ``molgen.embedded``."""
+    from molgen.data.embedded import embedded_dir as _embedded
+
+    return _embedded("moleculenet")
 
 
 def find_csv(name: str, root: str | Path | None = None) -> Path:
