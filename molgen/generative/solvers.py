@@ -1,0 +1,57 @@
+"""ODE solvers for the position flow with an endpoint-predicting network.
+
+A solver advances positions from ``t`` to ``s`` given ``predict(x, t) -> (x1_hat, extra)``; ``extra`` (the
+categorical logits) is that of the first evaluation, which the CTMC step then uses. Euler needs one network
+evaluation per step; Heun (explicit trapezoid) two, except on the last step where the velocity at ``alpha=1``
+is undefined and it falls back to Euler.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+
+from molgen.generative.gaussian_path import GaussianPath
+
+Predict = Callable[[torch.Tensor, float], tuple[torch.Tensor, Any]]
+
+
+class Solver(Protocol):
+    evaluations_per_step: int
+
+    def step(self, predict: Predict, path: GaussianPath, x_t: torch.Tensor, t: float,
+             s: float) -> tuple[torch.Tensor, Any]: ...
+
+
+class EulerSolver:
+    """``x_s = x_t + (s - t) u_t(x_t)``."""
+
+    evaluations_per_step = 1
+
+    def step(self, predict: Predict, path: GaussianPath, x_t: torch.Tensor, t: float,
+             s: float) -> tuple[torch.Tensor, Any]:
+        x1_hat, extra = predict(x_t, t)
+        return x_t + (s - t) * path.velocity(x_t, x1_hat, t), extra
+
+
+class HeunSolver:
+    """``x' = x_t + h u_t(x_t)``, ``x_s = x_t + h/2 (u_t(x_t) + u_s(x'))`` (Euler on the last step)."""
+
+    evaluations_per_step = 2
+
+    def step(self, predict: Predict, path: GaussianPath, x_t: torch.Tensor, t: float,
+             s: float) -> tuple[torch.Tensor, Any]:
+        x1_hat, extra = predict(x_t, t)
+        u_t = path.velocity(x_t, x1_hat, t)
+        x_euler = x_t + (s - t) * u_t
+        if float(path.schedule.alpha(torch.tensor(s))) >= 1.0 - 1e-6:
+            return x_euler, extra
+        x1_hat_s, _ = predict(x_euler, s)
+        return x_t + 0.5 * (s - t) * (u_t + path.velocity(x_euler, x1_hat_s, s)), extra
+
+
+def time_grid(steps: int) -> list[float]:
+    """``steps + 1`` equally spaced times from 0 to 1 (``steps`` integration steps)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()

@@ -1,0 +1,1 @@
+"""Trainable generators and predictors (LightningModules); import the submodules directly."""

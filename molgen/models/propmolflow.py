@@ -1,0 +1,303 @@
+r"""PropMolFlow: property-guided 3D molecule generation by SE(3) flow matching (Zeng, Jin et al. 2025,
+https://arxiv.org/abs/2505.21469), built on FlowMol2 / FlowMol-CTMC (Dunn & Koes, https://arxiv.org/abs/2411.16644).
+
+A molecule is (positions x, atom types a, formal charges c, bond orders e on every atom pair). The model learns
+one flow from a prior to the data for all four jointly:
+
+* x: centred Gaussian prior, aligned to the data (Hungarian + Kabsch), straight path
+  :math:`x_t = (1-t)x_0 + t x_1` (:mod:`molgen.generative.gaussian_path`);
+* a, c, e: masking CTMC, every token masked at t=0, revealed with probability t (:mod:`molgen.generative.masking_ctmc`);
+* the network predicts the endpoint :math:`(\hat x_1, p(a_1), p(c_1), p(e_1))` (:class:`EndpointNet`); the loss is
+  :math:`3\,\mathrm{MSE}(\hat x_1, x_1) + 0.4\,\mathrm{CE}_a + 1\,\mathrm{CE}_c + 2\,\mathrm{CE}_e`, the cross
+  entropies on masked tokens only;
+* with a property, its embedding enters the initial node features (:mod:`molgen.conditioning`).
+
+Sampling integrates positions with Euler (or Heun) and the categorical CTMC with stochasticity ``eta`` = 10 and
+temperature 0.05, 100 steps by default.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from molgen.conditioning import PropertyEmbedding, PropertySampler, check_property
+from molgen.data.graph import MoleculeVocab, from_dense
+from molgen.data.molecule import Molecule
+from molgen.errors import ConfigError
+from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
+from molgen.generative.solvers import time_grid
+from molgen.models.propmolflow_net import EndpointNet
+from molgen.nn.molecule_net import complete_graph
+
+
+def bond_tokens(edge_index: torch.Tensor, num_nodes: int, bond_index: torch.Tensor,
+                bond_type: torch.Tensor) -> torch.Tensor:
+    """Bond order (0 = none) of every directed edge of a complete graph sorted by (source, target). ``[E]``."""
+    keys = edge_index[0] * num_nodes + edge_index[1]                                   # [E], ascending
+    e1 = torch.zeros(edge_index.shape[1], dtype=torch.long, device=edge_index.device)
+    if bond_type.numel():
+        i, j = bond_index
+        e1[torch.searchsorted(keys, i * num_nodes + j)] = bond_type
+        e1[torch.searchsorted(keys, j * num_nodes + i)] = bond_type
+    return e1
+
+
+class PropMolFlow(pl.LightningModule):
+    """The PropMolFlow generator (defaults = the paper's QM9 model).
+
+    Args:
+        vocab: :meth:`MoleculeVocab.as_dict` (elements, charges, bond types).
+        s_dim, v_dim, edge_dim, n_layers: node scalars (256), node vectors (16), edge features (128), GVPConv layers (8).
+        rbf_dim, rbf_max: distance RBF (32 on [0, 14] Angstrom).
+        n_cp_feats: cross-product vector features per GVP (4; makes the network SE(3)- not E(3)-equivariant).
+        message_norm: divisor of summed messages (100).
+        weight_x, weight_a, weight_c, weight_e: loss weights (3.0, 0.4, 1.0, 2.0).
+        property_name: conditioning property (one of ``molgen.conditioning.PROPERTIES``) or None.
+        embedding: property embedding method (concatenate, sum, multiply, concatenate_sum, concatenate_multiply).
+        gaussian_expansion: embed the raw property through 5 fixed Gaussians instead of z-scoring it.
+        property_mean, property_std: z-score statistics of the property (user units).
+        max_atoms, n_bins: size of the (N, value) sampler histograms (fill with ``model.sampler.fit``).
+        lr, weight_decay: Adam (2.5e-4, 1e-12).
+        align_prior: Hungarian + Kabsch alignment of the prior to the data during training.
+        schedule: interpolant schedule name (linear).
+        stochasticity, temperature: CTMC sampling defaults (10, 0.05).
+    """
+
+    def __init__(self, vocab: dict | None = None, s_dim: int = 256, v_dim: int = 16, edge_dim: int = 128,
+                 n_layers: int = 8, rbf_dim: int = 32, rbf_max: float = 14.0, n_cp_feats: int = 4,
+                 message_norm: float = 100.0, weight_x: float = 3.0, weight_a: float = 0.4, weight_c: float = 1.0,
+                 weight_e: float = 2.0, property_name: str | None = None, embedding: str = "concatenate",
+                 gaussian_expansion: bool = False, property_mean: float = 0.0, property_std: float = 1.0,
+                 max_atoms: int = 29, n_bins: int = 1000, lr: float = 2.5e-4, weight_decay: float = 1e-12,
+                 align_prior: bool = True, schedule: str = "linear", stochasticity: float = 10.0,
+                 temperature: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocab = MoleculeVocab.from_dict(vocab) if vocab else MoleculeVocab()
+        if property_name is not None:
+            check_property(property_name)
+        self.property_name = property_name
+        prop = (PropertyEmbedding(property_name, s_dim, embedding, gaussian_expansion, property_mean, property_std)
+                if property_name else None)
+        self.net = EndpointNet(self.vocab.n_atom_types, self.vocab.n_charges, self.vocab.n_bond_types, s_dim, v_dim,
+                               edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm, prop)
+        self.sampler = PropertySampler(max_atoms, n_bins, conditional=property_name is not None)
+        sched = get_schedule(schedule)
+        self.path = GaussianPath(sched)
+        self.ctmc = {"a": MaskingCTMC(self.vocab.n_atom_types, sched), "c": MaskingCTMC(self.vocab.n_charges, sched),
+                     "e": MaskingCTMC(self.vocab.n_bond_types, sched)}
+        self.weights = {"x": weight_x, "a": weight_a, "c": weight_c, "e": weight_e}
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """Plain constructor arguments (weights-only safe) that rebuild this model."""
+        return dict(self.hparams)
+
+    @property
+    def conditional(self) -> bool:
+        return self.property_name is not None
+
+    # ------------------------------------------------------------------------------------------ training
+    def _values(self, batch) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if not hasattr(batch, "value"):
+            raise ValueError(f"conditional model on '{self.property_name}': batches need a 'value' field "
+                             "(wrap the data set with molgen.models.propmolflow.WithProperty)")
+        return batch.value.reshape(-1)
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        """The training objective on a PyG batch of clean molecules; returns the weighted loss and its terms."""
+        n_mol = batch.num_graphs
+        idx = batch.batch                                                              # [n]
+        # sample t per molecule and the prior, aligned to the data
+        t = torch.rand(n_mol, device=self.device)                                      # [B]
+        t_atom = t[idx]                                                                # [n]
+        x1 = batch.pos                                                                 # [n, 3], centred
+        x0 = centred_gaussian(idx, num_graphs=n_mol).to(x1)                            # [n, 3]
+        if self.hparams.align_prior:
+            x0 = align_prior(x0, x1, idx)
+        # interpolate: positions on the straight path, categorical features masked with prob 1 - t
+        x_t = self.path.sample(x0, x1, t_atom).x_t                                     # [n, 3]
+        a_t = self.ctmc["a"].corrupt(batch.atom_type, t_atom)                          # [n]
+        c_t = self.ctmc["c"].corrupt(batch.charge, t_atom)                             # [n]
+        edge_index, reverse = complete_graph(idx, n_mol)                               # [2, E], [E]
+        upper = edge_index[0] < edge_index[1]
+        e1 = bond_tokens(edge_index, x1.shape[0], batch.bond_index, batch.bond_type)[upper]  # [E_u]
+        e_t_upper = self.ctmc["e"].corrupt(e1, t[idx[edge_index[0][upper]]])          # [E_u]
+        e_t = torch.empty(edge_index.shape[1], dtype=torch.long, device=x1.device)
+        e_t[upper], e_t[reverse[upper]] = e_t_upper, e_t_upper                         # symmetric [E]
+        # predict the endpoint
+        x1_hat, a_logits, c_logits, e_logits = self.net(a_t, c_t, x_t, t_atom, idx, edge_index, reverse, e_t,
+                                                        self._values(batch), n_mol)
+        # losses: MSE on positions, cross-entropy on the still-masked tokens
+        losses = {"x": F.mse_loss(x1_hat, x1)}
+        for key, logits, x_tok, target in (("a", a_logits, a_t, batch.atom_type), ("c", c_logits, c_t, batch.charge),
+                                            ("e", e_logits, e_t_upper, e1)):
+            masked = self.ctmc[key].is_masked(x_tok)
+            losses[key] = F.cross_entropy(logits[masked], target[masked]) if masked.any() else logits.sum() * 0
+        losses["loss"] = sum(self.weights[k] * losses[k] for k in ("x", "a", "c", "e"))
+        return losses
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        losses = self(batch)
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch.num_graphs)
+        self.log_dict({f"train/loss_{k}": losses[k] for k in "xace"}, batch_size=batch.num_graphs)
+        return losses["loss"]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        losses = self(batch)
+        self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch.num_graphs)
+        self.log_dict({f"val/loss_{k}": losses[k] for k in "xace"}, batch_size=batch.num_graphs)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # ------------------------------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample_molecules(self, n_atoms: list[int], values: list[float] | None = None, steps: int = 100,
+                         solver: str = "euler", seed: int = 0, batch_size: int = 100,
+                         stochasticity: float | None = None, temperature: float | None = None,
+                         progress: bool = True) -> list[Molecule]:
+        """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
+
+        Args:
+            n_atoms: atom count of each molecule.
+            values: target property value per molecule (user units); required by a conditional model.
+            steps: integration steps on the uniform grid from t=0 to t=1.
+            solver: "euler" or "heun" (positions; the CTMC always takes Euler steps).
+            seed: seeds every random draw (prior, CTMC jumps).
+            batch_size: molecules integrated together.
+            stochasticity, temperature: CTMC settings (default: the model's, 10 and 0.05).
+
+        Returns:
+            :class:`~molgen.data.molecule.Molecule` list; ``properties`` holds the target value when conditional.
+        """
+        if self.conditional and (values is None or len(values) != len(n_atoms)):
+            raise ConfigError(f"a model conditioned on '{self.property_name}' needs one target value per molecule")
+        if not self.conditional and values is not None:
+            raise ConfigError("this model is unconditional: it takes no property values")
+        if any(int(n) < 1 for n in n_atoms):
+            raise ConfigError("every molecule needs at least one atom")
+        eta = self.hparams.stochasticity if stochasticity is None else stochasticity
+        temp = self.hparams.temperature if temperature is None else temperature
+        step_solver, grid = get_solver(solver), time_grid(steps)
+        gen = torch.Generator().manual_seed(int(seed))
+        was_training = self.training
+        self.eval()
+        out: list[Molecule] = []
+        chunks = [list(range(k, min(k + batch_size, len(n_atoms)))) for k in range(0, len(n_atoms), batch_size)]
+        bar = tqdm(total=len(chunks) * steps, desc="sampling", unit="step", disable=not progress)
+        for chunk in chunks:
+            sizes = [int(n_atoms[k]) for k in chunk]
+            vals = [float(values[k]) for k in chunk] if values is not None else None
+            out += self._sample_batch(sizes, vals, grid, step_solver, eta, temp, gen, bar)
+        bar.close()
+        self.train(was_training)
+        return out
+
+    def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar) -> list[Molecule]:
+        dev = self.device
+        n_mol = len(sizes)
+        idx = torch.repeat_interleave(torch.arange(n_mol), torch.tensor(sizes)).to(dev)     # [n]
+        edge_index, reverse = complete_graph(idx, n_mol)
+        upper = edge_index[0] < edge_index[1]
+        value = torch.tensor(vals, device=dev) if vals is not None else None
+        x = centred_gaussian(idx, gen, n_mol).to(dev)                                      # [n, 3]
+        a, c = self.ctmc["a"].prior((idx.shape[0],), dev), self.ctmc["c"].prior((idx.shape[0],), dev)
+        e_up = self.ctmc["e"].prior((int(upper.sum()),), dev)                              # [E_u]
+        n_steps = len(grid) - 1
+        for k in range(n_steps):
+            t, s = grid[k], grid[k + 1]
+            e_t = torch.empty(edge_index.shape[1], dtype=torch.long, device=dev)
+            e_t[upper], e_t[reverse[upper]] = e_up, e_up
+
+            def predict(x_in: torch.Tensor, time: float):
+                t_atom = torch.full((idx.shape[0],), time, device=dev)
+                x1_hat, la, lc, le = self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, value, n_mol)
+                return x1_hat, (la, lc, le)
+
+            x, (la, lc, le) = step_solver.step(predict, self.path, x, t, s)
+            last = k == n_steps - 1
+            a = self.ctmc["a"].step(a, la, t, s - t, eta, temp, last, gen)
+            c = self.ctmc["c"].step(c, lc, t, s - t, eta, temp, last, gen)
+            e_up = self.ctmc["e"].step(e_up, le, t, s - t, eta, temp, last, gen)
+            bar.update(1)
+        # decode: dense bond matrix per molecule from the upper-triangle tokens
+        x, a, c = x.cpu(), a.cpu(), c.cpu()
+        src, dst = edge_index[:, upper].cpu()
+        e_up = e_up.cpu()
+        mols = []
+        ptr = [0]
+        for n in sizes:
+            ptr.append(ptr[-1] + n)
+        mol_of_edge = idx.cpu()[src]
+        for m, n in enumerate(sizes):
+            sel = mol_of_edge == m
+            dense = torch.zeros(n, n, dtype=torch.long)
+            dense[src[sel] - ptr[m], dst[sel] - ptr[m]] = e_up[sel]
+            props = {self.property_name: vals[m]} if vals is not None else {}
+            mols.append(from_dense(x[ptr[m]:ptr[m + 1]], a[ptr[m]:ptr[m + 1]], c[ptr[m]:ptr[m + 1]], dense,
+                                   self.vocab, props))
+        return mols
+
+    def sample(self, n: int, condition: dict[str, float] | None = None, steps: int = 100, seed: int = 0,
+               solver: str = "euler", batch_size: int = 100, progress: bool = True) -> list:
+        """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
+
+        Args:
+            n: number of molecules.
+            condition: ``{property: value}`` in user units (e.g. ``{"gap": 6.8}`` eV); atom counts are drawn from the
+                training histogram. None: unconditional model -> N from the histogram; conditional model -> (N, value)
+                drawn jointly from the training data (PropMolFlow's in-distribution protocol).
+            steps, seed, solver, batch_size: see :meth:`sample_molecules`.
+
+        Example:
+            >>> mols = model.sample(8, condition={"gap": 6.8}, steps=100, seed=0)   # doctest: +SKIP
+        """
+        gen = torch.Generator().manual_seed(int(seed) + 7919)  # independent of the integration stream
+        values = None
+        if condition:
+            if not self.conditional:
+                raise ConfigError(f"this model is unconditional; it cannot take condition={condition}")
+            if set(condition) != {self.property_name}:
+                raise ConfigError(f"this model is conditioned on '{self.property_name}', got condition keys "
+                                  f"{sorted(condition)}")
+            sizes = self.sampler.sample_n_atoms(n, gen)
+            values = [float(condition[self.property_name])] * n
+        elif self.conditional:
+            sizes, values = self.sampler.sample(n, gen)
+        else:
+            sizes = self.sampler.sample_n_atoms(n, gen)
+        mols = self.sample_molecules(sizes, values, steps=steps, solver=solver, seed=seed, batch_size=batch_size,
+                                     progress=progress)
+        return [m.to_rdkit() for m in mols]
+
+
+class WithProperty(torch.utils.data.Dataset):
+    """A :class:`~molgen.data.graph.GraphDataset` view whose items carry ``value`` = one property (``[1]``) and
+    that skips molecules where it is missing (NaN)."""
+
+    def __init__(self, dataset, property_name: str | None):
+        self.dataset, self.property_name = dataset, property_name
+        if property_name is None:
+            self.index = list(range(len(dataset)))
+            return
+        if property_name not in dataset.property_names:
+            raise ConfigError(f"property '{property_name}' not in the data set (has {', '.join(dataset.property_names)})")
+        self.column = dataset.property_names.index(property_name)
+        ok = torch.isfinite(dataset.properties()[:, self.column])
+        self.index = ok.nonzero().flatten().tolist()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        d = self.dataset[self.index[i]]
+        if self.property_name is not None:
+            d.value = d.y[:, self.column].reshape(1)
+        return d

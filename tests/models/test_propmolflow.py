@@ -1,0 +1,151 @@
+"""PropMolFlow on small real molecules: symmetries of the network, training, sampling, checkpoints."""
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from molgen.errors import ConfigError
+from molgen.generative import remove_mean
+from molgen.models.propmolflow import PropMolFlow, WithProperty, bond_tokens
+from molgen.nn.molecule_net import complete_graph
+
+TINY = dict(s_dim=32, v_dim=4, edge_dim=16, n_layers=3, rbf_dim=8)
+
+
+def random_rotation(seed: int, proper: bool = True) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if (torch.linalg.det(q) > 0) != proper:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _state(graphs, n_mol=3, seed=0):
+    """A noisy state of the first molecules: half-masked tokens, dense symmetric bond tokens."""
+    b = Batch.from_data_list([graphs[k] for k in range(n_mol)])
+    g = torch.Generator().manual_seed(seed)
+    n = b.num_nodes
+    a = torch.where(torch.rand(n, generator=g) < 0.5, b.atom_type, torch.full_like(b.atom_type, 5))
+    c = torch.where(torch.rand(n, generator=g) < 0.5, b.charge, torch.full_like(b.charge, 6))
+    ei, _ = complete_graph(b.batch)
+    dense = torch.zeros(n, n, dtype=torch.long)
+    dense[ei[0], ei[1]] = bond_tokens(ei, n, b.bond_index, b.bond_type)
+    mask = torch.triu(torch.rand(n, n, generator=g) < 0.5, 1)
+    mask = mask | mask.T
+    dense[mask] = 5
+    pos = b.pos.double() + 0.3 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    t = torch.rand(n_mol, generator=g, dtype=torch.float64)[b.batch]
+    return a, c, dense, pos, t, b.batch
+
+
+def _run(net, a, c, dense, pos, t, batch, value=None):
+    ei, rev = complete_graph(batch)
+    x1, la, lc, le = net(a, c, pos, t, batch, ei, rev, dense[ei[0], ei[1]], value)
+    n = a.shape[0]
+    up = ei[0] < ei[1]
+    bond = torch.zeros(n, n, le.shape[-1], dtype=le.dtype)
+    bond[ei[0][up], ei[1][up]] = le
+    bond = bond + bond.transpose(0, 1)
+    return x1, la, lc, bond
+
+
+@pytest.mark.parametrize("cond", [None, "gap"])
+def test_network_is_se3_equivariant_and_permutation_equivariant(real_graphs, cond):
+    torch.manual_seed(0)
+    model = PropMolFlow(**TINY, property_name=cond, embedding="concatenate_sum", property_mean=5.0).double()
+    a, c, dense, pos, t, batch = _state(real_graphs)
+    value = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64) if cond else None
+    x1, la, lc, bond = _run(model.net, a, c, dense, pos, t, batch, value)
+    assert torch.allclose(remove_mean(x1, batch), x1, atol=1e-10)            # zero centre of mass
+    # rotate, translate each molecule, and shuffle the atoms inside every molecule
+    R, shift = random_rotation(1), torch.randn(3, 3, dtype=torch.float64)[batch]
+    perm = torch.cat([torch.nonzero(batch == m).flatten()[torch.randperm(int((batch == m).sum()))] for m in range(3)])
+    out = _run(model.net, a[perm], c[perm], dense[perm][:, perm], (pos @ R.T + shift)[perm], t[perm], batch, value)
+    assert torch.allclose(out[0], (x1 @ R.T)[perm], atol=1e-8)
+    assert torch.allclose(out[1], la[perm], atol=1e-8) and torch.allclose(out[2], lc[perm], atol=1e-8)
+    assert torch.allclose(out[3], bond[perm][:, perm], atol=1e-8)
+
+
+def test_a_mirror_image_is_not_a_symmetry_with_cross_products(real_graphs):
+    a, c, dense, pos, t, batch = _state(real_graphs)
+    P = random_rotation(2, proper=False)
+    for n_cp, symmetric in ((4, False), (0, True)):
+        torch.manual_seed(0)
+        net = PropMolFlow(**{**TINY, "n_cp_feats": n_cp}).double().net
+        x1, la, _, _ = _run(net, a, c, dense, pos, t, batch)
+        x1m, lam, _, _ = _run(net, a, c, dense, pos @ P.T, t, batch)
+        assert torch.allclose(x1 @ P.T, x1m, atol=1e-8) == symmetric
+        assert torch.allclose(la, lam, atol=1e-8) == symmetric
+
+
+def test_training_reduces_the_loss(real_graphs):
+    torch.manual_seed(0)
+    model = PropMolFlow(**TINY, property_name="gap", property_mean=6.0, property_std=1.0, lr=3e-3)
+    loader = DataLoader(WithProperty(real_graphs, "gap"), batch_size=8)
+    batch = next(iter(loader))
+    opt = model.configure_optimizers()
+    losses = []
+    for _ in range(60):
+        loss = model(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.7 * first, (first, last)
+
+
+def test_sampling_sizes_centre_determinism_and_targets(real_graphs):
+    torch.manual_seed(0)
+    model = PropMolFlow(**TINY, property_name="gap", property_mean=6.0)
+    model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 0])
+    sizes = [3, 9, 12, 5]
+    mols = model.sample_molecules(sizes, [5.0, 6.0, 7.0, 8.0], steps=4, seed=3, batch_size=3, progress=False)
+    assert [m.num_atoms for m in mols] == sizes
+    for m, v in zip(mols, [5.0, 6.0, 7.0, 8.0]):
+        assert abs(m.positions.mean(0)).max() < 1e-5
+        assert m.properties == {"gap": v}
+        assert set(m.atomic_numbers.tolist()) <= {1, 6, 7, 8, 9}
+    again = model.sample_molecules(sizes, [5.0, 6.0, 7.0, 8.0], steps=4, seed=3, batch_size=3, progress=False)
+    assert all((m.positions == n.positions).all() and (m.bond_orders == n.bond_orders).all() for m, n in zip(mols, again))
+    heun = model.sample_molecules(sizes, [5.0] * 4, steps=3, solver="heun", progress=False)
+    assert [m.num_atoms for m in heun] == sizes
+    rd = model.sample(3, condition={"gap": 6.5}, steps=2, progress=False)
+    assert all(m.GetNumConformers() == 1 for m in rd)
+    assert len(model.sample(2, steps=2, progress=False)) == 2       # (N, value) from the joint sampler
+
+
+def test_sampling_argument_errors(real_graphs):
+    model = PropMolFlow(**TINY, property_name="gap")
+    model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 0])
+    with pytest.raises(ConfigError, match="needs one target value"):
+        model.sample_molecules([3, 4], None, steps=2, progress=False)
+    with pytest.raises(ConfigError, match="conditioned on 'gap'"):
+        model.sample(2, condition={"mu": 1.0}, steps=2, progress=False)
+    with pytest.raises(ValueError, match="unknown solver"):
+        model.sample_molecules([3], [1.0], steps=2, solver="rk4", progress=False)
+    uncond = PropMolFlow(**TINY)
+    with pytest.raises(ConfigError, match="unconditional"):
+        uncond.sample_molecules([3], [1.0], steps=2, progress=False)
+
+
+def test_checkpoint_round_trip_through_molgen_load(real_graphs, tmp_path):
+    import molgen
+    from molgen.training import export_weights, fit
+
+    torch.manual_seed(0)
+    model = PropMolFlow(**TINY, property_name="mu", property_mean=1.0, property_std=0.5)
+    model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 1])
+    loader = DataLoader(WithProperty(real_graphs, "mu"), batch_size=4)
+    trainer_cfg = {"max_steps": 3, "max_epochs": 5, "ema_decay": 0.9, "log_every_n_steps": 1, "seed": 0}
+    metrics = fit(model, loader, loader, trainer_cfg, tmp_path, pipeline="propmolflow", model_args=model.model_args)
+    assert metrics["steps"] == 3
+    export_weights(tmp_path / "last.ckpt", tmp_path / "model.ckpt")
+    ckpt = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    loaded = molgen.load(tmp_path / "model.ckpt", pipeline="propmolflow")
+    assert isinstance(loaded, PropMolFlow) and loaded.property_name == "mu" and not loaded.training
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k]), k                # EMA weights and sampler buffers
+    assert loaded.sampler.fitted and loaded.sampler.ood_target == model.sampler.ood_target
+    mols = loaded.sample(3, steps=2, seed=1, progress=False)
+    assert len(mols) == 3 and all(m.HasProp("molgen_mu") or m.GetNumAtoms() > 0 for m in mols)

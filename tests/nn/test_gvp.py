@@ -1,0 +1,88 @@
+"""GVP layers: rotation equivariance of vectors, invariance of scalars, and chirality from cross products."""
+import pytest
+import torch
+
+from molgen.nn.gvp import GVP, GaussianRBF, GVPConv, GVPLayerNorm
+from molgen.nn.molecule_net import complete_graph, edge_geometry
+
+
+def random_rotation(seed: int, proper: bool = True) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if (torch.linalg.det(q) > 0) != proper:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+@pytest.mark.parametrize("n_cp", [0, 4])
+def test_gvp_rotation_equivariance(n_cp):
+    torch.manual_seed(0)
+    gvp = GVP(7, 5, 6, 3, n_cp_feats=n_cp).double()
+    s, v = torch.randn(10, 7, dtype=torch.float64), torch.randn(10, 5, 3, dtype=torch.float64)
+    R = random_rotation(1)
+    s1, v1 = gvp(s, v)
+    s2, v2 = gvp(s, v @ R.T)
+    assert torch.allclose(s1, s2, atol=1e-10)
+    assert torch.allclose(v1 @ R.T, v2, atol=1e-10)
+
+
+def test_cross_products_break_reflection_symmetry():
+    torch.manual_seed(0)
+    s, v = torch.randn(10, 7, dtype=torch.float64), torch.randn(10, 5, 3, dtype=torch.float64)
+    P = random_rotation(2, proper=False)
+    plain, chiral = GVP(7, 5, 6, 3, n_cp_feats=0).double(), GVP(7, 5, 6, 3, n_cp_feats=4).double()
+    s1, v1 = plain(s, v)
+    s2, v2 = plain(s, v @ P.T)
+    assert torch.allclose(v1 @ P.T, v2, atol=1e-10) and torch.allclose(s1, s2, atol=1e-10)  # E(3)
+    s1, v1 = chiral(s, v)
+    s2, v2 = chiral(s, v @ P.T)
+    assert not torch.allclose(v1 @ P.T, v2, atol=1e-4)  # a mirror image is told apart
+
+
+def test_gvp_layer_norm_and_rbf():
+    ln = GVPLayerNorm(4).double()
+    s, v = ln(torch.randn(3, 4, dtype=torch.float64), 7 * torch.randn(3, 6, 3, dtype=torch.float64))
+    assert torch.allclose((v**2).sum(-1).mean(-1), torch.ones(3, dtype=torch.float64), atol=1e-3)
+    rbf = GaussianRBF(32, 0.0, 14.0)
+    out = rbf(torch.tensor([0.0, 7.0, 14.0]))
+    assert out.shape == (3, 32) and int(out[1].argmax()) in (15, 16)
+
+
+def test_gvp_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="vector_gate"):
+        GVP(3, 2, 3, 2, vector_gate="tanh")
+    with pytest.raises(ValueError, match="message_norm"):
+        GVPConv(8, 4, 0, 8, message_norm="max")
+
+
+@pytest.mark.parametrize("norm", [100.0, "mean"])
+def test_gvpconv_equivariance_and_permutation(norm):
+    torch.manual_seed(0)
+    n = 7
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    edge_index, _ = complete_graph(batch)
+    conv = GVPConv(8, 4, 5, 6, n_cp_feats=2, message_norm=norm).double()
+    pos = torch.randn(n, 3, dtype=torch.float64)
+    s, v = torch.randn(n, 8, dtype=torch.float64), torch.randn(n, 4, 3, dtype=torch.float64)
+    e = torch.randn(edge_index.shape[1], 5, dtype=torch.float64)
+    rbf = GaussianRBF(6, 0, 5).double()
+
+    def run(pos, v):
+        unit, d = edge_geometry(pos, edge_index)
+        return conv(s, v, edge_index, unit, rbf(d), e)
+
+    R, t = random_rotation(3), torch.randn(3, dtype=torch.float64)
+    s1, v1 = run(pos, v)
+    s2, v2 = run(pos @ R.T + t, v @ R.T)
+    assert torch.allclose(s1, s2, atol=1e-9) and torch.allclose(v1 @ R.T, v2, atol=1e-9)
+
+
+def test_complete_graph_pairs_and_reverse():
+    batch = torch.tensor([0, 0, 1, 1, 1])
+    ei, rev = complete_graph(batch)
+    pairs = set(map(tuple, ei.T.tolist()))
+    assert pairs == {(0, 1), (1, 0), (2, 3), (2, 4), (3, 2), (3, 4), (4, 2), (4, 3)}
+    assert torch.equal(ei[:, rev], ei.flip(0))
+    keys = ei[0] * 5 + ei[1]
+    assert torch.all(keys[1:] > keys[:-1])  # sorted by (source, target)
