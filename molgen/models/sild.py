@@ -98,6 +98,9 @@ class SiLD(pl.LightningModule):
         self.diffusion = EquivariantDiffusion(timesteps)
         self.sampler = PropertySampler(max_atoms, conditional=property_name is not None)
         self.phase = "autoencoder"
+        # a formal charge q is possible for element Z only if q <= Z (RDKit cannot even write H(+2))
+        elements, charges = torch.tensor(self.vocab.elements), torch.tensor(self.vocab.charges)
+        self.register_buffer("charge_allowed", charges.unsqueeze(0) <= elements.unsqueeze(1), persistent=False)
         self.property_column: int | None = None  # column of ``data.y`` holding the property (set for training)
 
     # ------------------------------------------------------------------ helpers
@@ -151,7 +154,7 @@ class SiLD(pl.LightningModule):
 
     def autoencoder_losses(self, data) -> dict[str, torch.Tensor]:
         """Reconstruction, KL and bond-head losses (means over the batch) and accuracies."""
-        edge_index = complete_graph(data.batch, data.num_graphs)
+        edge_index = complete_graph(data.batch, data.num_graphs)[0]
         out: dict[str, torch.Tensor] = {}
         if self.latent:
             z_x, z_h, kl = self.encode(data, edge_index)
@@ -180,7 +183,7 @@ class SiLD(pl.LightningModule):
         self.eval()
         sums = dict(type=0.0, charge=0.0, sq=0.0, atoms=0, mol_types=0, mols=0, rmsd=0.0, bond=0.0, bonds=0)
         for data in loader:
-            ei = complete_graph(data.batch, data.num_graphs)
+            ei = complete_graph(data.batch, data.num_graphs)[0]
             z_x, z_h, _ = self.encode(data, ei, sample=False)
             pos, tl, cl = self.decode(z_x, z_h, ei, data.batch, data.num_graphs)
             ok = tl.argmax(-1) == data.atom_type
@@ -204,12 +207,12 @@ class SiLD(pl.LightningModule):
     def denoise(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None):
         """The denoiser on the complete graph (the :class:`~molgen.generative.diffusion.Denoiser` protocol)."""
         if edge_index is None:
-            edge_index = complete_graph(batch, num_graphs)
+            edge_index = complete_graph(batch, num_graphs)[0]
         return self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index)
 
     def diffusion_loss(self, data) -> torch.Tensor:
         """EDM's L2 loss on latents drawn from the frozen encoder's posterior, mean over the batch."""
-        edge_index = complete_graph(data.batch, data.num_graphs)
+        edge_index = complete_graph(data.batch, data.num_graphs)[0]
         with torch.no_grad():
             z_x, z_h, _ = self.encode(data, edge_index)
             z_x = remove_mean(z_x, data.batch, data.num_graphs)
@@ -270,7 +273,7 @@ class SiLD(pl.LightningModule):
             batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
             B = len(sizes)
             ctx = torch.tensor(values[k:k + batch_size], dtype=torch.float32) if values is not None else None
-            ei = complete_graph(batch, B)
+            ei = complete_graph(batch, B)[0]
 
             def denoiser(x_t, h_t, t, b, nb, c):
                 return self.denoise(x_t, h_t, t, b, nb, c, ei)
@@ -278,7 +281,8 @@ class SiLD(pl.LightningModule):
             z_x, z_h = self.diffusion.sample(denoiser, batch, B, self.feat_dim, ctx, steps, sampler, gen,
                                              progress=progress)
             pos, tl, cl = self.decode(z_x, z_h, ei, batch, B)
-            types, charges = tl.argmax(-1), cl.argmax(-1)
+            types = tl.argmax(-1)
+            charges = cl.masked_fill(~self.charge_allowed[types], float("-inf")).argmax(-1)
             bonds = self.bond_head(self.atom_features(types, charges), pos, ei).argmax(-1)   # [E]
             ptr = np.concatenate([[0], np.cumsum(sizes)])
             dense = torch.zeros(int(ptr[-1]), int(ptr[-1]), dtype=torch.long)

@@ -1,7 +1,7 @@
 r"""The networks of SiLD: equivariant encoder and decoder, the bond head, and the latent denoiser.
 
 All four work on PyG-style concatenated molecules (``batch [n]``) over the complete graph of each molecule
-(:func:`molgen.nn.molecule_net.complete_graph`) and are built on :class:`molgen.nn.egnn.EGNN`, as GeoLDM
+(the edge list of :func:`molgen.nn.molecule_net.complete_graph`) and are built on :class:`molgen.nn.egnn.EGNN`, as GeoLDM
 (Xu et al. 2023, https://arxiv.org/abs/2305.01140) builds its autoencoder and denoiser on EDM's EGNN.
 
 Symmetries (tested in tests/models/test_sild.py): positions out of the encoder, decoder and denoiser rotate and

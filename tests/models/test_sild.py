@@ -43,7 +43,7 @@ def test_encoder_decoder_bond_head_equivariance(batch, proper):
         for layer in egnn.layers:   # make position updates non-trivial
             torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
     R = orthogonal(5, proper)
-    ei = complete_graph(batch.batch, batch.num_graphs)
+    ei = complete_graph(batch.batch, batch.num_graphs)[0]
     mu_x, mu_h, kl = model.encode(batch, ei, sample=False)
     mu_x2, mu_h2, kl2 = model.encode(_rotated(batch, R), ei, sample=False)
     torch.testing.assert_close(mu_x2, mu_x @ R.T, atol=1e-4, rtol=1e-4)
@@ -66,7 +66,7 @@ def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
         torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
     R = orthogonal(7)
     B = batch.num_graphs
-    ei = complete_graph(batch.batch, B)
+    ei = complete_graph(batch.batch, B)[0]
     gen = torch.Generator().manual_seed(0)
     z_x, z_h, _ = model.encode(batch, ei, generator=gen)
     t = torch.linspace(0.1, 0.9, B)
@@ -84,7 +84,7 @@ def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
 
 
 def test_bond_labels_match_the_bond_list(batch):
-    ei = complete_graph(batch.batch, batch.num_graphs)
+    ei = complete_graph(batch.batch, batch.num_graphs)[0]
     labels = bond_labels(ei, batch.bond_index, batch.bond_type, batch.num_nodes)
     assert int((labels > 0).sum()) == 2 * batch.bond_type.numel()   # each bond seen from both ends
     dense = torch.zeros(batch.num_nodes, batch.num_nodes, dtype=torch.long)
@@ -143,3 +143,31 @@ def test_conditional_sampling_and_weights_only_checkpoint(real_graphs, tmp_path)
     again = loaded.sample(2, condition={"gap": 6.5}, steps=3, seed=0, progress=False)
     for a, b in zip(mols, again):
         assert torch.allclose(torch.tensor(a.GetConformer().GetPositions()), torch.tensor(b.GetConformer().GetPositions()))
+
+
+TINY = ["data.max_molecules=300", "model.ae_hidden=16", "model.decoder_layers=1", "model.bond_hidden=16",
+        "model.bond_layers=1", "model.denoiser_hidden=16", "model.denoiser_layers=1", "model.timesteps=50",
+        "trainer.autoencoder.max_epochs=1", "trainer.diffusion.max_epochs=1", "sample.n=4", "sample.steps=10"]
+
+
+def test_tiny_end_to_end_run_through_the_cli(tmp_path, capsys):
+    """`molgen run pipeline=sild` on the embedded QM9 subset: all stages, a loadable model, report last."""
+    import molgen
+    from molgen.cli import main
+
+    assert main(["run", "pipeline=sild", f"out={tmp_path}", "run=tiny", *TINY]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines[-1] == f"report: {tmp_path / 'tiny' / 'report.md'}"
+    run = tmp_path / "tiny"
+    assert (run / "train" / "autoencoder" / "last.ckpt").exists() and (run / "train" / "diffusion" / "last.ckpt").exists()
+    report = (run / "report.md").read_text()
+    assert "Autoencoder round trip" in report and "## validate" in report
+    from molgen.data.io import read_molecules
+
+    mols, _ = read_molecules(run / "sample" / "samples.sdf")
+    assert len(mols) == 4
+    model = molgen.load(run / "train")
+    assert len(model.sample(2, steps=3, progress=False)) == 2
+    # the same command again reuses every finished stage
+    assert main(["run", "pipeline=sild", f"out={tmp_path}", "run=tiny", *TINY]) == 0
+    assert capsys.readouterr().out.count("reusing") == 4

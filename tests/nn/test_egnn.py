@@ -22,7 +22,7 @@ def molecule_batch(real_graphs):
 
     b = Batch.from_data_list([real_graphs[i] for i in range(4)])
     h = torch.cat([torch.nn.functional.one_hot(b.atom_type, 5), b.charge.unsqueeze(-1)], -1).double()
-    return h, b.pos.double(), complete_graph(b.batch, b.num_graphs)
+    return h, b.pos.double(), complete_graph(b.batch, b.num_graphs)[0]
 
 
 @pytest.mark.parametrize("proper", [True, False])
@@ -46,7 +46,7 @@ def test_egnn_is_permutation_equivariant(molecule_batch):
     h, x, _ = molecule_batch
     n = 9  # the first molecule (ethanol) alone
     h, x = h[:n], x[:n]
-    ei = complete_graph(torch.zeros(n, dtype=torch.long))
+    ei = complete_graph(torch.zeros(n, dtype=torch.long))[0]
     net = EGNN(h.shape[1], 4, hidden=16, n_layers=2).double()
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
     inv = torch.empty_like(perm)
