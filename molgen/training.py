@@ -14,8 +14,11 @@ stage folder with
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,17 @@ from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheck
 from pytorch_lightning.loggers import CSVLogger
 
 CHECKPOINT_FORMAT = 1
+
+
+def _quiet_lightning() -> None:
+    """Keep the console to the progress bar: Lightning's tips and known-harmless warnings off."""
+    os.environ.setdefault("LITLOGGER_DISABLE_TIP", "1")
+    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*Checkpoint directory .* exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
+                    ".*does not have many workers.*", ".*limit_val_batches=1.0.*", ".*litlogger.*",
+                    ".*GPU available but not used.*", ".*is not in struct.*"):
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 class MolgenMetadata(Callback):
@@ -102,6 +116,7 @@ def fit(module: pl.LightningModule, train_loader, val_loader, trainer_cfg: dict,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _quiet_lightning()
     if "seed" in trainer_cfg:
         pl.seed_everything(int(trainer_cfg["seed"]), workers=True, verbose=False)
     meta = MolgenMetadata(pipeline, model_args, extra_metadata)

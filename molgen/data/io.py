@@ -180,7 +180,8 @@ def write_sdf(molecules: Iterable[Molecule], path: str | Path, extra: Iterable[d
         for k, m in enumerate(molecules):
             rd = m.to_rdkit()
             for key, value in m.properties.items():
-                rd.SetProp(key, f"{value:.6g}")
+                rd.ClearProp(f"molgen_{key}")  # one SD tag per property, written losslessly
+                rd.SetProp(key, repr(float(value)))
             if extra_list is not None:
                 for key, value in extra_list[k].items():
                     rd.SetProp(key, str(value))

@@ -98,8 +98,13 @@ class Molecule:
             orders = np.asarray(self.bond_orders, dtype=np.int64).reshape(-1)
             if len(orders) != len(bonds):
                 raise DataError(f"{len(bonds)} bonds but {len(orders)} bond orders{where}")
-            if (bonds[:, 0] == bonds[:, 1]).any() or bonds.max() >= n:
+            if (bonds[:, 0] == bonds[:, 1]).any() or bonds.min() < 0 or bonds.max() >= n:
                 raise DataError(f"bond refers to a missing atom or to itself{where}")
+            if len(np.unique(bonds, axis=0)) != len(bonds):
+                raise DataError(f"the same atom pair is bonded twice{where}")
+            if not np.isin(orders, [int(o) for o in BondOrder]).all():
+                raise DataError(f"bond order {int(orders[~np.isin(orders, [int(o) for o in BondOrder])][0])} is not "
+                                f"1 (single), 2 (double), 3 (triple) or 4 (aromatic){where}")
             self.bonds, self.bond_orders = bonds, orders
 
     # ------------------------------------------------------------------ basic views
@@ -184,7 +189,8 @@ class Molecule:
         if mol is None:
             raise DataError("cannot convert an empty (None) RDKit molecule")
         if mol.GetNumConformers() == 0:
-            raise DataError(f"molecule {name or mol.GetProp('_Name') if mol.HasProp('_Name') else ''} has no 3D conformer")
+            label = name or (mol.GetProp("_Name") if mol.HasProp("_Name") else "")
+            raise DataError(f"molecule {label + ' ' if label else ''}has no 3D conformer")
         if any(a.GetNumImplicitHs() for a in mol.GetAtoms()):
             mol = Chem.AddHs(mol, addCoords=True)
         pos = mol.GetConformer(conf_id).GetPositions()
