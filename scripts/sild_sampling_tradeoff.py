@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
+    p.add_argument("--save-dir", default=None, help="write each chain's molecules to <dir>/<sampler>_<steps>.sdf")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = molgen.load(a.checkpoint, pipeline="sild")
@@ -52,6 +53,13 @@ def main() -> None:
         t0 = time.perf_counter()
         mols = model.sample_molecules(sizes, values, steps=steps, sampler=sampler, seed=a.seed, progress=False)
         seconds = time.perf_counter() - t0
+        if a.save_dir:
+            from pathlib import Path
+
+            from molgen.data.io import write_sdf
+
+            Path(a.save_dir).mkdir(parents=True, exist_ok=True)
+            write_sdf(mols, Path(a.save_dir) / f"{sampler}_{steps}.sdf")
         rows.append({"sampler": sampler, "steps": steps, "seconds_per_molecule": seconds / a.n, **judge(mols)})
         print(json.dumps(rows[-1]), flush=True)
     ref = next(r for r in rows if r["sampler"] == "ancestral" and r["steps"] == model.diffusion.timesteps)
