@@ -209,10 +209,18 @@ class SiLD(pl.LightningModule):
 
     # ------------------------------------------------------------------ diffusion
     def denoise(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None):
-        """The denoiser on the complete graph (the :class:`~molgen.generative.diffusion.Denoiser` protocol)."""
+        """The noise prediction on the complete graph (the :class:`~molgen.generative.diffusion.Denoiser` protocol).
+
+        :math:`\\hat\\epsilon = \\sigma_t z_t + f_\\theta(z_t, t)`: the network learns a residual on top of the exact
+        prediction for standard-normal data. Near ``t = 1`` (:math:`\\alpha_T^2 = 10^{-5}`) the sampler divides
+        prediction errors by :math:`\\alpha_t`, so :math:`\\hat\\epsilon` must equal :math:`z_t` almost exactly there;
+        the skip term gives that from the first step instead of after long training. Equivariant: ``z_x`` is.
+        """
         if edge_index is None:
             edge_index = complete_graph(batch, num_graphs)[0]
-        return self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index)
+        sigma = self.diffusion.schedule.sigma(self.diffusion.schedule.gamma(t))[batch].unsqueeze(-1)   # [n, 1]
+        res_x, res_h = self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index)
+        return sigma * x_t + res_x, sigma * h_t + res_h
 
     def diffusion_loss(self, data) -> torch.Tensor:
         """EDM's L2 loss on latents drawn from the frozen encoder's posterior, mean over the batch."""
