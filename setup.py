@@ -6,5 +6,5 @@ as ``molgen.configs`` and ``molgen.pipelines`` so a non-editable install carries
 from setuptools import find_packages, setup
 
 packages = find_packages(include=["molgen", "molgen.*"])
-packages += ["molgen.pipelines", "molgen.configs"]
+packages += ["molgen.pipelines", "molgen.configs", "molgen.embedded"]
 setup(packages=packages)

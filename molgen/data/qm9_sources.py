@@ -18,6 +18,8 @@ are skipped and counted in :attr:`QM9Records.skipped`; missing files raise :clas
 """
 from __future__ import annotations
 
+import importlib.resources
+
 import gzip
 import importlib.util
 import tarfile
@@ -37,7 +39,7 @@ HARTREE_TO_EV = 27.211386245988
 N_GDB9, N_QM9 = 133885, 130831
 
 #: Repository folder of the embedded subset and the uncharacterized list.
-EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "data" / "qm9_subset"
+EMBEDDED_DIR = Path(str(importlib.resources.files("molgen.embedded"))) / "qm9_subset"
 EMBEDDED_CSV = "qm9_subset.csv.gz"
 UNCHARACTERIZED_TXT = "uncharacterized_indices.txt"
 

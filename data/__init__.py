@@ -1,0 +1,1 @@
+"""Small embedded data sets (installed as ``molgen.embedded``); each folder has a PROVENANCE.md."""

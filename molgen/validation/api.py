@@ -1,0 +1,251 @@
+"""``molgen.validate``: run the validation suite on molecules or a file and write its outputs.
+
+Outputs in ``out`` (when given): ``metrics.json``, ``molecules.csv`` (one row per molecule), ``molecules.sdf``
+(the molecules with their bonds and verdicts as SD tags), ``report.md`` and a self-contained ``report.html``,
+plus ``quantum.sqlite`` (the persistent store of xTB/DFT results) when quantum checks run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from molgen.data.molecule import Molecule
+from molgen.errors import DataError
+from molgen.validation.reference import Reference, load_reference
+from molgen.validation.structure import structure_table, summarize_structure, with_bonds
+
+#: Properties a conditional generator may put in SD tags (molgen user units) and the DFT column judging them.
+CONDITIONAL_PROPERTIES = {"homo": ("dft_homo_ev", "eV"), "lumo": ("dft_lumo_ev", "eV"),
+                          "gap": ("dft_gap_ev", "eV"), "mu": ("dft_dipole_debye", "D"),
+                          "alpha": ("dft_alpha_bohr3", "Bohr^3")}
+PREDICTION_PREFIXES = ("pred_", "predicted_", "regressor_")
+
+#: Which definition each headline figure uses (written into metrics.json and the report).
+HEADLINE = {
+    "atom_stability": ("stability_revised_atom", "PropMolFlow revised rule (valence - charge = neutral valence)"),
+    "molecule_stability": ("stability_revised_mol", "PropMolFlow revised rule + net charge zero"),
+    "validity": ("validity_largest_fragment", "largest fragment sanitizes in RDKit (MiDi/FlowMol)"),
+    "valid_x_unique": ("valid_x_unique", "validity (largest fragment) x uniqueness (EDM)"),
+    "closed_shell_ratio": ("closed_shell_ratio", "even electron count and no RDKit radical electrons"),
+}
+
+
+@dataclass
+class ValidationResult:
+    """Metrics (flat dict, JSON-ready) and the per-molecule table; ``out``/``report`` when written."""
+
+    metrics: dict[str, Any]
+    table: pd.DataFrame
+    out: Path | None = None
+    report: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def scalar_metrics(self) -> dict[str, float | int | str | None]:
+        """The metrics without nested dicts (what a pipeline stage returns to the runner)."""
+        return {k: v for k, v in _jsonable(self.metrics).items() if not isinstance(v, (dict, list))}
+
+    def __repr__(self) -> str:
+        h = self.metrics.get("headline", {})
+        figs = ", ".join(f"{k}={v['value']:.3f}" for k, v in h.items() if isinstance(v.get("value"), float))
+        return f"ValidationResult({len(self.table)} molecules, {figs})"
+
+
+def _as_molecules(mols_or_path) -> tuple[list[Molecule], list[tuple[str, str]], str]:
+    from molgen.data.io import read_molecules
+
+    if isinstance(mols_or_path, (str, Path)):
+        path = Path(mols_or_path)
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"empty file: {path}")
+        try:
+            mols, report = read_molecules(path)
+        except OSError as e:  # RDKit's SDMolSupplier raises OSError on unreadable files
+            raise DataError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+        return mols, report.skipped, str(mols_or_path)
+    items = list(mols_or_path)
+    if not items:
+        raise DataError("validate: no molecules given")
+    out = []
+    for k, m in enumerate(items):
+        out.append(m if isinstance(m, Molecule) else Molecule.from_rdkit(m, name=f"molecule {k + 1}"))
+    return out, [], f"{len(out)} molecules"
+
+
+def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Path | None = None,
+             xtb: bool = False, dft: bool = False, posebusters: bool = True, distributions: bool = True,
+             workers: int = 1, timeout: float = 600.0, engine: str = "process",
+             xtb_options: dict | None = None, dft_options: dict | None = None,
+             reference_molecules: int = 2000, progress: bool = True, title: str | None = None) -> ValidationResult:
+    """Judge molecules with molgen's validation suite.
+
+    Args:
+        mols_or_path: an SDF/XYZ file, a folder of them, or a list of :class:`Molecule` / RDKit molecules.
+            Unreadable records are skipped and counted (``metrics["n_skipped_records"]``).
+        reference: novelty and distribution reference: ``"qm9"`` (QM9 training split), a path (.smi/.csv/
+            .sdf/.xyz), a set of SMILES or a list of molecules; None skips novelty and distributions.
+        out: output folder (created); None writes nothing.
+        xtb: GFN2-xTB single point + relaxation (strain, heavy-atom RMSD) via tblite.
+        dft: B3LYP/6-31G(2df,p) single points via PySCF (HOMO, LUMO, gap, dipole), QM9's level of theory.
+        posebusters: PoseBusters "mol" intramolecular checks.
+        distributions: bond/angle/torsion Wasserstein distances to the reference molecules.
+        workers: processes for xTB/DFT jobs; timeout: seconds per job; engine: ``"process"`` or ``"dask"``.
+        xtb_options: ``max_molecules``, ``relax``, ``fmax``, ``steps``.
+        dft_options: ``max_molecules``, ``basis``, ``xc``, ``grid_level``, ``conv_tol``, ``max_cycle``, ``alpha``.
+        reference_molecules: reference geometries drawn for distribution distances (``"qm9"`` only).
+
+    Returns:
+        :class:`ValidationResult` with ``metrics`` and ``table`` (one row per molecule).
+    """
+    t0 = time.time()
+    mols, skipped, source = _as_molecules(mols_or_path)
+    ref: Reference | None = load_reference(reference, n_molecules=reference_molecules if distributions else 0)
+    outdir = Path(out) if out is not None else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+
+    table = structure_table(mols, progress=progress)
+    metrics: dict[str, Any] = {"source": source, "n_skipped_records": len(skipped)}
+    if skipped:
+        metrics["skipped_reasons"] = _count(r for _, r in skipped)
+    metrics.update(summarize_structure(table, ref.smiles if ref else None))
+    metrics["reference"] = ref.name if ref else None
+    bonded = [with_bonds(m)[0] for m in mols]
+
+    if posebusters:
+        from molgen.validation.geometry import posebusters_table
+
+        rd = [_posebusters_input(m, v) for m, v in zip(bonded, table["valid"])]
+        pb = posebusters_table(rd)
+        table["posebusters_pass"] = pb["posebusters_pass"].values
+        table["posebusters_failed"] = pb["posebusters_failed"].values
+        tested = pb["posebusters_pass"].dropna()
+        metrics["posebusters_pass_rate"] = float(tested.astype(bool).sum() / len(table)) if len(table) else 0.0
+        metrics["posebusters_pass_rate_of_valid"] = float(tested.astype(bool).mean()) if len(tested) else None
+        for col in pb.columns:
+            if col not in ("posebusters_pass", "posebusters_failed"):
+                vals = pb[col].dropna()
+                metrics[f"posebusters_{col}"] = float(vals.astype(bool).mean()) if len(vals) else None
+
+    if distributions and ref is not None and ref.molecules:
+        from molgen.validation.geometry import distribution_distances
+
+        ref_bonded = [with_bonds(m)[0] for m in ref.molecules]
+        ref.molecules = ref_bonded
+        dist = distribution_distances(bonded, ref_bonded)
+        metrics["distribution_per_type"] = dist.pop("per_type")
+        metrics.update(dist)
+    metrics["fcd"] = None
+    metrics["fcd_note"] = ("not computed: no offline Frechet ChemNet Distance implementation with shipped ChemNet "
+                           "weights is installed (fcd/fcd_torch download weights)")
+
+    if xtb or dft:
+        from molgen.validation.quantum.runner import run_quantum
+
+        store = (outdir or Path.cwd()) / "quantum.sqlite"
+        qtable, qmetrics = run_quantum(bonded, table, store, xtb=xtb, dft=dft, workers=workers, timeout=timeout,
+                                       engine=engine, xtb_options=xtb_options or {},
+                                       dft_options=dft_options or {}, progress=progress)
+        for col in qtable.columns:
+            table[col] = qtable[col].values
+        metrics.update(qmetrics)
+        metrics.update(conditional_metrics(mols, table))
+
+    metrics["headline"] = {k: {"value": metrics.get(key), "metric": key, "definition": d}
+                           for k, (key, d) in HEADLINE.items()}
+    metrics["seconds"] = round(time.time() - t0, 2)
+    result = ValidationResult(metrics, table, outdir, None, skipped)
+    if outdir is not None:
+        result.report = write_outputs(result, bonded, title or f"molgen validation: {source}", ref)
+    return result
+
+
+def _posebusters_input(mol: Molecule, valid: bool):
+    """Sanitized RDKit molecule for PoseBusters (None: not tested, because RDKit cannot sanitize it)."""
+    if not valid:
+        return None
+    try:
+        return mol.to_rdkit(sanitize=True)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def conditional_metrics(mols: list[Molecule], table: pd.DataFrame) -> dict:
+    """DFT vs the target property (SD tag ``gap``, ...) and vs a regressor's prediction (``pred_gap``, ...).
+
+    Per property: MAE (target units; meV for orbital energies) and Pearson correlation over molecules with a
+    converged DFT result.
+    """
+    out: dict = {}
+    for prop, (col, unit) in CONDITIONAL_PROPERTIES.items():
+        if col not in table.columns:
+            continue
+        dft = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=float)
+        scale, unit_out = (1000.0, "meV") if unit == "eV" else (1.0, unit)
+        sources = {"target": [m.properties.get(prop, np.nan) for m in mols]}
+        for pre in PREDICTION_PREFIXES:
+            if any(f"{pre}{prop}" in m.properties for m in mols):
+                sources["prediction"] = [m.properties.get(f"{pre}{prop}", np.nan) for m in mols]
+                break
+        for what, vals in sources.items():
+            v = np.asarray(vals, dtype=float)
+            ok = np.isfinite(v) & np.isfinite(dft)
+            if ok.sum() == 0:
+                continue
+            table[f"{prop}_{what}"] = v
+            err = np.abs(dft[ok] - v[ok])
+            out[f"dft_vs_{what}_{prop}_mae_{unit_out}"] = float(err.mean() * scale)
+            out[f"dft_vs_{what}_{prop}_n"] = int(ok.sum())
+            if ok.sum() > 2 and np.std(v[ok]) > 0 and np.std(dft[ok]) > 0:
+                out[f"dft_vs_{what}_{prop}_pearson_r"] = float(np.corrcoef(dft[ok], v[ok])[0, 1])
+    return out
+
+
+def _count(items: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+SDF_COLUMNS = ("smiles", "valid", "mol_stable", "mol_stable_edm", "mol_stable_lenient", "atom_stable_fraction",
+               "open_shell", "n_fragments", "posebusters_pass", "xtb_strain_kcal", "xtb_rmsd_heavy_A",
+               "dft_homo_ev", "dft_lumo_ev", "dft_gap_ev", "dft_dipole_debye", "dft_status", "xtb_status")
+
+
+def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, ref: Reference | None) -> Path:
+    """Write metrics.json, molecules.csv, molecules.sdf, report.md and report.html into ``result.out``."""
+    from molgen.data.io import write_sdf
+    from molgen.validation.report import write_reports
+
+    out = result.out
+    assert out is not None
+    (out / "metrics.json").write_text(json.dumps(_jsonable(result.metrics), indent=2))
+    result.table.to_csv(out / "molecules.csv", index=False)
+    extra = []
+    for _, row in result.table.iterrows():
+        extra.append({f"molgen_validation_{c}": row[c] for c in SDF_COLUMNS
+                      if c in row.index and not (isinstance(row[c], float) and math.isnan(row[c]))
+                      and row[c] is not None})
+    write_sdf(bonded, out / "molecules.sdf", extra=extra)
+    return write_reports(result, bonded, title, ref)

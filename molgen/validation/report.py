@@ -1,0 +1,222 @@
+"""The validation report: ``report.md`` (PNG files beside it) and a self-contained, offline ``report.html``
+(plots embedded as base64 PNG, no scripts, no external resources)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from molgen.data.molecule import Molecule
+
+STABILITY_ROWS = [
+    ("EDM (distance-inferred bonds, neutral valences)", "stability_edm_atom", "stability_edm_mol"),
+    ("MiDi/FlowMol lenient (own bonds, charge-aware)", "stability_lenient_atom", "stability_lenient_mol"),
+    ("PropMolFlow revised, as coded (no net-charge check)", "stability_revised_atom",
+     "stability_revised_nocharge_mol"),
+    ("PropMolFlow revised + net charge zero (headline)", "stability_revised_atom", "stability_revised_mol"),
+]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+    return str(v)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> dict[str, bytes]:
+    """PNG bytes of the report's figures, by file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = result.metrics
+    figs: dict[str, bytes] = {}
+
+    def save(fig, name):
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        figs[name] = buf.getvalue()
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    labels = ["EDM", "lenient", "revised\n(no charge)", "revised\n+charge 0", "closed\nshell", "valid\n(whole)",
+              "valid\n(largest)"]
+    vals = [m.get("stability_edm_mol"), m.get("stability_lenient_mol"), m.get("stability_revised_nocharge_mol"),
+            m.get("stability_revised_mol"), m.get("closed_shell_ratio"), m.get("validity"),
+            m.get("validity_largest_fragment")]
+    ax.bar(labels, [v or 0 for v in vals], color=["#888", "#8ab", "#7a7", "#2a6", "#b84", "#68c", "#46a"])
+    for k, v in enumerate(vals):
+        ax.text(k, (v or 0) + 0.01, _pct(v), ha="center", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("fraction of molecules")
+    ax.set_title("Molecule stability under three definitions, closed shells, validity")
+    save(fig, "stability.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    at = m.get("atom_type_counts", {})
+    axes[0].bar(list(at), list(at.values()), color="#468")
+    axes[0].set_title("atom types")
+    rs = m.get("ring_size_counts", {})
+    axes[1].bar(list(rs), list(rs.values()), color="#864")
+    if not rs:
+        axes[1].text(0.5, 0.5, "no rings", ha="center", va="center", transform=axes[1].transAxes)
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
+    axes[1].set_title("ring sizes")
+    save(fig, "histograms.png")
+
+    if ref_mols:
+        from molgen.validation.geometry import pooled_values
+
+        gen, ref = pooled_values(bonded), pooled_values(ref_mols)
+        kinds = [("bond", "bond length (A)"), ("angle", "angle (deg)"), ("torsion", "|torsion| (deg)")]
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+        for ax, (kind, label) in zip(axes, kinds):
+            common = [k for k in sorted(gen[kind], key=lambda k: -len(gen[kind][k])) if k in ref[kind]][:1]
+            for key in common:
+                ax.hist(ref[kind][key], bins=40, density=True, alpha=0.5, label=f"reference {key}")
+                ax.hist(gen[kind][key], bins=40, density=True, alpha=0.5, label=f"generated {key}")
+            ax.set_xlabel(label)
+            ax.legend(fontsize=7)
+        save(fig, "distributions.png")
+
+    t = result.table
+    dft_props = [(p, c) for p, c in (("gap", "dft_gap_ev"), ("homo", "dft_homo_ev"), ("lumo", "dft_lumo_ev"),
+                                     ("mu", "dft_dipole_debye")) if f"{p}_target" in t.columns and c in t.columns]
+    if dft_props:
+        fig, axes = plt.subplots(1, len(dft_props), figsize=(3.5 * len(dft_props), 3.2), squeeze=False)
+        for ax, (p, c) in zip(axes[0], dft_props):
+            x, y = t[f"{p}_target"].astype(float), t[c].astype(float)
+            ax.scatter(x, y, s=8)
+            lo, hi = np.nanmin([x.min(), y.min()]), np.nanmax([x.max(), y.max()])
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_xlabel(f"target {p}")
+            ax.set_ylabel(f"DFT {p}")
+        save(fig, "dft_vs_target.png")
+    return figs
+
+
+def _markdown(result, title: str, images: dict[str, str]) -> str:
+    m = result.metrics
+    L = [f"# {title}", "", f"{m.get('n_molecules', 0)} molecules read from {m.get('source')}"
+         f"{'; ' + str(m['n_skipped_records']) + ' unreadable records skipped ' + str(m.get('skipped_reasons')) if m.get('n_skipped_records') else ''}."
+         f" Reference: {m.get('reference') or 'none (no novelty, no distribution distances)'}."
+         f" Time: {m.get('seconds')} s.", "", "## Headline figures", "", "| figure | value | definition |",
+         "|---|---|---|"]
+    for k, h in m.get("headline", {}).items():
+        L.append(f"| {k} | {_pct(h['value'])} | {h['definition']} (`{h['metric']}`) |")
+    L += ["", "## Stability under three definitions", "",
+          "| definition | atom stability | molecule stability |", "|---|---|---|"]
+    for name, a, mol in STABILITY_ROWS:
+        L.append(f"| {name} | {_pct(m.get(a))} | {_pct(m.get(mol))} |")
+    L += ["", "## Structure", "", "| metric | value |", "|---|---|"]
+    keys = ["closed_shell_ratio", "even_electron_ratio", "net_charge_zero_ratio", "validity",
+            "validity_largest_fragment", "validity_edm", "connected_ratio", "fragments_mean", "uniqueness",
+            "valid_x_unique", "novelty", "novelty_of_valid"]
+    L += [f"| {k} | {_fmt(m.get(k))} |" for k in keys if k in m]
+    for name in ("stability.png", "histograms.png"):
+        if name in images:
+            L += ["", f"![{name}]({images[name]})"]
+    pb = {k: v for k, v in m.items() if k.startswith("posebusters_")}
+    if pb:
+        L += ["", "## Geometry: PoseBusters (\"mol\" configuration)", "",
+              "Pass rates among molecules RDKit can sanitize (invalid molecules are not tested).", "",
+              "| test | pass rate |", "|---|---|"]
+        L += [f"| {k.removeprefix('posebusters_')} | {_pct(v)} |" for k, v in pb.items()]
+    if m.get("w1_bond_length_A") is not None:
+        L += ["", "## Geometry: distribution distances to the reference", "",
+              "| metric | value |", "|---|---|"]
+        L += [f"| {k} | {_fmt(m.get(k))} |" for k in ("w1_bond_length_A", "w1_bond_angle_deg", "w1_torsion_deg",
+                                                     "tv_atom_types", "tv_bond_types")]
+        per = m.get("distribution_per_type", {}).get("bond", {})
+        if per:
+            L += ["", "| bond type | W1 (A) | mean generated | mean reference | n generated |", "|---|---|---|---|---|"]
+            for key, v in sorted(per.items(), key=lambda kv: -kv[1]["n_gen"])[:12]:
+                L.append(f"| {key} | {v['w1']:.4f} | {v['mean_gen']:.3f} | {v['mean_ref']:.3f} | {v['n_gen']} |")
+        if "distributions.png" in images:
+            L += ["", f"![distributions]({images['distributions.png']})"]
+    L += ["", "## Distribution: FCD", "", m.get("fcd_note", "")]
+    q = {k: v for k, v in m.items() if k.startswith(("xtb_", "dft_"))}
+    if q:
+        L += ["", "## Quantum chemistry (xTB GFN2 via tblite; DFT B3LYP/6-31G(2df,p) via PySCF)", "",
+              "| metric | value |", "|---|---|"]
+        L += [f"| {k} | {_fmt(v) if not isinstance(v, dict) else (', '.join(f'{a}: {b}' for a, b in v.items()) or 'none')} |"
+              for k, v in q.items()]
+        if "dft_vs_target.png" in images:
+            L += ["", f"![dft]({images['dft_vs_target.png']})"]
+    bad = result.table[~result.table["mol_stable"].astype(bool)]
+    if len(bad):
+        L += ["", f"## Molecules failing the headline stability rule ({len(bad)}, first 20)", "",
+              "| index | name | formula | net charge | open shell | unstable atoms |", "|---|---|---|---|---|---|"]
+        for _, r in bad.head(20).iterrows():
+            L.append(f"| {r['index']} | {r['name']} | {r['formula']} | {r['net_charge']} | {r['open_shell']} | "
+                     f"{r['unstable_atoms']} |")
+    L += ["", "Files: `metrics.json`, `molecules.csv` (one row per molecule), `molecules.sdf` (annotated).", ""]
+    return "\n".join(L)
+
+
+def _md_to_html(md: str, title: str) -> str:
+    """A minimal Markdown-to-HTML rendering for what :func:`_markdown` writes (headings, tables, images,
+    paragraphs). Hand-written to keep the report dependency-free and offline."""
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-: "):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            out.append(f'<img alt="{html.escape(alt)}" src="{src.rstrip(")")}">')
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+             "font-size:13px}th{background:#eee}img{max-width:100%}h2{border-bottom:1px solid #ccc}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    parts = text.split("`")
+    return "".join(f"<code>{html.escape(p)}</code>" if k % 2 else html.escape(p) for k, p in enumerate(parts))
+
+
+def write_reports(result, bonded: list[Molecule], title: str, ref) -> Path:
+    """Write report.md (+ PNG files) and report.html (PNG embedded) into ``result.out``; return report.html."""
+    out: Path = result.out
+    figs = _plots(result, bonded, [m for m in (ref.molecules or [])] if ref is not None and ref.molecules else None)
+    for name, data in figs.items():
+        (out / name).write_bytes(data)
+    md = _markdown(result, title, {n: f"./{n}" for n in figs})
+    (out / "report.md").write_text(md)
+    embedded = {n: "data:image/png;base64," + base64.b64encode(d).decode() for n, d in figs.items()}
+    page = _md_to_html(_markdown(result, title, embedded), title)
+    path = out / "report.html"
+    path.write_text(page)
+    return path

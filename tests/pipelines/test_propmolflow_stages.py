@@ -1,0 +1,84 @@
+"""The propmolflow train / regressor / sample stages on a tiny featurized folder of real molecules."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from molgen.config import compose
+from molgen.data.io import read_molecules
+from molgen.errors import CheckpointError, ConfigError
+from molgen.runner import StageContext
+
+TINY = ["model.s_dim=16", "model.v_dim=4", "model.edge_dim=8", "model.n_layers=2", "model.rbf_dim=8",
+        "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.batch_size=4", "trainer.val_every_n_epochs=1",
+        "regressor.s_dim=16", "regressor.v_dim=4", "regressor.edge_dim=8", "regressor.n_layers=1",
+        "regressor.rbf_dim=8", "regressor.trainer.max_steps=2", "regressor.trainer.batch_size=4",
+        "sample.n=5", "sample.steps=3", "sample.batch_size=3"]
+
+
+@pytest.fixture()
+def featurized(tmp_path, real_molecules):
+    from molgen.data.graph import GraphDataset, MoleculeVocab
+
+    names = ("alpha", "gap", "homo", "lumo", "mu", "Cv")
+    for m in real_molecules:
+        m.properties = {p: m.properties.get(p, 1.0 + 0.1 * m.num_atoms) for p in names}
+    d = tmp_path / "featurize"
+    d.mkdir()
+    for name, sel in (("generator.pt", slice(0, 5)), ("regressor.pt", slice(3, 8)), ("valid.pt", slice(5, 8))):
+        GraphDataset.from_molecules(real_molecules[sel], MoleculeVocab(), names).save(d / name)
+    return d
+
+
+def _ctx(stage_name, run_dir: Path, inputs: dict) -> StageContext:
+    from molgen.pipelines import propmolflow
+
+    stage = {s.name: s for s in propmolflow.STAGES}[stage_name]
+    (run_dir / stage_name).mkdir(parents=True, exist_ok=True)
+    return StageContext(stage, run_dir / stage_name, run_dir, inputs)
+
+
+def test_train_regressor_sample_conditional(featurized, tmp_path):
+    from molgen.pipelines import propmolflow
+
+    cfg = compose(["pipeline=propmolflow", "condition=gap", *TINY])
+    run = tmp_path
+    m = propmolflow.train(cfg, _ctx("train", run, {"featurize": featurized}))
+    assert m["steps"] == 2 and (run / "train" / "model.ckpt").exists() and (run / "train" / "last.ckpt").exists()
+    r = propmolflow.regressor(cfg, _ctx("regressor", run, {"featurize": featurized}))
+    assert r["property"] == "gap" and r["mae_unit"] == "meV" and (run / "regressor" / "regressor.ckpt").exists()
+    assert {"regressor_mae", "naive_shuffled_mae", "atoms_only_mae"} <= set(r)
+    s = propmolflow.sample(cfg, _ctx("sample", run, {"train": run / "train"}))
+    assert s["molecules"] == 5 and s["molecules_per_second"] > 0
+    mols, _ = read_molecules(run / "sample" / "samples.sdf")
+    assert len(mols) == 5 - s["sdf_unwritable"] and all("gap" in mol.properties for mol in mols)
+    assert (run / "sample" / "samples.xyz").read_text().count("propmolflow_") == 5
+    # OOD task: every target is the 99th percentile of the generator half's values
+    cfg_ood = compose(["pipeline=propmolflow", "condition=gap", "sample.ood=true", *TINY])
+    s = propmolflow.sample(cfg_ood, _ctx("sample", tmp_path / "ood", {"train": run / "train"}))
+    assert s["mode"].startswith("out of distribution")
+    # the regressor checkpoint is not a generator; a wrong property is refused
+    with pytest.raises(CheckpointError, match="not a PropMolFlow generator"):
+        propmolflow.sample(compose(["pipeline=propmolflow", f"ckpt={run / 'regressor' / 'regressor.ckpt'}", *TINY]),
+                           _ctx("sample", tmp_path / "x", {}))
+    with pytest.raises(ConfigError, match="condition.property=mu"):
+        propmolflow.sample(compose(["pipeline=propmolflow", "condition=mu", *TINY]),
+                           _ctx("sample", tmp_path / "y", {"train": run / "train"}))
+
+
+def test_unconditional_train_resume_and_regressor_skip(featurized, tmp_path):
+    from molgen.pipelines import propmolflow
+
+    cfg = compose(["pipeline=propmolflow", *TINY])
+    assert "skipped" in propmolflow.regressor(cfg, _ctx("regressor", tmp_path, {"featurize": featurized}))
+    propmolflow.train(cfg, _ctx("train", tmp_path, {"featurize": featurized}))
+    cfg_more = compose(["pipeline=propmolflow", *TINY, "trainer.max_steps=4", "trainer.max_epochs=3"])
+    ctx = _ctx("train", tmp_path, {"featurize": featurized})
+    ctx.resuming = True
+    m = propmolflow.train(cfg_more, ctx)
+    assert m["steps"] == 4 and m["resumed_from"].endswith("last.ckpt")
+    ckpt = torch.load(tmp_path / "train" / "model.ckpt", weights_only=True)
+    assert ckpt["molgen"]["model_args"]["property_name"] is None and ckpt["molgen"]["pipeline"] == "propmolflow"
+    s = propmolflow.sample(compose(["pipeline=propmolflow", *TINY, "sample.solver=heun"]),
+                           _ctx("sample", tmp_path, {"train": tmp_path / "train"}))
+    assert s["molecules"] == 5 and s["property"] == "none"

@@ -1,0 +1,120 @@
+"""xTB and DFT jobs against known values; store, resume, time limits and failure recording."""
+import ast
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from molgen.validation.quantum.runner import run_job, run_quantum
+from molgen.validation.quantum.xtb import HARTREE_TO_EV
+
+from .conftest import DATA
+
+# QM9 molecule 3 (water), B3LYP/6-31G(2df,p) geometry and properties (Ramakrishnan et al. 2014, via qm9pack)
+WATER_Z = np.array([8, 1, 1])
+WATER_POS = np.array([[-0.0343604951, 0.9775395708, 0.0076015923], [0.0647664923, 0.0205721989, 0.0015346341],
+                      [0.8717903737, 1.3007924048, 0.0006931336]])
+QM9_WATER = {"homo_ev": -0.2928 * HARTREE_TO_EV, "lumo_ev": 0.0687 * HARTREE_TO_EV, "mu": 1.8511}
+
+
+def test_water_geometry_matches_qm9pack():
+    from molgen.validation.reference import qm9pack_data_dir, qm9_table
+
+    if qm9pack_data_dir() is None:
+        pytest.skip("qm9pack not installed")
+    row = qm9_table(["XYZ_Ang", "HOMO_au", "LUMO_au", "Dipole_debye"]).iloc[2]
+    np.testing.assert_allclose(np.array(ast.literal_eval(row["XYZ_Ang"])), WATER_POS, atol=1e-8)
+    assert row["HOMO_au"] * HARTREE_TO_EV == pytest.approx(QM9_WATER["homo_ev"])
+
+
+def test_dft_water_at_qm9_level_matches_qm9():
+    """Gaussian's B3LYP (PySCF 'b3lypg') reproduces QM9's water HOMO within 30 meV and LUMO within 60 meV; the
+    VWN5 variant misses the HOMO by ~100 meV. The dipole is 1.98 D vs QM9's 1.85 D (see docs/validation.md)."""
+    status, r, _ = run_job("dft", WATER_Z, WATER_POS, 0, {}, 300)
+    assert status == "ok" and not r["dft_uks"] and r["dft_n_basis"] == 36
+    assert abs(r["dft_homo_ev"] - QM9_WATER["homo_ev"]) < 0.030
+    assert abs(r["dft_lumo_ev"] - QM9_WATER["lumo_ev"]) < 0.060
+    assert abs(r["dft_gap_ev"] - (r["dft_lumo_ev"] - r["dft_homo_ev"])) < 1e-9
+    assert 1.85 < r["dft_dipole_debye"] < 2.05
+    _, r5, _ = run_job("dft", WATER_Z, WATER_POS, 0, {"xc": "b3lyp5"}, 300)
+    assert abs(r5["dft_homo_ev"] - QM9_WATER["homo_ev"]) > 0.07
+
+
+def test_dft_open_shell_uses_uks():
+    # methyl radical, planar, C-H 1.08 A
+    pos = np.array([[0, 0, 0], [1.08, 0, 0], [-0.54, 0.935, 0], [-0.54, -0.935, 0]])
+    status, r, _ = run_job("dft", np.array([6, 1, 1, 1]), pos, 0, {"basis": "6-31g"}, 120)
+    assert status == "ok" and r["dft_uks"] and r["dft_spin"] == 1
+    assert r["dft_dipole_debye"] < 1e-3  # D3h symmetry
+
+
+def test_xtb_relaxation_strain():
+    status, r, _ = run_job("xtb", WATER_Z, WATER_POS, 0, {"relax": True}, 60)
+    assert status == "ok" and r["xtb_relax_converged"]
+    assert 0 <= r["xtb_strain_kcal"] < 2 and r["xtb_rmsd_heavy_A"] < 0.05
+    stretched = WATER_POS.copy()
+    stretched[1] = WATER_POS[0] + 1.4 * (WATER_POS[1] - WATER_POS[0])  # O-H 0.96 -> 1.35 A
+    _, r2, _ = run_job("xtb", WATER_Z, stretched, 0, {"relax": True}, 60)
+    assert r2["xtb_strain_kcal"] > 20 * max(r["xtb_strain_kcal"], 0.1)
+
+
+def test_failures_are_recorded_not_raised(tmp_path, handmade):
+    mols = [handmade["ethanol"], handmade["acetonitrile"]]
+    res, m = run_quantum(mols, None, tmp_path / "q.sqlite", dft=True, timeout=0.01,
+                         dft_options={"basis": "6-31g", "max_molecules": 1}, progress=False)
+    assert list(res["dft_status"][:1]) == ["timeout"] and m["dft_failures"] == {"timeout": 1}
+    res, m = run_quantum(mols, None, tmp_path / "q.sqlite", dft=True, timeout=60,
+                         dft_options={"basis": "6-31g", "max_cycle": 1, "max_molecules": 1}, progress=False)
+    assert res["dft_status"][0] == "scf_not_converged" and "not converged" in res["dft_reason"][0]
+    assert m["quantum_jobs_computed"] == 1  # a timeout is retried under a longer time limit
+
+
+def _store_rows(path):
+    if not path.exists():
+        return 0
+    with sqlite3.connect(str(path)) as db:
+        return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+
+def test_resume_after_kill_recomputes_nothing(tmp_path):
+    """Kill `molgen validate` midway through its DFT jobs, run it again: only the missing jobs run."""
+    out = tmp_path / "val"
+    cmd = [sys.executable, "-m", "molgen.cli", "validate", str(DATA / "handmade.sdf"), f"out={out}",
+           "dft=true", "dft.basis=sto-3g", "dft.grid_level=0", "dft.conv_tol=1e-6", "dft.max_molecules=5",
+           "posebusters=false", "distributions=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = out / "quantum.sqlite"
+    t0 = time.time()
+    while _store_rows(store) < 2 and time.time() - t0 < 120 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _store_rows(store)
+    assert 2 <= done < 5, "the kill must land midway"
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith("report: ")
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["quantum_jobs_reused_from_store"] == done and m["quantum_jobs_computed"] == 5 - done
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["quantum_jobs_computed"] == 0 and m["quantum_jobs_reused_from_store"] == 5
+
+
+@pytest.mark.slow  # starting a dask LocalCluster takes ~30-60 s on a loaded 2-core machine
+def test_dask_engine_uses_the_same_store(tmp_path, handmade):
+    pytest.importorskip("distributed")
+    mols = [handmade["ethanol"], handmade["acetonitrile"]]
+    store = tmp_path / "q.sqlite"
+    res, m = run_quantum(mols, None, store, xtb=True, workers=1, engine="dask", progress=False)
+    assert list(res["xtb_status"]) == ["ok", "ok"] and m["quantum_jobs_computed"] == 2
+    res2, m2 = run_quantum(mols, None, store, xtb=True, workers=2, engine="process", progress=False)
+    assert m2["quantum_jobs_computed"] == 0
+    np.testing.assert_allclose(res2["xtb_strain_kcal"].astype(float), res["xtb_strain_kcal"].astype(float))

@@ -1,0 +1,117 @@
+"""molgen.validate and `molgen validate`: outputs, bad input, reference handling."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from molgen.cli import main
+from molgen.validation import validate
+
+from .conftest import DATA
+
+
+def test_validate_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "val"
+    rc = main(["validate", str(DATA / "corrupted.sdf"), f"out={out}", "distributions=false"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and lines[-1] == f"report: {out / 'report.html'}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_skipped_records"] == 2 and metrics["n_molecules"] == 6
+    assert metrics["headline"]["molecule_stability"]["metric"] == "stability_revised_mol"
+    table = pd.read_csv(out / "molecules.csv")
+    for col in ("index", "smiles", "valid", "mol_stable", "atom_stable_fraction", "open_shell", "n_fragments",
+                "posebusters_pass"):
+        assert col in table.columns
+    assert table["posebusters_pass"].isna().sum() == 1  # the hypervalent record cannot be sanitized: not tested
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html and "http" not in html
+    from rdkit import Chem
+
+    sdf = [m for m in Chem.SDMolSupplier(str(out / "molecules.sdf"), sanitize=False, removeHs=False)]
+    assert len(sdf) == 6 and sdf[0].HasProp("molgen_validation_mol_stable")
+
+
+def test_validate_python_api_reference_set(handmade):
+    res = validate([handmade["ethanol"], handmade["acetonitrile"]], reference={"CC#N"}, posebusters=False,
+                   progress=False)
+    assert res.metrics["novelty"] == pytest.approx(0.5)
+    assert list(res.table["smiles"]) == ["CCO", "CC#N"]
+    assert res.out is None and res.report is None
+
+
+def test_reference_molecules_give_distribution_distances(handmade):
+    mols = [handmade["ethanol"]] * 3
+    res = validate(mols, reference=mols, posebusters=False, progress=False)
+    assert res.metrics["w1_bond_length_A"] == pytest.approx(0.0, abs=1e-9)
+    assert res.metrics["tv_atom_types"] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "missing.sdf"], "file not found: missing.sdf"),
+    (["validate", "x.sdf", "nosuchkey=1"], "invalid key"),
+    (["validate"], None),
+])
+def test_cli_bad_input_one_line(tmp_path, capsys, args, message):
+    rc = main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    if message:
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_empty_file(tmp_path, capsys):
+    empty = tmp_path / "empty.sdf"
+    empty.write_text("")
+    assert main(["validate", str(empty)]) == 2
+    assert "error: empty file" in capsys.readouterr().err
+
+
+def test_help_from_installed_entry_point():
+    r = subprocess.run([sys.executable, "-m", "molgen.cli", "validate", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "dft.max_molecules" in r.stdout
+
+
+def test_conditional_metrics_dft_vs_target_and_prediction(handmade):
+    from molgen.validation.api import conditional_metrics
+
+    mols = [handmade["ethanol"], handmade["acetonitrile"], handmade["glycine_zwitterion"]]
+    mols = [type(m)(m.positions, m.atomic_numbers, m.formal_charges, m.bonds, m.bond_orders,
+                    {"gap": g, "pred_gap": p}, m.name) for m, g, p in zip(mols, (7.0, 8.0, 5.0), (7.5, 8.0, 4.0))]
+    table = pd.DataFrame({"dft_gap_ev": [7.2, 7.6, float("nan")]})  # the third DFT job failed
+    m = conditional_metrics(mols, table)
+    assert m["dft_vs_target_gap_mae_meV"] == pytest.approx(300.0)  # (0.2 + 0.4) / 2 eV
+    assert m["dft_vs_prediction_gap_mae_meV"] == pytest.approx(350.0)  # (0.3 + 0.4) / 2 eV
+    assert m["dft_vs_target_gap_n"] == 2
+    assert list(table["gap_target"]) == [7.0, 8.0, 5.0]
+
+
+def test_folder_of_xyz_files_infers_bonds(tmp_path, handmade):
+    from molgen.data.io import write_xyz
+
+    folder = tmp_path / "xyz"
+    folder.mkdir()
+    write_xyz([handmade["ethanol"], handmade["acetonitrile"]], folder / "a.xyz")
+    write_xyz([handmade["glycine_zwitterion"]], folder / "b.xyz")
+    (folder / "c.xyz").write_text("2\nbroken\nC 0 0 0\nXx 1 0 0\n")  # unknown element: skipped and counted
+    res = validate(folder, posebusters=False, distributions=False, progress=False)
+    assert res.metrics["n_molecules"] == 3 and res.metrics["n_skipped_records"] == 1
+    assert list(res.table["bonds_source"]) == ["rdkit"] * 3
+    assert list(res.table["smiles"][:2]) == ["CCO", "CC#N"]
+    # xyz2mol on a neutral zwitterion geometry gives neutral glycine-like bonding or charges; either way it
+    # must be a closed-shell, sanitizable molecule
+    assert bool(res.table["valid"][2]) and not bool(res.table["open_shell"][2])
+
+
+def test_pipeline_stage_helper(tmp_path):
+    from molgen.config import compose
+    from molgen.runner import Stage, StageContext
+    from molgen.validation.stage import validate_stage
+
+    cfg = compose(["validate.posebusters=false", "validate.distributions=false"])
+    ctx = StageContext(Stage("validate", lambda c, x: {}), tmp_path, tmp_path, {})
+    metrics = validate_stage(cfg, ctx, DATA / "handmade.sdf", reference={"CCO"})
+    assert metrics["n_molecules"] == 8 and 0 < metrics["novelty"] < 1
+    assert all(not isinstance(v, (dict, list)) for v in metrics.values())
+    assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.json").exists()
