@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 from molgen.errors import ConfigError
 
-GROUPS = ("pipeline", "data", "model", "trainer", "sample", "validate", "condition")
+GROUPS = ("pipeline", "data", "model", "trainer", "sample", "validate", "condition", "regressor", "pretrain",
+          "finetune")
 
 
 def config_dir() -> Path:

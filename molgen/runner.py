@@ -52,6 +52,8 @@ class Stage:
         replaced_by: ``{upstream: config_key}``: when ``config_key`` is set, ``upstream`` is not needed
             (``ckpt=...`` replaces training).
         description: one line for ``molgen run --help``.
+        ignore_keys: dotted keys inside ``config_keys`` that do not change the output (worker counts, ...)
+            and so stay out of the cache key.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Stage:
     file_keys: tuple[str, ...] = ()
     replaced_by: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    ignore_keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -105,8 +108,16 @@ def file_digest(path: Path) -> str:
 
 def stage_key(stage: Stage, cfg: DictConfig, upstream: dict[str, str]) -> tuple[str, dict]:
     """The cache key of ``stage`` under ``cfg`` given its upstream keys; returns (hex digest, what was hashed)."""
-    material: dict[str, Any] = {"stage": stage.name, "config": {k: _select(cfg, k) for k in stage.config_keys},
-                                "upstream": upstream, "files": {}}
+    config = {k: _select(cfg, k) for k in stage.config_keys}
+    for dotted in stage.ignore_keys:  # e.g. data.perception_processes: how, not what
+        head, _, rest = dotted.partition(".")
+        node = config.get(head)
+        parts = rest.split(".") if rest else []
+        while isinstance(node, dict) and len(parts) > 1:
+            node = node.get(parts.pop(0))
+        if isinstance(node, dict) and parts:
+            node.pop(parts[0], None)
+    material: dict[str, Any] = {"stage": stage.name, "config": config, "upstream": upstream, "files": {}}
     for key in stage.file_keys:
         value = _select(cfg, key)
         if value:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
+from molgen.stages.molecules import validate_generated
 
 PIPELINE = "propmolflow"
 
@@ -208,7 +209,8 @@ def _sample_ckpt(cfg: DictConfig, ctx: StageContext) -> Path:
 
 def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.api import read_checkpoint
-    from molgen.data.io import write_sdf, write_xyz
+    from molgen.data.graph import GraphDataset
+    from molgen.data.io import sdf_writable, write_sdf, write_xyz
 
     torch.set_num_threads(cpu_threads())
     ckpt = read_checkpoint(_sample_ckpt(cfg, ctx))
@@ -245,29 +247,18 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"propmolflow_{k}"
-    writable = [m for m in mols if _sdf_writable(m)]
+    writable = [m for m in mols if sdf_writable(m)]
     if len(writable) < len(mols):
         say(f"  {len(mols) - len(writable)} molecule(s) RDKit cannot write to SDF (e.g. H with charge +3) "
             "are left out of samples.sdf (kept in samples.xyz) and count as invalid")
     write_sdf(writable, ctx.dir / "samples.sdf")
+    # every generated molecule, also those RDKit cannot write, for the validate stage (no silent drop)
+    GraphDataset.from_molecules(mols, model.vocab, (model.property_name,) if model.property_name else ()).save(
+        ctx.dir / "samples.pt")
     write_xyz(mols, ctx.dir / "samples.xyz")
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
             "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
-
-
-def _sdf_writable(mol) -> bool:
-    """Whether RDKit can write this molecule as a mol block (it raises on e.g. an H atom with charge +3)."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        Chem.MolToMolBlock(mol.to_rdkit(), kekulize=False)
-        return True
-    except RuntimeError:
-        return False
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
 
 # ============================================================================================ loading
@@ -289,7 +280,7 @@ def load_model(ckpt: dict):
 
 
 STAGES = [
-    Stage("featurize", featurize, config_keys=("data",),
+    Stage("featurize", featurize, config_keys=("data",), ignore_keys=("data.perception_processes",),
           description="QM9 -> generator/regressor halves, valid, test (GraphDataset .pt) + training SMILES"),
     Stage("train", train, config_keys=("model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"), needs=("featurize",),
@@ -299,4 +290,6 @@ STAGES = [
     Stage("sample", sample, config_keys=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"},
           description="draw sample.n molecules (samples.sdf with the target as SD tag, samples.xyz)"),
+    Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
+          description="the validation suite + property MAE with the regressor (report.md/html, molecules.csv)"),
 ]

@@ -170,14 +170,32 @@ def read_molecules(path: str | Path) -> tuple[list[Molecule], ReadReport]:
     return mols, report
 
 
+def sdf_writable(mol: Molecule) -> bool:
+    """Whether RDKit can write ``mol`` as a mol block (it refuses e.g. an H atom with charge +3)."""
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        Chem.MolToMolBlock(mol.to_rdkit(), kekulize=False)
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
 def write_sdf(molecules: Iterable[Molecule], path: str | Path, extra: Iterable[dict] | None = None) -> Path:
-    """Write molecules (with their properties as SD tags) to an SDF file, atomically."""
+    """Write molecules (with their properties as SD tags) to an SDF file, atomically.
+
+    Molecules RDKit cannot write (chemically impossible atoms such as H with charge +3, which a generator can
+    produce) are left out; check :func:`sdf_writable` first where the count matters.
+    """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     extra_list = list(extra) if extra is not None else None
     with Chem.SDWriter(str(tmp)) as w:
         w.SetKekulize(False)
         for k, m in enumerate(molecules):
+            if not sdf_writable(m):
+                continue
             rd = m.to_rdkit()
             for key, value in m.properties.items():
                 rd.ClearProp(f"molgen_{key}")  # one SD tag per property, written losslessly

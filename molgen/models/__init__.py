@@ -1,1 +1,1 @@
-"""Trainable generators and predictors (LightningModules); import the submodules directly."""
+"""One LightningModule (or model object) per method, built from molgen.nn layers and molgen.generative processes."""

@@ -49,8 +49,13 @@ def qm9pack_data_dir() -> Path | None:
 
 
 def _embedded_subset() -> Path | None:
-    d = Path(__file__).resolve().parents[2] / "data" / "qm9_subset"
-    return d if d.is_dir() else None
+    from molgen.data.embedded import embedded_dir
+    from molgen.errors import DataError
+
+    try:
+        return embedded_dir("qm9_subset")
+    except DataError:
+        return None
 
 
 def qm9_table(columns: list[str]) -> pd.DataFrame:

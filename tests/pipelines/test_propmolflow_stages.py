@@ -9,11 +9,6 @@ from molgen.data.io import read_molecules
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import StageContext
 
-TINY = ["model.s_dim=16", "model.v_dim=4", "model.edge_dim=8", "model.n_layers=2", "model.rbf_dim=8",
-        "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.batch_size=4", "trainer.val_every_n_epochs=1",
-        "regressor.s_dim=16", "regressor.v_dim=4", "regressor.edge_dim=8", "regressor.n_layers=1",
-        "regressor.rbf_dim=8", "regressor.trainer.max_steps=2", "regressor.trainer.batch_size=4",
-        "sample.n=5", "sample.steps=3", "sample.batch_size=3"]
 
 
 @pytest.fixture()
@@ -38,7 +33,8 @@ def _ctx(stage_name, run_dir: Path, inputs: dict) -> StageContext:
     return StageContext(stage, run_dir / stage_name, run_dir, inputs)
 
 
-def test_train_regressor_sample_conditional(featurized, tmp_path):
+def test_train_regressor_sample_conditional(featurized, tmp_path, tiny_propmolflow):
+    TINY = tiny_propmolflow
     from molgen.pipelines import propmolflow
 
     cfg = compose(["pipeline=propmolflow", "condition=gap", *TINY])
@@ -66,7 +62,8 @@ def test_train_regressor_sample_conditional(featurized, tmp_path):
                            _ctx("sample", tmp_path / "y", {"train": run / "train"}))
 
 
-def test_unconditional_train_resume_and_regressor_skip(featurized, tmp_path):
+def test_unconditional_train_resume_and_regressor_skip(featurized, tmp_path, tiny_propmolflow):
+    TINY = tiny_propmolflow
     from molgen.pipelines import propmolflow
 
     cfg = compose(["pipeline=propmolflow", *TINY])

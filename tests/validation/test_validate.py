@@ -104,14 +104,13 @@ def test_folder_of_xyz_files_infers_bonds(tmp_path, handmade):
     assert bool(res.table["valid"][2]) and not bool(res.table["open_shell"][2])
 
 
-def test_pipeline_stage_helper(tmp_path):
+def test_run_from_pipeline_config(tmp_path):
+    """What a pipeline's validate stage does: the validate config group -> validate(), scalar metrics back."""
     from molgen.config import compose
-    from molgen.runner import Stage, StageContext
-    from molgen.validation.stage import validate_stage
+    from molgen.validation.cli import run_from_config
 
     cfg = compose(["validate.posebusters=false", "validate.distributions=false"])
-    ctx = StageContext(Stage("validate", lambda c, x: {}), tmp_path, tmp_path, {})
-    metrics = validate_stage(cfg, ctx, DATA / "handmade.sdf", reference={"CCO"})
+    metrics = run_from_config(DATA / "handmade.sdf", cfg.validate, out=tmp_path, reference={"CCO"}).scalar_metrics()
     assert metrics["n_molecules"] == 8 and 0 < metrics["novelty"] < 1
     assert all(not isinstance(v, (dict, list)) for v in metrics.values())
     assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.json").exists()

@@ -1,0 +1,383 @@
+"""GraphMVP: 2D-3D multi-view pretraining of a GIN, fine-tuned on MoleculeNet (Liu et al., ICLR 2022).
+
+Stages (``molgen run pipeline=graphmvp [stage=...]``):
+
+* ``featurize``: (2D graph, 3D geometry) pairs for pretraining: RDKit ETKDG+MMFF conformers of a SMILES set
+  (the train splits of ``pretrain.smiles_from``), QM9's DFT geometries, or GEOM's rdkit_folder.
+* ``train``: GraphMVP pretraining (EBM-NCE + VRR, optionally AttrMask/ContextPred) -> ``encoder.ckpt``.
+* ``finetune``: for each set of ``finetune.task``, each ``finetune.init`` (``none`` = no pretraining,
+  ``graphmvp`` = the pretrained encoder) and each seed: fine-tune on the scaffold split, keep the
+  best-validation epoch, write its test ROC-AUC, the classifier checkpoint and test-split predictions.
+* ``validate``: the benchmark table, ROC-AUC mean +- std over seeds per set and the average, beside the paper.
+
+``ckpt=<encoder.ckpt>`` replaces the train stage (fine-tune a given pretrained encoder).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from molgen.errors import CheckpointError, ConfigError, DataError
+from molgen.runner import Stage, StageContext, cpu_threads, say
+
+PIPELINE = "graphmvp"
+ENCODER_KIND, CLASSIFIER_KIND = "pretrained_encoder", "classifier"
+
+#: GraphMVP Table 1 (ROC-AUC %, mean (std) over seeds 0-2), from ../shared/research/molecules.md section 4.5.
+#: "none" and "graphmvp" rows are verified there; GraphMVP-G and most GraphMVP-C cells are marked unverified.
+PAPER_ROC_AUC = {
+    "none": {"bbbp": (65.4, 2.4), "tox21": (74.9, 0.8), "toxcast": (61.6, 1.2), "sider": (58.0, 2.4),
+             "clintox": (58.8, 5.5), "muv": (71.0, 2.5), "hiv": (75.3, 0.5), "bace": (72.6, 4.9), "avg": 67.21},
+    "graphmvp": {"bbbp": (68.5, 0.2), "tox21": (74.5, 0.4), "toxcast": (62.7, 0.1), "sider": (62.3, 1.6),
+                 "clintox": (79.0, 2.5), "muv": (75.0, 1.4), "hiv": (74.8, 1.4), "bace": (76.8, 1.1), "avg": 71.69},
+    "graphmvp_g": {"bbbp": (70.8, 0.5), "tox21": (75.9, 0.5), "toxcast": (63.1, 0.2), "sider": (60.2, 1.1),
+                   "clintox": (79.1, 2.8), "muv": (77.7, 0.6), "hiv": (76.0, 0.1), "bace": (79.3, 1.5), "avg": 72.76},
+    "graphmvp_c": {"bbbp": (72.4, 1.6), "tox21": (74.4, 0.2), "toxcast": (63.1, 0.4), "sider": (63.9, 1.2),
+                   "clintox": (77.5, 4.2), "muv": (75.0, 1.0), "hiv": (77.0, 1.2), "bace": (81.2, 0.9), "avg": 73.07},
+}
+ROW_LABEL = {"none": "no pretraining", "graphmvp": "GraphMVP", "graphmvp_g": "GraphMVP-G", "graphmvp_c": "GraphMVP-C"}
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def _set_threads() -> None:
+    torch.set_num_threads(max(1, cpu_threads()))
+
+
+# --------------------------------------------------------------------------------------------- featurize
+def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Build the 3D pretraining pairs (``pairs.pt``) from ``pretrain.data``."""
+    from molgen.data.conformers import etkdg_pairs, geom_pairs, qm9_pairs
+    from molgen.data.moleculenet import load_moleculenet, scaffold_split
+    from molgen.data.packed import PackedGraphs
+
+    p = cfg.pretrain
+    source = str(p.data)
+    n_max = None if p.max_molecules is None else int(p.max_molecules)
+    if source == "etkdg":
+        names = [p.smiles_from] if isinstance(p.smiles_from, str) else list(p.smiles_from)
+        smiles: list[str] = []
+        seen: set[str] = set()
+        for name in names:
+            data = load_moleculenet(name, cfg.data.root)
+            train, _, _ = scaffold_split(data.smiles)  # train split only: no valid/test molecule is pretrained on
+            for i in train:
+                if data.smiles[i] not in seen:
+                    seen.add(data.smiles[i])
+                    smiles.append(data.smiles[i])
+        order = np.random.default_rng(int(p.seed)).permutation(len(smiles))
+        smiles = [smiles[i] for i in order[:n_max]]
+        say(f"  ETKDG+MMFF conformers for {len(smiles)} SMILES from the train splits of {', '.join(names)}")
+        pairs, report = etkdg_pairs(smiles, seed=int(p.seed), mmff=bool(p.mmff))
+    elif source == "qm9":
+        pairs, report = qm9_pairs(n_max)
+    elif source == "geom":
+        if not p.get("root"):
+            raise ConfigError("pretrain.data=geom needs pretrain.root=<GEOM rdkit_folder>")
+        pairs, report = geom_pairs(p.root, n_max or 50000, int(p.n_conformers))
+    else:
+        raise ConfigError(f"pretrain.data={source}: choose from etkdg, qm9, geom")
+    if len(pairs) < 2:
+        raise DataError(f"pretrain.data={source}: only {len(pairs)} usable 3D structures (need at least 2)")
+    PackedGraphs.from_graphs(pairs, meta=report.as_dict()).save(ctx.dir / "pairs.pt")
+    atoms = np.array([g.num_nodes for g in pairs])
+    metrics = {**report.as_dict(), "pairs": len(pairs), "mean_heavy_atoms": float(atoms.mean())}
+    fails = ", ".join(f"{k}: {v}" for k, v in report.failures.items()) or "none"
+    (ctx.dir / "report.md").write_text(
+        f"Pretraining data: **{report.source}**, {len(pairs)} (2D graph, 3D structure) pairs of {report.kept} "
+        f"molecules out of {report.tried} tried; failures: {fails}"
+        + (f"; {report.no_mmff} kept unoptimised (no MMFF94 parameters)" if report.no_mmff else "")
+        + f". Mean {atoms.mean():.1f} heavy atoms.\n")
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------- train
+def _model_kwargs(cfg: DictConfig) -> dict:
+    m = _plain(cfg.model)
+    m.pop("name", None)
+    return m
+
+
+def _epoch_losses(log_dir: Path) -> dict[str, list[float]]:
+    """Per-epoch ``train/*`` means from Lightning's CSV log."""
+    import csv
+
+    path = log_dir / "logs" / "metrics.csv"
+    out: dict[str, list[float]] = {}
+    if not path.is_file():
+        return out
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k.startswith("train/") and v not in ("", None):
+                    out.setdefault(k[len("train/"):], []).append(float(v))
+    return out
+
+
+def train(cfg: DictConfig, ctx: StageContext) -> dict:
+    """GraphMVP pretraining through :func:`molgen.training.fit`; exports ``encoder.ckpt`` (GIN weights)."""
+    from torch_geometric.loader import DataLoader
+
+    from molgen.data.packed import PackedGraphs
+    from molgen.models.graphmvp import GraphMVPPretrainer
+    from molgen.training import export_weights, fit
+
+    _set_threads()
+    pairs = PackedGraphs.load(ctx.input("featurize") / "pairs.pt")
+    tcfg = _plain(cfg.trainer)
+    torch.manual_seed(int(tcfg.get("seed", cfg.seed)))
+    module = GraphMVPPretrainer(**_model_kwargs(cfg), lr=float(tcfg.get("lr", 1e-3)))
+    loader = DataLoader(pairs, batch_size=int(tcfg.get("batch_size", 256)), shuffle=True, drop_last=len(pairs) > 2 *
+                        int(tcfg.get("batch_size", 256)), num_workers=int(tcfg.get("num_workers", 0)))
+    say(f"  pretraining {cfg.model.name} on {len(pairs)} pairs ({pairs.meta.get('source')}), "
+        f"{tcfg.get('max_epochs')} epochs, batch {tcfg.get('batch_size')}")
+    metrics = fit(module, loader, None, tcfg, ctx.dir, pipeline=PIPELINE, model_args=module.model_args(),
+                  extra_metadata={"kind": "pretrainer", "pretrain_data": str(pairs.meta.get("source")),
+                                  "pretrain_pairs": len(pairs), "variant": str(cfg.model.name)},
+                  resume=ctx.resuming)
+    slim = torch.load(export_weights(ctx.dir / "last.ckpt", ctx.dir / "encoder.ckpt.full"), weights_only=True)
+    slim["state_dict"] = {k: v for k, v in slim["state_dict"].items() if k.startswith("gin.")}
+    slim["molgen"] = {**slim["molgen"], "kind": ENCODER_KIND,
+                      "model_args": {"num_layers": int(cfg.model.num_layers), "emb_dim": int(cfg.model.emb_dim)}}
+    torch.save(slim, ctx.dir / "encoder.ckpt")
+    (ctx.dir / "encoder.ckpt.full").unlink()
+    curves = _epoch_losses(ctx.dir)
+    rows = [f"| {k} | {v[0]:.4f} | {v[-1]:.4f} |" for k, v in curves.items() if v]
+    (ctx.dir / "report.md").write_text("\n".join([
+        f"Pretrained **{cfg.model.name}** on {len(pairs)} pairs ({pairs.meta.get('source')}) for "
+        f"{metrics.get('epochs', 0)} epochs ({metrics.get('steps')} steps, {metrics.get('seconds')} s). "
+        "Encoder: [`encoder.ckpt`](./encoder.ckpt).", "", "| loss term | first epoch | last epoch |", "|---|---|---|",
+        *rows, ""]))
+    metrics.update({f"first_epoch_{k}": v[0] for k, v in curves.items() if v})
+    metrics.update({f"last_epoch_{k}": v[-1] for k, v in curves.items() if v})
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------- finetune
+def _task_list(task) -> list[str]:
+    from molgen.data.moleculenet import BENCHMARK, DATASETS
+
+    names = list(BENCHMARK) if task == "all" else [task] if isinstance(task, str) else list(task)
+    bad = [n for n in names if n not in DATASETS]
+    if bad:
+        raise ConfigError(f"finetune.task={bad[0]}: unknown set (choose from all, {', '.join(DATASETS)})")
+    return names
+
+
+def _encoder_path(cfg: DictConfig, ctx: StageContext) -> Path:
+    if cfg.get("ckpt"):
+        return Path(str(cfg.ckpt)).expanduser()
+    return ctx.input("train") / "encoder.ckpt"
+
+
+def _load_encoder_state(path: Path) -> tuple[dict, dict]:
+    from molgen.api import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    if ckpt["molgen"].get("pipeline") != PIPELINE or ckpt["molgen"].get("kind") not in (ENCODER_KIND, "pretrainer"):
+        raise CheckpointError(f"{path}: not a GraphMVP pretrained-encoder checkpoint "
+                              f"(pipeline={ckpt['molgen'].get('pipeline')}, kind={ckpt['molgen'].get('kind')})")
+    return {k[len("gin."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("gin.")}, ckpt["molgen"]
+
+
+def finetune_one(data, split, init_state: dict | None, seed: int, fcfg: dict, model_cfg: DictConfig,
+                 out: Path) -> dict:
+    """Fine-tune one (set, init, seed) in ``out``; returns the best-validation epoch's scores."""
+    from torch_geometric.loader import DataLoader
+
+    from molgen.data.moleculenet import labelled_graphs
+    from molgen.models.molecule_classifier import MoleculeClassifier
+    from molgen.training import export_weights, fit
+
+    torch.manual_seed(seed)
+    train_idx, valid_idx, test_idx = split
+    loaders = [DataLoader(labelled_graphs(data, idx), batch_size=int(fcfg["batch_size"]), shuffle=shuffle)
+               for idx, shuffle in ((train_idx, True), (valid_idx, False), (test_idx, False))]
+    module = MoleculeClassifier(len(data.tasks), int(model_cfg.num_layers), int(model_cfg.emb_dim),
+                                float(fcfg["dropout"]), float(fcfg["lr"]), float(fcfg.get("weight_decay", 0.0)),
+                                list(data.tasks))
+    if init_state is not None:
+        module.gin.load_state_dict(init_state)
+    tcfg = {"accelerator": fcfg.get("accelerator", "cpu"), "devices": fcfg.get("devices", 1),
+            "max_epochs": int(fcfg["epochs"]), "seed": seed, "log_every_n_steps": 10, "ema_decay": None}
+    fit(module, loaders[0], loaders[1:], tcfg, out, pipeline=PIPELINE, model_args=module.model_args(),
+        extra_metadata={"kind": CLASSIFIER_KIND, "dataset": data.name}, resume=True)
+    best = dict(module.best_scores)
+    if (out / "best.ckpt").is_file():  # the best-validation epoch's weights for predict()
+        export_weights(out / "best.ckpt", out / "classifier.ckpt")
+        module.load_state_dict(torch.load(out / "classifier.ckpt", weights_only=True)["state_dict"])
+    probs = module.predict([data.smiles[i] for i in test_idx]).numpy()
+    rows = ["smiles," + ",".join(f"label_{t},prob_{t}" for t in data.tasks)]
+    for k, i in enumerate(test_idx):
+        cells = [f"{'' if np.isnan(data.labels[i, t]) else int(data.labels[i, t])},{probs[k, t]:.5f}"
+                 for t in range(len(data.tasks))]
+        rows.append(f"\"{data.smiles[i]}\"," + ",".join(cells))
+    (out / "test_predictions.csv").write_text("\n".join(rows) + "\n")
+    if not fcfg.get("keep_training_checkpoints", False):
+        for name in ("last.ckpt", "best.ckpt"):  # optimizer state; classifier.ckpt keeps the weights
+            (out / name).unlink(missing_ok=True)
+    best.update(epochs=int(fcfg["epochs"]), history=module.history)
+    (out / "result.json").write_text(json.dumps(best, indent=1))
+    return best
+
+
+def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Fine-tune on every requested set x init x seed; ``results.json`` gathers the best-validation scores."""
+    from molgen.data.moleculenet import load_moleculenet, scaffold_split
+    from molgen.models.molecule_classifier import mean_roc_auc
+
+    _set_threads()
+    fcfg = _plain(cfg.finetune)
+    names, seeds = _task_list(fcfg["task"]), [int(s) for s in fcfg["seeds"]]
+    inits = [fcfg["init"]] if isinstance(fcfg["init"], str) else list(fcfg["init"])
+    for init in inits:
+        if init not in ("none", "pretrained"):
+            raise ConfigError(f"finetune.init={init}: choose from none, pretrained")
+    encoder_state, encoder_meta = (None, {})
+    if "pretrained" in inits:
+        encoder_state, encoder_meta = _load_encoder_state(_encoder_path(cfg, ctx))
+    variant = str(encoder_meta.get("variant", cfg.model.name))
+    results: dict = {"variant": variant, "pretrain_data": encoder_meta.get("pretrain_data"), "sets": {}}
+    for name in names:
+        data = load_moleculenet(name, cfg.data.root, max_rows=fcfg.get("max_rows"))
+        split = scaffold_split(data.smiles)
+        _, n_test_tasks = mean_roc_auc(data.labels[split[2]], np.zeros_like(data.labels[split[2]]))
+        if n_test_tasks == 0:
+            raise DataError(f"{name}: no task has both classes in the test scaffold split "
+                            f"({len(split[2])} molecules); ROC-AUC is undefined")
+        say(f"  {name}: {len(data)} molecules ({len(data.skipped)} unparsable skipped), {len(data.tasks)} tasks, "
+            f"scaffold split {len(split[0])}/{len(split[1])}/{len(split[2])}")
+        entry = {"molecules": len(data), "unparsable_skipped": len(data.skipped), "tasks": len(data.tasks),
+                 "split": [len(s) for s in split], "runs": {}}
+        for init in inits:
+            key = "none" if init == "none" else variant
+            for seed in seeds:
+                out = ctx.dir / name / f"{key}-seed{seed}"
+                done = out / "result.json"
+                if done.is_file():
+                    best = json.loads(done.read_text())
+                    say(f"    {key} seed {seed}: reusing {done}")
+                else:
+                    best = finetune_one(data, split, encoder_state if init == "pretrained" else None, seed, fcfg,
+                                        cfg.model, out)
+                    say(f"    {key} seed {seed}: test ROC-AUC {100 * best['test_roc_auc']:.1f} at best valid epoch "
+                        f"{best['epoch']} (valid {100 * best['val_roc_auc']:.1f})")
+                entry["runs"].setdefault(key, []).append({"seed": seed, "test_roc_auc": best["test_roc_auc"],
+                                                          "val_roc_auc": best["val_roc_auc"], "epoch": best["epoch"]})
+        results["sets"][name] = entry
+    (ctx.dir / "results.json").write_text(json.dumps(results, indent=1))
+    metrics: dict = {}
+    lines = ["| set | encoder | test ROC-AUC (%) per seed | mean |", "|---|---|---|---|"]
+    for name, entry in results["sets"].items():
+        for key, runs in entry["runs"].items():
+            vals = [100 * r["test_roc_auc"] for r in runs]
+            metrics[f"{name}/{key}"] = float(np.mean(vals))
+            lines.append(f"| {name} | {ROW_LABEL.get(key, key)} | {', '.join(f'{v:.1f}' for v in vals)} | "
+                         f"{np.mean(vals):.1f} |")
+    (ctx.dir / "report.md").write_text(
+        f"Fine-tuned {fcfg['epochs']} epochs per run (paper: 100), batch {fcfg['batch_size']}, lr {fcfg['lr']}, "
+        f"dropout {fcfg['dropout']}; test ROC-AUC at the best-validation epoch. Per-run folders hold "
+        "`classifier.ckpt` and `test_predictions.csv`.\n\n" + "\n".join(lines) + "\n")
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------- validate
+def benchmark_table(results: dict) -> tuple[str, dict]:
+    """Markdown table (ours beside the paper) and ``{row: average}`` from ``finetune/results.json``."""
+    from molgen.data.moleculenet import BENCHMARK
+
+    sets = [s for s in BENCHMARK if s in results["sets"]] + [s for s in results["sets"] if s not in BENCHMARK]
+    keys: list[str] = []
+    for entry in results["sets"].values():
+        keys += [k for k in entry["runs"] if k not in keys]
+    head = "| encoder | " + " | ".join(sets) + " | avg |"
+    lines = [head, "|" + "---|" * (len(sets) + 2)]
+    averages = {}
+    for key in keys:
+        cells, means = [], []
+        for s in sets:
+            runs = results["sets"][s]["runs"].get(key, [])
+            vals = [100 * r["test_roc_auc"] for r in runs if r["test_roc_auc"] == r["test_roc_auc"]]
+            if vals:
+                means.append(float(np.mean(vals)))
+                cells.append(f"{np.mean(vals):.1f} ({np.std(vals):.1f})")
+            else:
+                cells.append("–")
+        avg = float(np.mean(means)) if len(means) == len(sets) else float("nan")
+        averages[key] = avg
+        lines.append(f"| **this run: {ROW_LABEL.get(key, key)}** | " + " | ".join(cells) +
+                     f" | {'–' if math.isnan(avg) else f'{avg:.2f}'} |")
+    for key in keys:
+        paper = PAPER_ROC_AUC.get(key)
+        if paper:
+            cells = [f"{paper[s][0]:.1f} ({paper[s][1]:.1f})" if s in paper else "–" for s in sets]
+            sub = [paper[s][0] for s in sets if s in paper]
+            avg = f"{np.mean(sub):.2f}" if len(sets) < 8 else f"{paper['avg']:.2f}"
+            lines.append(f"| paper: {ROW_LABEL.get(key, key)} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines), averages
+
+
+def validate(cfg: DictConfig, ctx: StageContext) -> dict:
+    """The benchmark table: ROC-AUC mean (std) over seeds per set, this run beside GraphMVP's Table 1."""
+    results = json.loads((ctx.input("finetune") / "results.json").read_text())
+    table, averages = benchmark_table(results)
+    n_seeds = max(len(r) for e in results["sets"].values() for r in e["runs"].values())
+    note = (f"ROC-AUC (%) on the scaffold test split, mean (std) over {n_seeds} seed(s), test score at the "
+            f"best-validation epoch. Pretraining data of this run: {results.get('pretrain_data') or 'n/a'}. "
+            "The paper's rows: GraphMVP Table 1 (pretrained on 50k GEOM-drugs molecules, 100 epochs; fine-tuned "
+            "100 epochs); its avg is over the sets shown when fewer than 8 are.")
+    (ctx.dir / "table.md").write_text(table + "\n")
+    (ctx.dir / "report.md").write_text(note + "\n\n" + table + "\n")
+    say(table)
+    return {f"avg_roc_auc/{k}": v for k, v in averages.items()}
+
+
+# --------------------------------------------------------------------------------------------- API
+STAGES = [
+    Stage("featurize", featurize,
+          config_keys=("data.root", "pretrain.data", "pretrain.smiles_from", "pretrain.max_molecules",
+                       "pretrain.mmff", "pretrain.root", "pretrain.n_conformers", "pretrain.seed"),
+          description="3D pretraining pairs: ETKDG+MMFF conformers, QM9 DFT geometries or GEOM (pretrain.data)"),
+    Stage("train", train, config_keys=("model", "trainer"), needs=("featurize",),
+          description="GraphMVP pretraining of the GIN with SchNet (EBM-NCE + VRR [+ AttrMask/ContextPred])"),
+    Stage("finetune", finetune, config_keys=("data.root", "finetune", "model.num_layers", "model.emb_dim"),
+          needs=("train",), file_keys=("ckpt",), replaced_by={"train": "ckpt"},
+          description="fine-tune on MoleculeNet scaffold splits (finetune.task=bbbp|all, seeds), predict test sets"),
+    Stage("validate", validate, config_keys=("validate",), needs=("finetune",),
+          description="benchmark table: ROC-AUC mean (std) over seeds beside GraphMVP's published figures"),
+]
+
+
+def load_model(ckpt: dict):
+    """Rebuild a GraphMVP model from a weights-only checkpoint dict.
+
+    ``kind == "pretrained_encoder"`` (train/encoder.ckpt, ``molgen.load("graphmvp-pretrained")``) ->
+    :class:`~molgen.models.molecule_classifier.GraphMVPEncoder` (``.embed(smiles)``);
+    ``kind == "classifier"`` (finetune/<set>/<init>-seed<k>/classifier.ckpt) ->
+    :class:`~molgen.models.molecule_classifier.MoleculeClassifier` (``.predict(smiles)``);
+    ``kind == "pretrainer"`` (train/last.ckpt) -> its encoder, as for ``pretrained_encoder``.
+    """
+    from molgen.models.molecule_classifier import GraphMVPEncoder, MoleculeClassifier
+
+    meta = ckpt["molgen"]
+    kind, args, state = meta.get("kind"), dict(meta.get("model_args", {})), ckpt["state_dict"]
+    try:
+        if kind in (ENCODER_KIND, "pretrainer"):
+            model = GraphMVPEncoder(int(args.get("num_layers", 5)), int(args.get("emb_dim", 300)))
+            model.gin.load_state_dict({k[len("gin."):]: v for k, v in state.items() if k.startswith("gin.")})
+        elif kind == CLASSIFIER_KIND:
+            model = MoleculeClassifier(**args)
+            model.load_state_dict(state)
+        else:
+            raise CheckpointError(f"GraphMVP checkpoint of unknown kind {kind!r}")
+    except RuntimeError as e:
+        raise CheckpointError(f"GraphMVP checkpoint does not fit its model ({str(e).splitlines()[0][:160]})") from None
+    return model.eval()

@@ -1,0 +1,140 @@
+"""The GraphMVP pipeline through the CLI, checkpoints through molgen.load, and the 3D data readers."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import molgen
+from molgen.cli import main
+from molgen.data.conformers import geom_pairs, qm9_pairs
+from molgen.data.moleculenet import embedded_dir, load_moleculenet, scaffold_split
+from molgen.models.molecule_classifier import GraphMVPEncoder, MoleculeClassifier
+
+TINY = ["pipeline=graphmvp", "pretrain.max_molecules=24", "pretrain.epochs=2", "trainer.batch_size=8",
+        "model.num_layers=2", "model.emb_dim=16", "model.schnet_filters=8", "model.schnet_interactions=1",
+        "model.schnet_gaussians=10", "finetune.epochs=2", "finetune.max_rows=600", "finetune.batch_size=64"]
+
+
+def run_cli(capsys, args: list[str]) -> tuple[int, list[str], str]:
+    code = main(["run", *args])
+    out = capsys.readouterr()
+    return code, [line for line in out.out.splitlines() if line.strip()], out.err
+
+
+def test_tiny_end_to_end_run_and_load(tmp_path, capsys):
+    args = [*TINY, f"out={tmp_path}", "run=tiny"]
+    code, lines, err = run_cli(capsys, args)
+    assert code == 0, err
+    run = tmp_path / "tiny"
+    assert lines[-1] == f"report: {run / 'report.md'}"
+    results = json.loads((run / "finetune" / "results.json").read_text())
+    runs = results["sets"]["bbbp"]["runs"]
+    assert set(runs) == {"none", "graphmvp"} and results["pretrain_data"] == "etkdg+mmff"
+    assert all(0.0 <= r["test_roc_auc"] <= 1.0 for rs in runs.values() for r in rs)
+    table = (run / "validate" / "table.md").read_text()
+    assert "paper: GraphMVP" in table and "68.5 (0.2)" in table
+    report = (run / "report.md").read_text()
+    assert "## featurize" in report and "## validate" in report
+
+    encoder = molgen.load(run / "train" / "encoder.ckpt")
+    assert isinstance(encoder, GraphMVPEncoder)
+    emb = encoder.embed(["CCO", "c1ccccc1", "CCO"])
+    assert emb.shape == (3, 16) and emb.dtype == torch.float32
+    assert torch.allclose(emb[0], emb[2]) and not torch.allclose(emb[0], emb[1])
+    # the fine-tuned classifier, with test-split predictions beside it
+    clf = molgen.load(run / "finetune" / "bbbp" / "graphmvp-seed0" / "classifier.ckpt")
+    assert isinstance(clf, MoleculeClassifier) and clf.task_names == ["p_np"]
+    p = clf.predict(["CCO", "CN1CCC[C@H]1c1cccnc1"])
+    assert p.shape == (2, 1) and ((p >= 0) & (p <= 1)).all()
+    preds = pd.read_csv(run / "finetune" / "bbbp" / "graphmvp-seed0" / "test_predictions.csv")
+    assert list(preds.columns) == ["smiles", "label_p_np", "prob_p_np"] and len(preds) > 10
+    assert not (run / "finetune" / "bbbp" / "graphmvp-seed0" / "last.ckpt").exists()
+
+    # run again: every stage is reused
+    code, lines, _ = run_cli(capsys, args)
+    assert code == 0 and sum("reusing" in line for line in lines) == 4
+
+
+def test_one_class_test_split_and_bad_task_are_one_line_errors(tmp_path, capsys):
+    data = load_moleculenet("bbbp", max_rows=600)
+    test = scaffold_split(data.smiles)[2]
+    df = pd.read_csv(embedded_dir() / "BBBP.csv.gz", nrows=600)
+    df.loc[data.rows[test], "p_np"] = 1  # every test molecule of the scaffold split is positive
+    root = tmp_path / "mnet"
+    root.mkdir()
+    with gzip.open(root / "BBBP.csv.gz", "wt") as f:
+        df.to_csv(f, index=False)
+    code, lines, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=oneclass", f"data.root={root}",
+                                        "pretrain.max_molecules=8", "pretrain.epochs=1"])
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        "error: bbbp: no task has both classes in the test scaffold split (60 molecules); ROC-AUC is undefined")
+    assert "Traceback" not in err
+    # featurize and train finished and are kept
+    assert (tmp_path / "oneclass" / "train" / "encoder.ckpt").is_file()
+    code, _, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=oneclass", "finetune.task=tox22"])
+    assert code == 2 and err.strip().splitlines()[-1] == "error: finetune.task=tox22: unknown set (choose from all, bbbp, tox21, " \
+                                        "toxcast, sider, clintox, muv, hiv, bace)"
+
+
+def test_load_rejects_a_pretrainer_of_another_kind(tmp_path):
+    from molgen.errors import CheckpointError
+    from molgen.pipelines.graphmvp import load_model
+
+    with pytest.raises(CheckpointError, match="unknown kind"):
+        load_model({"molgen": {"pipeline": "graphmvp", "kind": "sampler"}, "state_dict": {}})
+
+
+@pytest.mark.skipif("graphmvp-pretrained" not in molgen.list_checkpoints(), reason="checkpoint not shipped")
+def test_shipped_pretrained_encoder_embeds_offline():
+    encoder = molgen.load("graphmvp-pretrained")
+    emb = encoder.embed(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
+    assert emb.shape == (3, 300) and torch.isfinite(emb).all()
+    assert (molgen.api.resolve_checkpoint("graphmvp-pretrained").stat().st_size) <= 20 * 2**20
+
+
+def test_geom_rdkit_folder_reader(tmp_path):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    # GEOM's published layout: summary_drugs.json -> drugs/<name>.pickle with {"conformers": [{"rd_mol"}]}
+    (tmp_path / "drugs").mkdir()
+    summary = {}
+    for k, smi in enumerate(["CCO", "c1ccccc1O", "CC(=O)N"]):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        ids = AllChem.EmbedMultipleConfs(mol, 3, randomSeed=k)
+        confs = []
+        for cid in ids:
+            m = Chem.Mol(mol, confId=cid)
+            one = Chem.Mol(m)
+            one.RemoveAllConformers()
+            one.AddConformer(m.GetConformer(cid), assignId=True)
+            confs.append({"rd_mol": one, "boltzmannweight": 1 / 3})
+        with open(tmp_path / "drugs" / f"m{k}.pickle", "wb") as f:
+            pickle.dump({"conformers": confs, "smiles": smi}, f)
+        summary[smi] = {"pickle_path": f"drugs/m{k}.pickle", "uniqueconfs": 3}
+    summary["broken"] = {"pickle_path": "drugs/missing.pickle"}
+    (tmp_path / "summary_drugs.json").write_text(json.dumps(summary))
+    pairs, report = geom_pairs(tmp_path, max_molecules=10, n_conformers=2, progress=False)
+    assert report.kept == 3 and report.failures == {"unreadable_pickle": 1} and len(pairs) == 6
+    ethanol = [p for p in pairs if p.num_nodes == 3]
+    assert len(ethanol) == 2 and ethanol[0].pos.shape == (3, 3) and ethanol[0].z.tolist() == [6, 6, 8]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason="qm9pack not installed")
+def test_qm9_pairs_keep_dft_heavy_atom_geometry():
+    pairs, report = qm9_pairs(60, progress=False)
+    assert report.tried == 60 and report.kept == len(pairs) > 45
+    assert report.failures.get("single_heavy_atom", 0) >= 3  # CH4, NH3, H2O
+    for g in pairs:
+        assert g.pos.shape == (g.num_nodes, 3) and (g.z > 1).all() and g.x.shape == (g.num_nodes, 2)
+        assert (g.x[:, 0] == g.z - 1).all()
+        d = torch.cdist(g.pos, g.pos)[g.edge_index[0], g.edge_index[1]]
+        assert ((d > 1.0) & (d < 1.8)).all()  # perceived bonds are bond-length apart in the DFT geometry
