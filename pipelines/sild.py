@@ -11,7 +11,6 @@ stage's ``last.ckpt`` is the inference checkpoint (EMA weights of the whole mode
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
+from molgen.stages.molecules import validate_generated
 from molgen.stages.qm9 import PROPERTY_NAMES, featurize_qm9
 
 PIPELINE = "sild"
@@ -139,7 +139,8 @@ def _checkpoint(cfg: DictConfig, ctx: StageContext) -> Path:
 
 def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     import molgen
-    from molgen.data.io import write_sdf
+    from molgen.data.graph import GraphDataset
+    from molgen.data.io import sdf_writable, write_sdf
 
     torch.set_num_threads(cpu_threads())
     model = molgen.load(_checkpoint(cfg, ctx), pipeline=PIPELINE)
@@ -162,7 +163,11 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), sampler=str(s.sampler), seed=int(cfg.seed),
                                   batch_size=int(s.batch_size))
     seconds = time.time() - t0
-    write_sdf(mols, ctx.dir / "samples.sdf")
+    for k, m in enumerate(mols):
+        m.name = f"sild_{k}"
+    write_sdf([m for m in mols if sdf_writable(m)], ctx.dir / "samples.sdf")
+    # every generated molecule, for the shared validate stage (nothing silently dropped)
+    GraphDataset.from_molecules(mols, model.vocab, (prop,) if prop else ()).save(ctx.dir / "samples.pt")
     metrics = {"molecules": len(mols), "steps": int(s.steps), "sampler": str(s.sampler),
                "seconds": round(seconds, 2), "seconds_per_molecule": round(seconds / max(len(mols), 1), 4),
                "property": prop, "value": value}
@@ -170,35 +175,6 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         f"{len(mols)} molecules ({s.sampler}, {s.steps} steps) in {seconds:.1f} s "
         f"({seconds / max(len(mols), 1):.3f} s per molecule, {cpu_threads()} CPU thread(s)): "
         f"[samples.sdf](./samples.sdf)\n")
-    return metrics
-
-
-def validate(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The molecule validation suite on the samples, novelty against the training SMILES.
-
-    Uses the shared stage :func:`molgen.validation.stage.validate_stage`. TEMPORARY fallback (remove once the
-    validation package is merged into main): EDM-style validity / uniqueness / novelty with RDKit on the
-    generated bonds.
-    """
-    samples = ctx.input("sample") / "samples.sdf"
-    ref_file = ctx.input("featurize") / "train_smiles.txt"
-    try:
-        from molgen.validation.stage import validate_stage
-    except ImportError:
-        validate_stage = None
-    if validate_stage is not None:
-        return validate_stage(cfg, ctx, samples, reference=ref_file if ref_file.exists() else None)
-    from molgen.data.io import read_molecules
-
-    mols, _ = read_molecules(samples)
-    train_smiles = set(ref_file.read_text().split()) if ref_file.exists() else set()
-    smiles = [m.smiles(largest_fragment=True) for m in mols]
-    valid = [s for s in smiles if s]
-    unique = set(valid)
-    metrics = {"molecules": len(mols), "validity": len(valid) / max(len(mols), 1),
-               "uniqueness": len(unique) / max(len(valid), 1),
-               "novelty": len(unique - train_smiles) / max(len(unique), 1) if train_smiles else None}
-    (ctx.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -210,8 +186,8 @@ STAGES = [
           needs=("featurize",), description="autoencoder, then latent diffusion (resumable)"),
     Stage("sample", sample, config_keys=("sample", "seed", "condition"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
-    Stage("validate", validate, config_keys=("validate",), needs=("sample", "featurize"),
-          description="stability, validity, uniqueness, novelty of the samples"),
+    Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize"),
+          description="the shared molecule validation suite on sample/samples.pt (molgen.stages.molecules)"),
 ]
 
 __all__ = ["STAGES", "load_model", "PROPERTY_NAMES"]

@@ -162,6 +162,7 @@ def test_tiny_end_to_end_run_through_the_cli(tmp_path, capsys):
     assert (run / "train" / "autoencoder" / "last.ckpt").exists() and (run / "train" / "diffusion" / "last.ckpt").exists()
     report = (run / "report.md").read_text()
     assert "Autoencoder round trip" in report and "## validate" in report
+    assert (run / "sample" / "samples.pt").exists()
     from molgen.data.io import read_molecules
 
     mols, _ = read_molecules(run / "sample" / "samples.sdf")
