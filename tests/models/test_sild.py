@@ -1,0 +1,174 @@
+"""SiLD: equivariance of encoder, decoder and denoiser, invariance of the latent density, the autoencoder round
+trip on real molecules, sampling, and weights-only checkpoints."""
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from molgen.errors import ConfigError
+from molgen.models.sild import SiLD, bond_labels
+from molgen.nn.molecule_net import complete_graph
+
+
+def orthogonal(seed: int, proper: bool = True) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if (torch.linalg.det(q) > 0) != proper:
+        q[:, 0] = -q[:, 0]
+    return q.float()
+
+
+def small_model(**kw) -> SiLD:
+    args = dict(ae_hidden=32, decoder_layers=2, bond_hidden=32, denoiser_hidden=32, denoiser_layers=2, timesteps=100)
+    args.update(kw)
+    torch.manual_seed(0)
+    return SiLD(**args)
+
+
+@pytest.fixture(scope="module")
+def batch(real_graphs):
+    return Batch.from_data_list([real_graphs[i] for i in range(len(real_graphs))])
+
+
+def _rotated(batch, R):
+    b = batch.clone()
+    b.pos = batch.pos @ R.T          # zero centre of mass is kept by a rotation
+    return b
+
+
+@pytest.mark.parametrize("proper", [True, False])
+def test_encoder_decoder_bond_head_equivariance(batch, proper):
+    model = small_model().eval()
+    for egnn in (model.encoder.egnn, model.decoder.egnn):
+        for layer in egnn.layers:   # make position updates non-trivial
+            torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
+    R = orthogonal(5, proper)
+    ei = complete_graph(batch.batch, batch.num_graphs)[0]
+    mu_x, mu_h, kl = model.encode(batch, ei, sample=False)
+    mu_x2, mu_h2, kl2 = model.encode(_rotated(batch, R), ei, sample=False)
+    torch.testing.assert_close(mu_x2, mu_x @ R.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mu_h2, mu_h, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(kl2, kl, atol=1e-4, rtol=1e-4)
+    pos, tl, cl = model.decode(mu_x, mu_h, ei, batch.batch, batch.num_graphs)
+    pos2, tl2, cl2 = model.decode(mu_x @ R.T, mu_h, ei, batch.batch, batch.num_graphs)
+    assert (pos - mu_x).abs().max() > 1e-2
+    torch.testing.assert_close(pos2, pos @ R.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tl2, tl, atol=1e-4, rtol=1e-4)
+    feats = model.atom_features(batch.atom_type, batch.charge)
+    torch.testing.assert_close(model.bond_head(feats, batch.pos @ R.T + 3.0, ei), model.bond_head(feats, batch.pos, ei),
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("encoder", ["egnn", "none"])
+def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
+    model = small_model(encoder=encoder).eval()
+    for layer in model.denoiser.egnn.layers:
+        torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
+    R = orthogonal(7)
+    B = batch.num_graphs
+    ei = complete_graph(batch.batch, B)[0]
+    gen = torch.Generator().manual_seed(0)
+    z_x, z_h, _ = model.encode(batch, ei, generator=gen)
+    t = torch.linspace(0.1, 0.9, B)
+    ex, eh = model.diffusion.noise(batch.batch, B, z_h.shape[1], gen)
+    # the denoiser: eps_x rotates with z_x, eps_h does not change
+    x_t, h_t = 0.8 * z_x + 0.6 * ex, 0.8 * z_h + 0.6 * eh
+    px, ph = model.denoise(x_t, h_t, t, batch.batch, B, None)
+    px2, ph2 = model.denoise(x_t @ R.T, h_t, t, batch.batch, B, None)
+    torch.testing.assert_close(px2, px @ R.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ph2, ph, atol=1e-4, rtol=1e-4)
+    # the latent density: rotating the latent sample (with its noise) leaves every molecule's loss unchanged
+    loss = model.diffusion.loss(model.denoise, z_x, z_h, batch.batch, B, t=t, noise=(ex, eh))
+    loss_rot = model.diffusion.loss(model.denoise, z_x @ R.T, z_h, batch.batch, B, t=t, noise=(ex @ R.T, eh))
+    torch.testing.assert_close(loss_rot, loss, atol=1e-5, rtol=1e-4)
+
+
+def test_bond_labels_match_the_bond_list(batch):
+    ei = complete_graph(batch.batch, batch.num_graphs)[0]
+    labels = bond_labels(ei, batch.bond_index, batch.bond_type, batch.num_nodes)
+    assert int((labels > 0).sum()) == 2 * batch.bond_type.numel()   # each bond seen from both ends
+    dense = torch.zeros(batch.num_nodes, batch.num_nodes, dtype=torch.long)
+    dense[ei[0], ei[1]] = labels
+    assert torch.equal(dense, dense.T)
+    assert torch.equal(dense[batch.bond_index[0], batch.bond_index[1]], batch.bond_type)
+
+
+def test_autoencoder_round_trip_on_real_molecules(batch):
+    """A short fit on eight real molecules reconstructs every atom type, the geometry and the bonds."""
+    torch.manual_seed(0)
+    model = small_model(ae_hidden=48, decoder_layers=3, bond_noise=0.02)
+    model.set_phase("autoencoder")
+    assert all(not p.requires_grad for p in model.denoiser.parameters())
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(300):
+        loss = model.autoencoder_losses(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rec = model.reconstruction_metrics([batch])
+    assert rec["atom_type_accuracy"] == 1.0 and rec["charge_accuracy"] == 1.0
+    assert rec["position_rmsd"] < 0.15, rec
+    assert rec["edge_bond_accuracy"] > 0.98 and rec["bond_accuracy"] > 0.9, rec
+
+
+def test_sample_returns_rdkit_molecules_deterministically(real_graphs):
+    model = small_model()
+    model.sampler.fit(real_graphs.num_atoms())
+    mols = model.sample(3, steps=5, seed=1, progress=False)
+    again = model.sample(3, steps=5, seed=1, progress=False)
+    sizes = set(real_graphs.num_atoms().tolist())
+    assert len(mols) == 3 and all(m.GetNumAtoms() in sizes and m.GetNumConformers() == 1 for m in mols)
+    for a, b in zip(mols, again):
+        assert torch.allclose(torch.tensor(a.GetConformer().GetPositions()), torch.tensor(b.GetConformer().GetPositions()))
+    with pytest.raises(ConfigError, match="unconditional"):
+        model.sample(2, condition={"gap": 6.0}, steps=2, progress=False)
+    with pytest.raises(ConfigError, match="encoder"):
+        SiLD(encoder="schnet")
+
+
+def test_conditional_sampling_and_weights_only_checkpoint(real_graphs, tmp_path):
+    from molgen.pipelines.sild import load_model
+
+    model = small_model(property_name="gap", property_mean=5.0, property_std=1.0)
+    model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 0])
+    model.set_phase("diffusion")
+    with pytest.raises(ConfigError, match="conditioned on 'gap'"):
+        model.sample(2, condition={"mu": 1.0}, steps=2, progress=False)
+    mols = model.sample(2, condition={"gap": 6.5}, steps=3, seed=0, progress=False)
+    assert [m.GetDoubleProp("molgen_gap") for m in mols] == [6.5, 6.5]
+    path = tmp_path / "sild.ckpt"
+    torch.save({"state_dict": model.state_dict(), "molgen": {"pipeline": "sild", "model_args": dict(model.hparams)}},
+               path)
+    loaded = load_model(torch.load(path, weights_only=True))
+    again = loaded.sample(2, condition={"gap": 6.5}, steps=3, seed=0, progress=False)
+    for a, b in zip(mols, again):
+        assert torch.allclose(torch.tensor(a.GetConformer().GetPositions()), torch.tensor(b.GetConformer().GetPositions()))
+
+
+TINY = ["data.max_molecules=300", "model.ae_hidden=16", "model.decoder_layers=1", "model.bond_hidden=16",
+        "model.bond_layers=1", "model.denoiser_hidden=16", "model.denoiser_layers=1", "model.timesteps=50",
+        "trainer.autoencoder.max_epochs=1", "trainer.diffusion.max_epochs=1", "sample.n=4", "sample.steps=10"]
+
+
+def test_tiny_end_to_end_run_through_the_cli(tmp_path, capsys):
+    """`molgen run pipeline=sild` on the embedded QM9 subset: all stages, a loadable model, report last."""
+    import molgen
+    from molgen.cli import main
+
+    assert main(["run", "pipeline=sild", f"out={tmp_path}", "run=tiny", *TINY]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines[-1] == f"report: {tmp_path / 'tiny' / 'report.md'}"
+    run = tmp_path / "tiny"
+    assert (run / "train" / "autoencoder" / "last.ckpt").exists() and (run / "train" / "diffusion" / "last.ckpt").exists()
+    report = (run / "report.md").read_text()
+    assert "Autoencoder round trip" in report and "## validate" in report
+    assert (run / "sample" / "samples.pt").exists()
+    from molgen.data.io import read_molecules
+
+    mols, _ = read_molecules(run / "sample" / "samples.sdf")
+    assert len(mols) == 4
+    model = molgen.load(run / "train")
+    assert len(model.sample(2, steps=3, progress=False)) == 2
+    # the same command again reuses every finished stage
+    assert main(["run", "pipeline=sild", f"out={tmp_path}", "run=tiny", *TINY]) == 0
+    assert capsys.readouterr().out.count("reusing") == 4
