@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
 from molgen.stages.molecules import validate_generated
+from molgen.stages.qm9 import FEATURIZE
 
 PIPELINE = "propmolflow"
 
@@ -44,43 +45,6 @@ def _load_split(ctx: StageContext, name: str, required: bool = True):
     if not path.exists() and not required:
         return None
     return GraphDataset.load(path)
-
-
-# ============================================================================================ featurize
-# The featurize stage (QM9 -> GraphDatasets) is the shared molgen.stages.qm9.featurize_qm9, wired by the lead.
-# DEV ONLY (remove when the QM9 data layer is merged): `data.source=dev_graphs data.path=DIR` copies DIR/train.pt
-# (split into generator/regressor halves) and DIR/valid.pt, for development without the QM9 data layer.
-def _featurize_dev(cfg: DictConfig, ctx: StageContext) -> dict:
-    from molgen.data.graph import GraphDataset
-
-    src = Path(str(cfg.data.path))
-    train = GraphDataset.load(src / "train.pt")
-    half = len(train) // 2
-    keys = ("pos", "atom_type", "charge", "bond_index", "bond_type")
-
-    def subset(ds, lo, hi):
-        t = ds.t
-        a0, a1, b0, b1 = int(t["atom_ptr"][lo]), int(t["atom_ptr"][hi]), int(t["bond_ptr"][lo]), int(t["bond_ptr"][hi])
-        out = {"vocab": t["vocab"], "property_names": t["property_names"], "names": t["names"][lo:hi],
-               "atom_ptr": t["atom_ptr"][lo:hi + 1] - a0, "bond_ptr": t["bond_ptr"][lo:hi + 1] - b0, "y": t["y"][lo:hi]}
-        for k in keys:
-            sl = slice(b0, b1) if k.startswith("bond") else slice(a0, a1)
-            out[k] = t[k][:, sl] if k == "bond_index" else t[k][sl]
-        return GraphDataset(out)
-
-    subset(train, 0, half).save(ctx.dir / "generator.pt")
-    subset(train, half, len(train)).save(ctx.dir / "regressor.pt")
-    GraphDataset.load(src / "valid.pt").save(ctx.dir / "valid.pt")
-    (ctx.dir / "train_smiles.txt").write_text("")
-    return {"generator_molecules": half, "regressor_molecules": len(train) - half}
-
-
-def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
-    if cfg.data.get("source") == "dev_graphs":
-        return _featurize_dev(cfg, ctx)
-    from molgen.stages.qm9 import featurize_qm9
-
-    return featurize_qm9(cfg, ctx)
 
 
 # ============================================================================================ train
@@ -279,14 +243,16 @@ def load_model(ckpt: dict):
     return model.eval()
 
 
+#: The evaluator stage, shared with the other QM9 generators (SiLD) so every generator is judged by one regressor.
+REGRESSOR = Stage("regressor", regressor, config_keys=("regressor", "condition.property", "seed"), needs=("featurize",),
+                  description="train the GVP property regressor on the other half; EDM baselines (skipped if unconditional)")
+
 STAGES = [
-    Stage("featurize", featurize, config_keys=("data",), ignore_keys=("data.perception_processes",),
-          description="QM9 -> generator/regressor halves, valid, test (GraphDataset .pt) + training SMILES"),
+    FEATURIZE,
     Stage("train", train, config_keys=("model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"), needs=("featurize",),
           description="train the PropMolFlow generator on the generator half (last/best/model.ckpt)"),
-    Stage("regressor", regressor, config_keys=("regressor", "condition.property", "seed"), needs=("featurize",),
-          description="train the GVP property regressor on the other half; EDM baselines (skipped if unconditional)"),
+    REGRESSOR,
     Stage("sample", sample, config_keys=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"},
           description="draw sample.n molecules (samples.sdf with the target as SD tag, samples.xyz)"),

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
 from molgen.stages.molecules import validate_generated
-from molgen.stages.qm9 import PROPERTY_NAMES, featurize_qm9
+from molgen.pipelines.propmolflow import REGRESSOR
+from molgen.stages.qm9 import FEATURIZE, PROPERTY_NAMES
 
 PIPELINE = "sild"
 PHASE_KEYS = ("max_epochs", "max_steps", "max_time", "lr", "ema_decay", "batch_size")
@@ -179,14 +180,14 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 STAGES = [
-    Stage("featurize", featurize_qm9, config_keys=("data",),
-          description="QM9 -> graph data sets (EDM split) and training SMILES (shared with PropMolFlow)"),
+    FEATURIZE,
     Stage("train", train, config_keys=("data", "model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"),
           needs=("featurize",), description="autoencoder, then latent diffusion (resumable)"),
     Stage("sample", sample, config_keys=("sample", "seed", "condition"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
-    Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize"),
+    REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
+    Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
           description="the shared molecule validation suite on sample/samples.pt (molgen.stages.molecules)"),
 ]
 
