@@ -97,6 +97,23 @@ def from_dense(pos: torch.Tensor, atom_type: torch.Tensor, charge: torch.Tensor,
     )
 
 
+def save_tensors(tensors: dict, path: str | Path) -> Path:
+    """``torch.save`` a dict of tensors and plain values atomically (write a temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(tensors, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_tensors(path: str | Path) -> dict:
+    """Load what :func:`save_tensors` wrote, weights-only; DataError naming the file if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data set file not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 class GraphDataset(torch.utils.data.Dataset):
     """Molecules encoded with one vocabulary, held as concatenated tensors (fast, weights-only on disk).
 
@@ -132,18 +149,11 @@ class GraphDataset(torch.utils.data.Dataset):
         })
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.t, tmp)
-        tmp.replace(path)
-        return path
+        return save_tensors(self.t, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphDataset":
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"data set file not found: {path}")
-        return cls(torch.load(path, map_location="cpu", weights_only=True))
+        return cls(load_tensors(path))
 
     def __len__(self) -> int:
         return len(self.t["names"])

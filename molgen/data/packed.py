@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch_geometric.data import Data
 
+from molgen.data.graph import load_tensors, save_tensors
 from molgen.errors import DataError
 
 NODE_KEYS = ("x", "pos", "z")
@@ -46,18 +47,11 @@ class PackedGraphs(torch.utils.data.Dataset):
         return cls(t)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.t, tmp)
-        tmp.replace(path)
-        return path
+        return save_tensors(self.t, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "PackedGraphs":
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"data set file not found: {path}")
-        return cls(torch.load(path, map_location="cpu", weights_only=True))
+        return cls(load_tensors(path))
 
     @property
     def meta(self) -> dict:

@@ -7,15 +7,7 @@ from torch_geometric.data import Batch
 from molgen.errors import ConfigError
 from molgen.models.sild import SiLD, bond_labels
 from molgen.nn.molecule_net import complete_graph
-
-
-def orthogonal(seed: int, proper: bool = True) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if (torch.linalg.det(q) > 0) != proper:
-        q[:, 0] = -q[:, 0]
-    return q.float()
+from molgen.testing import random_orthogonal
 
 
 def small_model(**kw) -> SiLD:
@@ -42,7 +34,7 @@ def test_encoder_decoder_bond_head_equivariance(batch, proper):
     for egnn in (model.encoder.egnn, model.decoder.egnn):
         for layer in egnn.layers:   # make position updates non-trivial
             torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
-    R = orthogonal(5, proper)
+    R = random_orthogonal(5, proper, dtype=torch.float32)
     ei = complete_graph(batch.batch, batch.num_graphs)[0]
     mu_x, mu_h, kl = model.encode(batch, ei, sample=False)
     mu_x2, mu_h2, kl2 = model.encode(_rotated(batch, R), ei, sample=False)
@@ -64,7 +56,7 @@ def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
     model = small_model(encoder=encoder).eval()
     for layer in model.denoiser.egnn.layers:
         torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
-    R = orthogonal(7)
+    R = random_orthogonal(7, dtype=torch.float32)
     B = batch.num_graphs
     ei = complete_graph(batch.batch, B)[0]
     gen = torch.Generator().manual_seed(0)

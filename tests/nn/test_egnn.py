@@ -4,16 +4,7 @@ import torch
 
 from molgen.nn.egnn import EGNN, EGNNLayer
 from molgen.nn.molecule_net import complete_graph
-
-
-def orthogonal(seed: int, proper: bool = True) -> torch.Tensor:
-    """A random rotation (``proper``) or rotoreflection, float64 ``[3, 3]``."""
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if (torch.linalg.det(q) > 0) != proper:
-        q[:, 0] = -q[:, 0]
-    return q
+from molgen.testing import random_orthogonal as orthogonal
 
 
 @pytest.fixture(scope="module")

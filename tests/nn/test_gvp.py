@@ -4,15 +4,7 @@ import torch
 
 from molgen.nn.gvp import GVP, GaussianRBF, GVPConv, GVPLayerNorm
 from molgen.nn.molecule_net import complete_graph, edge_geometry
-
-
-def random_rotation(seed: int, proper: bool = True) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if (torch.linalg.det(q) > 0) != proper:
-        q[:, 0] = -q[:, 0]
-    return q
+from molgen.testing import random_orthogonal as random_rotation
 
 
 @pytest.mark.parametrize("n_cp", [0, 4])
