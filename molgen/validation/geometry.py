@@ -31,8 +31,12 @@ def posebusters_table(rdkit_mols: list[Chem.Mol | None], chunk: int = 64) -> pd.
     Returns a DataFrame with one bool column per test plus ``posebusters_pass`` and ``posebusters_failed``
     (names of the failed tests, comma separated).
     """
+    import logging
+
     from posebusters import PoseBusters
 
+    # a failed energy-ratio test is recorded in the table; PoseBusters' per-molecule log lines would flood the console
+    logging.getLogger("posebusters").setLevel(logging.ERROR)
     buster = PoseBusters(config="mol")
     frames: list[pd.DataFrame | None] = [None] * len(rdkit_mols)
     idx = [i for i, m in enumerate(rdkit_mols) if m is not None]
