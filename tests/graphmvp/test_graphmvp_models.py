@@ -133,6 +133,9 @@ def test_roc_auc_matches_pairwise_reference():
 
 
 def test_finetuning_on_bbbp_beats_majority_class():
+    # one thread: the 3-epoch result must not depend on how many cores the machine has
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     data = load_moleculenet("bbbp")
     train, _, test = scaffold_split(data.smiles)
@@ -147,6 +150,13 @@ def test_finetuning_on_bbbp_beats_majority_class():
             opt.step()
     probs = model.predict([data.smiles[i] for i in test]).numpy()[:, 0]
     y = data.labels[test, 0]
-    # a majority-class predictor scores every molecule alike: ROC-AUC 0.5
+    # a majority-class predictor scores every molecule alike: ROC-AUC 0.5, and its best log-loss is that of
+    # predicting the training prevalence for everyone (accuracy at a fixed 0.5 threshold depends on calibration
+    # after 3 epochs and on the CPU thread count, so it is not the test)
     assert roc_auc(y, probs) > 0.6
-    assert ((probs > 0.5) == y).mean() >= max(y.mean(), 1 - y.mean())
+    prevalence = float(np.nanmean(data.labels[train, 0]))
+    p = np.clip(probs, 1e-6, 1 - 1e-6)
+    log_loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    majority = -np.mean(y * np.log(prevalence) + (1 - y) * np.log(1 - prevalence))
+    torch.set_num_threads(threads)
+    assert log_loss < majority
