@@ -136,6 +136,13 @@ def test_finetuning_on_bbbp_beats_majority_class():
     # one thread: the 3-epoch result must not depend on how many cores the machine has
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _finetune_bbbp_and_check()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finetune_bbbp_and_check():
     torch.manual_seed(0)
     data = load_moleculenet("bbbp")
     train, _, test = scaffold_split(data.smiles)
@@ -158,5 +165,4 @@ def test_finetuning_on_bbbp_beats_majority_class():
     p = np.clip(probs, 1e-6, 1 - 1e-6)
     log_loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
     majority = -np.mean(y * np.log(prevalence) + (1 - y) * np.log(1 - prevalence))
-    torch.set_num_threads(threads)
     assert log_loss < majority
