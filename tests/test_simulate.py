@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mdtraj
 import numpy as np
@@ -39,8 +40,9 @@ def test_featurize_stage_simulates_and_applies_the_protocol(tmp_path, capsys):
                "data.margin=0", "data.fractions=[0.4,0.2,0.2]"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    meta = json.loads((tmp_path / "atom-sim_ethanol" / "featurize" / "protocol.json").read_text())
+    run_dir = Path(out.strip().splitlines()[-1].removeprefix("report: ")).parent   # the run names itself
+    meta = json.loads((run_dir / "featurize" / "protocol.json").read_text())
     # 60 frames: starts t = 0..43 (t + 16 <= 59) -> 44 candidates; 40% / 20% / 20%
     assert meta["info"]["ethanol"]["candidate_starts"] == 44
     assert [meta["info"]["ethanol"][f"n_{s}"] for s in ("train", "val", "test")] == [17, 8, 8]
-    assert (tmp_path / "atom-sim_ethanol" / "featurize" / "simulation" / "ethanol" / "trajectory.dcd").exists()
+    assert (run_dir / "featurize" / "simulation" / "ethanol" / "trajectory.dcd").exists()
