@@ -2,7 +2,9 @@
 
 Parts (``--part``):
   structure  structure metrics of QM9 test molecules (EDM reports 99.0% atom / 95.2% molecule stability for QM9)
-  water      the water dipole: QM9 1.85 D vs PySCF; functional variant (b3lypg vs b3lyp5), grid, basis shells
+  water      the water dipole: QM9 1.85 D vs PySCF; functional variant (b3lypg vs b3lyp5), grid, basis shells,
+             the 2d exponents (Gaussian's vs PySCF's 6-31G(2df,p) file)
+  smallest   QM9 molecules 1-12, both 2d-exponent conventions: dipole, HOMO, LUMO, finite-field alpha vs QM9
   dft        B3LYP/6-31G(2df,p) single points on N random QM9 test molecules vs QM9's HOMO/LUMO/gap (meV) and
              dipole (D), seconds per molecule. Long: run once in the background on one thread:
              OMP_NUM_THREADS=1 nohup python scripts/calibrate_validation.py --part dft > runs/calib_dft.log 2>&1 &
@@ -58,7 +60,8 @@ def part_water() -> dict:
     print(f"QM9 water (index 3): mu {row['Dipole_debye']} D, HOMO {row['HOMO_au'] * HARTREE_TO_EV:.4f} eV, "
           f"LUMO {row['LUMO_au'] * HARTREE_TO_EV:.4f} eV, alpha {row['Polarizability_bohr3']} Bohr^3")
     variants = {
-        "b3lypg (VWN3, Gaussian), grid 3, 5D7F": {},
+        "b3lypg (VWN3, Gaussian), grid 3, 5D7F, Gaussian's 2d exponents (molgen default)": {},
+        "b3lypg, PySCF's 6-31G(2df,p) file (6-311G*-based 2d exponents)": {"pople_d": "bse"},
         "b3lyp5 (VWN5)": {"xc": "b3lyp5"},
         "b3lypg, grid 5": {"grid_level": 5},
         "b3lypg, Cartesian 6D10F": {"cart": True},
@@ -66,6 +69,7 @@ def part_water() -> dict:
         "b3lypg, aug-cc-pVTZ (basis limit)": {"basis": "aug-cc-pvtz"},
         "HF/6-31G(2df,p)": {"xc": "hf"},
         "b3lypg + finite-field alpha": {"alpha": True},
+        "b3lypg, PySCF's file + finite-field alpha": {"alpha": True, "pople_d": "bse"},
     }
     out = {"qm9": {"mu": row["Dipole_debye"], "homo_ev": row["HOMO_au"] * HARTREE_TO_EV,
                    "lumo_ev": row["LUMO_au"] * HARTREE_TO_EV, "alpha": row["Polarizability_bohr3"]}}
@@ -76,6 +80,39 @@ def part_water() -> dict:
         out[name] = r
         print(f"| {name} | {r['dft_dipole_debye']:.4f} | {r['dft_homo_ev']:.4f} | {r['dft_lumo_ev']:.4f} | "
               f"{r.get('dft_alpha_bohr3', float('nan')):.3f} | {time.time() - t0:.1f} |", flush=True)
+    return out
+
+
+def part_smallest() -> dict:
+    """QM9 molecules 1-12 with both d-exponent conventions: dipole, HOMO, LUMO and alpha against QM9."""
+    import ast
+
+    from pyscf.data.elements import charge
+
+    from molgen.validation.quantum.dft import dft_job
+    from molgen.validation.reference import qm9_table
+
+    df = qm9_table(["Elements", "XYZ_Ang", "Dipole_debye", "HOMO_au", "LUMO_au", "Polarizability_bohr3"])
+    out = {}
+    print("| QM9 | atoms | mu QM9 | mu PySCF file | mu Gaussian 2d | HOMO err file / G (meV) | LUMO err file / G (meV) "
+          "| alpha QM9 | alpha file / G |\n|---|---|---|---|---|---|---|---|---|")
+    for idx in range(1, 13):
+        row = df[df["Index"] == idx].iloc[0]
+        els = ast.literal_eval(row["Elements"])
+        z, pos = np.array([charge(e) for e in els]), np.array(ast.literal_eval(row["XYZ_Ang"]))
+        r = {c: dft_job(z, pos, 0, {"pople_d": c, "alpha": True}) for c in ("bse", "gaussian")}
+        h, lu = row["HOMO_au"] * HARTREE_TO_EV, row["LUMO_au"] * HARTREE_TO_EV
+        out[idx] = {"qm9": {"mu": row["Dipole_debye"], "homo_ev": h, "lumo_ev": lu,
+                            "alpha": row["Polarizability_bohr3"]}, **r}
+        f, g = r["bse"], r["gaussian"]
+        print(f"| {idx} | {''.join(els)} | {row['Dipole_debye']:.4f} | {f['dft_dipole_debye']:.4f} | "
+              f"{g['dft_dipole_debye']:.4f} | {1000 * (f['dft_homo_ev'] - h):+.0f} / {1000 * (g['dft_homo_ev'] - h):+.0f} | "
+              f"{1000 * (f['dft_lumo_ev'] - lu):+.0f} / {1000 * (g['dft_lumo_ev'] - lu):+.0f} | "
+              f"{row['Polarizability_bohr3']:.2f} | {f['dft_alpha_bohr3']:.2f} / {g['dft_alpha_bohr3']:.2f} |", flush=True)
+    for c in ("bse", "gaussian"):
+        mu = np.mean([abs(v[c]["dft_dipole_debye"] - v["qm9"]["mu"]) for v in out.values()])
+        al = np.mean([abs(v[c]["dft_alpha_bohr3"] - v["qm9"]["alpha"]) / v["qm9"]["alpha"] for v in out.values()])
+        print(f"{c}: dipole MAE {mu:.4f} D, alpha mean relative error {100 * al:.1f} %")
     return out
 
 
@@ -174,7 +211,7 @@ def part_dft_summary(n: int, max_atoms: int | None, density_fit: bool = True) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structure", "water", "dft", "dft-summary", "xtb"], required=True)
+    ap.add_argument("--part", choices=["structure", "water", "smallest", "dft", "dft-summary", "xtb"], required=True)
     ap.add_argument("--n", type=int, default=None, help="molecules (structure: 13083 = all of test; dft/xtb: 24)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--max-atoms", type=int, default=None, help="dft/xtb: sample only molecules this small")
@@ -185,6 +222,8 @@ def main() -> None:
         result = part_structure(args.n or 13083)
     elif args.part == "water":
         result = part_water()
+    elif args.part == "smallest":
+        result = part_smallest()
     elif args.part == "dft-summary":
         result = part_dft_summary(args.n or 24, args.max_atoms, density_fit=not args.no_density_fit)
     else:

@@ -33,16 +33,32 @@ def test_water_geometry_matches_qm9pack():
 
 
 def test_dft_water_at_qm9_level_matches_qm9():
-    """Gaussian's B3LYP (PySCF 'b3lypg') reproduces QM9's water HOMO within 30 meV and LUMO within 60 meV; the
-    VWN5 variant misses the HOMO by ~100 meV. The dipole is 1.98 D vs QM9's 1.85 D (see docs/validation.md)."""
-    status, r, _ = run_job("dft", WATER_Z, WATER_POS, 0, {}, 300)
+    """Gaussian's B3LYP (PySCF 'b3lypg') with Gaussian's 2d exponents (6-31G* d exponent x 2 and x 1/2) reproduces
+    QM9's water: HOMO within 15 meV, LUMO within 80 meV, dipole within 0.01 D, alpha within 2 %. PySCF's own
+    6-31G(2df,p) file (6-311G*-based d exponents) gives 1.98 D, and the VWN5 functional misses the HOMO by ~100 meV."""
+    status, r, _ = run_job("dft", WATER_Z, WATER_POS, 0, {"alpha": True}, 300)
     assert status == "ok" and not r["dft_uks"] and r["dft_n_basis"] == 36
-    assert abs(r["dft_homo_ev"] - QM9_WATER["homo_ev"]) < 0.030
-    assert abs(r["dft_lumo_ev"] - QM9_WATER["lumo_ev"]) < 0.060
+    assert abs(r["dft_homo_ev"] - QM9_WATER["homo_ev"]) < 0.015
+    assert abs(r["dft_lumo_ev"] - QM9_WATER["lumo_ev"]) < 0.080
     assert abs(r["dft_gap_ev"] - (r["dft_lumo_ev"] - r["dft_homo_ev"])) < 1e-9
-    assert 1.85 < r["dft_dipole_debye"] < 2.05
+    assert abs(r["dft_dipole_debye"] - QM9_WATER["mu"]) < 0.01
+    assert abs(r["dft_alpha_bohr3"] - 6.31) / 6.31 < 0.02
+    _, bse, _ = run_job("dft", WATER_Z, WATER_POS, 0, {"pople_d": "bse"}, 300)
+    assert abs(bse["dft_dipole_debye"] - QM9_WATER["mu"]) > 0.1
     _, r5, _ = run_job("dft", WATER_Z, WATER_POS, 0, {"xc": "b3lyp5"}, 300)
     assert abs(r5["dft_homo_ev"] - QM9_WATER["homo_ev"]) > 0.07
+
+
+def test_gaussian_polarization_exponents():
+    from molgen.validation.quantum.dft import method_name, pople_basis
+
+    b = pople_basis("6-31G(2df,p)", ["O", "C", "H"])
+    assert [s[1][0] for s in b["O"] if s[0] == 2] == [1.6, 0.4]          # 0.8 x (2, 1/2)
+    assert [s[1][0] for s in b["C"] if s[0] == 2] == [1.6, 0.4]
+    assert [s[1][0] for s in b["H"] if s[0] == 1] == [1.1]               # (p) on H unchanged
+    assert pople_basis("6-31G(2df,p)", ["O"], "bse") == "6-31G(2df,p)"
+    assert pople_basis("cc-pvdz", ["O"]) == "cc-pvdz"
+    assert method_name({}) != method_name({"pople_d": "bse"})            # the store never mixes the two
 
 
 def test_dft_open_shell_uses_uks():

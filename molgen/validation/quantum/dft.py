@@ -6,6 +6,11 @@ that functional in every version (libxc 402); ``b3lyp`` meant the VWN5 variant b
 libxc 402 since; ``b3lyp5`` is the VWN5 variant. molgen uses ``b3lypg`` by default.
 Basis functions: PySCF cannot mix Cartesian d (Gaussian's 6D default for 6-31G-type sets) with spherical f
 (7F); ``cart=False`` (5D 7F) is the default, ``cart=True`` uses 6D 10F.
+Multiple polarization shells: Gaussian builds the (2d)/(3d) shells of 6-31G-type sets by scaling the single d
+exponent of 6-31G* (0.8 for C, N, O, F) by 2 and 1/2 (4, 1, 1/4 for 3d); the Basis Set Exchange files that PySCF
+ships for ``6-31G(2df,p)`` scale 6-311G*'s exponents instead (O: 2.584/0.646 against Gaussian's 1.6/0.4). That
+difference, not the functional, is why a plain PySCF run gives water 1.98 D against QM9's 1.85 D. molgen
+rebuilds Gaussian's shells by default (``pople_d="gaussian"``; ``"bse"`` keeps PySCF's file as it is).
 Open shells: UKS at multiplicity 2 (odd electron count) or as given; closed shells: RKS.
 """
 from __future__ import annotations
@@ -15,21 +20,68 @@ import numpy as np
 from molgen.validation.quantum.xtb import HARTREE_TO_EV, QuantumFailure
 
 DEFAULTS = {"xc": "b3lypg", "basis": "6-31G(2df,p)", "grid_level": 3, "conv_tol": 1e-9, "max_cycle": 100,
-            "density_fit": False, "cart": False, "alpha": False, "field": 1e-3}
+            "density_fit": False, "cart": False, "alpha": False, "field": 1e-3, "pople_d": "gaussian"}
 
 
 def method_name(options: dict) -> str:
     o = {**DEFAULTS, **options}
-    return (f"dft:{o['xc']}/{o['basis']}/grid{o['grid_level']}{'/cart' if o['cart'] else ''}"
+    basis = o["basis"] + ("/g09d" if _rescaled(o) else "")
+    return (f"dft:{o['xc']}/{basis}/grid{o['grid_level']}{'/cart' if o['cart'] else ''}"
             f"{'/df' if o['density_fit'] else ''}{'/alpha' if o['alpha'] else ''}/tol{float(o['conv_tol']):g}"
             f"/cycles{int(o['max_cycle'])}")
 
 
+def _n_d_shells(name: str) -> int:
+    """How many d shells a Pople name asks for on heavy atoms: 6-31G(2df,p) -> 2, 6-31G* -> 1, cc-pVDZ -> 0."""
+    import re
+
+    m = re.fullmatch(r"6-31\+{0,2}G\((\d?)d[^,)]*(,[^)]*)?\)", name.replace(" ", ""), flags=re.I)
+    return int(m.group(1) or 1) if m else 0
+
+
+def _rescaled(o: dict) -> bool:
+    if o["pople_d"] not in ("gaussian", "bse"):
+        raise ValueError(f"dft.pople_d must be 'gaussian' or 'bse', got {o['pople_d']!r}")
+    return o["pople_d"] == "gaussian" and isinstance(o["basis"], str) and _n_d_shells(o["basis"]) > 1
+
+
+def pople_basis(name: str, elements, convention: str = "gaussian"):
+    """The basis for ``elements`` as PySCF's ``gto.M(basis=...)`` takes it. For a 6-31G-type set with several d
+    shells and ``convention="gaussian"``, the d exponents are Gaussian's: the 6-31G* exponent of the element times
+    (2, 1/2) for 2d or (4, 1, 1/4) for 3d; everything else is PySCF's file unchanged."""
+    from pyscf import gto
+
+    n_d = _n_d_shells(name)
+    if convention != "gaussian" or n_d < 2:
+        return name
+    scale = {2: (2.0, 0.5), 3: (4.0, 1.0, 0.25)}[n_d]
+    out = {}
+    for el in sorted(set(elements)):
+        shells = gto.basis.load(name, el)
+        try:
+            single = [s for s in gto.basis.load("6-31G*", el) if s[0] == 2]
+        except Exception:                                     # element without a 6-31G* d shell: keep the file
+            single = []
+        d_idx = [i for i, s in enumerate(shells) if s[0] == 2]
+        if len(single) != 1 or len(single[0]) != 2 or len(d_idx) != n_d:
+            out[el] = shells
+            continue
+        alpha = single[0][1][0]
+        shells = [list(s) for s in shells]
+        for i, f in zip(d_idx, scale):
+            shells[i] = [2, [alpha * f, 1.0]]
+        out[el] = shells
+    return out
+
+
 def _build(numbers, positions, charge, spin, o):
     from pyscf import dft, gto
+    from pyscf.data.elements import ELEMENTS
 
+    basis = pople_basis(o["basis"], [ELEMENTS[int(z)] for z in numbers], o["pople_d"]) if _rescaled(o) \
+        else o["basis"]
     mol = gto.M(atom=[(int(z), tuple(map(float, p))) for z, p in zip(numbers, positions)], unit="Angstrom",
-                basis=o["basis"], charge=int(charge), spin=int(spin), cart=bool(o["cart"]), verbose=0)
+                basis=basis, charge=int(charge), spin=int(spin), cart=bool(o["cart"]), verbose=0)
     mf = (dft.RKS(mol) if spin == 0 else dft.UKS(mol))
     mf.xc = o["xc"]
     mf.grids.level = int(o["grid_level"])
