@@ -188,6 +188,18 @@ def _load_encoder_state(path: Path) -> tuple[dict, dict]:
     return {k[len("gin."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("gin.")}, ckpt["molgen"]
 
 
+def subsample_train(split: tuple, max_train: int | None, seed: int = 0) -> tuple:
+    """Keep a seeded random ``max_train`` of the scaffold train split (for HIV / MUV on a CPU); the valid and
+    test splits stay whole, so test figures stay comparable with the full protocol's."""
+    train = np.asarray(split[0])
+    if max_train is None or int(max_train) >= len(train):
+        return split
+    if int(max_train) < 1:
+        raise ConfigError(f"finetune.max_train must be >= 1 or null, got {max_train}")
+    keep = np.sort(np.random.RandomState(seed).choice(len(train), int(max_train), replace=False))
+    return (train[keep], *split[1:])
+
+
 def finetune_one(data, split, init_state: dict | None, seed: int, fcfg: dict, model_cfg: DictConfig,
                  out: Path) -> dict:
     """Fine-tune one (set, init, seed) in ``out``; returns the best-validation epoch's scores."""
@@ -248,7 +260,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     results: dict = {"variant": variant, "pretrain_data": encoder_meta.get("pretrain_data"), "sets": {}}
     for name in names:
         data = load_moleculenet(name, cfg.data.root, max_rows=fcfg.get("max_rows"))
-        split = scaffold_split(data.smiles)
+        split = subsample_train(scaffold_split(data.smiles), fcfg.get("max_train"))
         _, n_test_tasks = mean_roc_auc(data.labels[split[2]], np.zeros_like(data.labels[split[2]]))
         if n_test_tasks == 0:
             raise DataError(f"{name}: no task has both classes in the test scaffold split "
@@ -256,7 +268,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
         say(f"  {name}: {len(data)} molecules ({len(data.skipped)} unparsable skipped), {len(data.tasks)} tasks, "
             f"scaffold split {len(split[0])}/{len(split[1])}/{len(split[2])}")
         entry = {"molecules": len(data), "unparsable_skipped": len(data.skipped), "tasks": len(data.tasks),
-                 "split": [len(s) for s in split], "runs": {}}
+                 "split": [len(s) for s in split], "max_train": fcfg.get("max_train"), "runs": {}}
         for init in inits:
             key = "none" if init == "none" else variant
             for seed in seeds:

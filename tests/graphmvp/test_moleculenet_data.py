@@ -42,6 +42,17 @@ def test_scaffold_split_deterministic_disjoint_and_sized(bbbp):
     assert not (scaff[0] & scaff[1]) and not (scaff[0] & scaff[2]) and not (scaff[1] & scaff[2])
 
 
+def test_train_subsample_is_seeded_and_leaves_valid_test_whole(bbbp):
+    from molgen.pipelines.graphmvp import subsample_train
+
+    split = scaffold_split(bbbp.smiles)
+    a, b = subsample_train(split, 500), subsample_train(split, 500)
+    assert len(a[0]) == 500 and np.array_equal(a[0], b[0])
+    assert set(a[0].tolist()) <= set(split[0].tolist())           # no valid/test molecule enters training
+    assert np.array_equal(a[1], split[1]) and np.array_equal(a[2], split[2])
+    assert subsample_train(split, None) is split and subsample_train(split, 10**6) is split
+
+
 def test_scaffold_split_largest_sets_go_to_train():
     # 6 benzene-scaffold molecules, 2 cyclohexane, 1 pyridine, 1 acyclic: the largest group fills train first
     smiles = ["c1ccccc1C", "c1ccccc1CC", "c1ccccc1O", "c1ccccc1N", "c1ccccc1F", "c1ccccc1Cl",
