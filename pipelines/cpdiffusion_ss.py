@@ -10,7 +10,9 @@
 * sample: designs per template (the test chains, or ``template=...``) for CPDiffusion-SS and the two baselines
   (``designs/<method>/<template>.fasta``, ``samples.jsonl``), plus the DDPM vs DDIM timing.
 * validate: ID / ID_max / MSE with and without loops, diversity, novelty, per sequence (``metrics.csv``) and per
-  method (``table.csv``), next to the paper's Table I.
+  method (``table.csv``), next to the paper's Table I. ``validate.oracle`` = ``predictor`` (default, the
+  in-project SS predictor) | ``esmfold`` (fold with ESMFold when installed with local weights; DSSP, TM-score
+  diversity) | ``structures`` (the same on given PDBs, ``validate.structures_dir``).
 """
 from __future__ import annotations
 
