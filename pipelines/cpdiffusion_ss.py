@@ -311,8 +311,9 @@ def sample(cfg: DictConfig, ctx) -> dict:
                 name = f"cpdiffusion_ss_{sampler}{steps}"
                 recs = designer.sample(tpl, n=int(s.n), sampler=sampler, steps=steps, temperature=float(s.temperature),
                                        batch_size=int(s.batch_size), seed=int(cfg.seed) + k)
-                for r in recs:
+                for i, r in enumerate(recs):  # ids unique across methods (structures are filed by id)
                     r.annotations["method"] = name
+                    r.id = f"{tpl.name}_{name}_{i}"
                 _write_fasta(recs, ctx.dir / "designs" / name / f"{tpl.name}.fasta")
                 rows += [_row(r) for r in recs]
                 timing.setdefault(name, []).append(sum(r.annotations["seconds"] for r in recs))
@@ -394,19 +395,20 @@ def _structures(v, oracle: str, rows: list[dict], ctx) -> dict:
     from molgen.errors import ConfigError, DataError
     from molgen.evaluation import esmfold_oracle
 
-    jobs = {r["id"]: (r["method"], r["template"], r["sequence"]) for r in rows}
+    # keyed by (method, id): samples written before ids were unique across methods reuse DDPM ids for DDIM
+    jobs = {(r["method"], r["id"]): (r["template"], r["sequence"]) for r in rows}
     for r in rows:  # the native template sequences: the ceiling of the oracle
-        jobs.setdefault(f"{r['template']}_native", ("native", r["template"], r["template_sequence"]))
+        jobs.setdefault(("native", f"{r['template']}_native"), (r["template"], r["template_sequence"]))
     tpl_file = ctx.input("sample") / "templates.jsonl.gz"
     templates = {p.name: p for p in read_proteins(tpl_file)[0]} if tpl_file.exists() else {}
     if oracle == "esmfold":
         e = v.esmfold
         folder = ctx.dir / "structures"
-        paths = {i: folder / m / t / f"{i}.pdb" for i, (m, t, _) in jobs.items()}
+        paths = {(m, i): folder / m / t / f"{i}.pdb" for (m, i), (t, _) in jobs.items()}
         model = esmfold_oracle.ESMFoldOracle(e.get("hub_dir"), str(e.get("device", "auto")), e.get("chunk_size"),
                                              e.get("num_recycles"))
-        ids = list(jobs)
-        plddt = dict(zip(ids, model.fold([jobs[i][2] for i in ids], [paths[i] for i in ids])))
+        ids = list(jobs)  # (method, id) keys
+        plddt = dict(zip(ids, model.fold([jobs[k][1] for k in ids], [paths[k] for k in ids])))
         return {"structures": paths, "templates": templates, "oracle": esmfold_oracle.ORACLE_NAME, "plddt": plddt}
     if not v.get("structures_dir"):
         raise ConfigError("validate.oracle=structures needs validate.structures_dir=<folder of design PDBs>")
@@ -414,15 +416,16 @@ def _structures(v, oracle: str, rows: list[dict], ctx) -> dict:
     if not root.is_dir():
         raise DataError(f"validate.structures_dir={root}: folder not found")
     paths = {}
-    for i, (m, t, _) in jobs.items():
+    for (m, i), (t, _) in jobs.items():
         for cand in (root / m / t / f"{i}.pdb", root / f"{i}.pdb"):
             if cand.is_file():
-                paths[i] = cand
+                paths[(m, i)] = cand
                 break
-    lacking = [i for i in jobs if i not in paths and not i.endswith("_native")]
+    lacking = [k for k in jobs if k not in paths and k[0] != "native"]
     if lacking:
+        m, i = lacking[0]
         raise DataError(f"validate.structures_dir={root}: no structure for {len(lacking)} of {len(rows)} designs "
-                        f"(e.g. {lacking[0]}: looked for <method>/<template>/{lacking[0]}.pdb and {lacking[0]}.pdb)")
+                        f"(e.g. {i}: looked for {m}/<template>/{i}.pdb and {i}.pdb)")
     return {"structures": paths, "templates": templates,  # B-factors of given files need not be pLDDT
             "oracle": f"structures from {root} + DSSP (mdtraj)"}
 

@@ -125,7 +125,8 @@ def test_esmfold_oracle_refused_without_weights(tiny_run, tmp_path, monkeypatch,
 def test_structures_oracle_on_real_structures(tiny_run, tmp_path, capsys):
     """The structure route of the evaluation (the one ESMFold feeds), with real CATH structures standing in for
     folded designs: every CPDiffusion-SS design gets 1r7aA02 (TM diversity 1, SS = its reference DSSP), the
-    vanilla decoder's designs alternate 1r7aA02 / 1c0pA01 (unrelated folds: lower TM diversity)."""
+    DDIM designs 1g5aA03, the vanilla decoder's designs alternate 1r7aA02 / 1c0pA01 (unrelated folds: lower TM
+    diversity)."""
     import json
     import shutil
 
@@ -135,6 +136,7 @@ def test_structures_oracle_on_real_structures(tiny_run, tmp_path, capsys):
     folder = tmp_path / "folded"
     for r in rows:
         pick = "1r7aA02" if r["method"] != "vanilla_decoder" or int(r["id"].rsplit("_", 1)[1]) % 2 == 0 else "1c0pA01"
+        pick = "1g5aA03" if r["method"] == "cpdiffusion_ss_ddim5" else pick
         target = folder / r["method"] / r["template"] / f"{r['id']}.pdb"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(DATA / f"{pick}.pdb", target)
@@ -151,12 +153,17 @@ def test_structures_oracle_on_real_structures(tiny_run, tmp_path, capsys):
     table = {r["method"]: r for r in csv.DictReader(open(run / "validate" / "table.csv"))}
     assert table["cpdiffusion_ss"]["tm_diversity"].startswith("1.00")
     assert float(table["vanilla_decoder"]["tm_diversity"].split()[0]) < 0.9
-    lines = (DATA / "1r7aA02.dssp").read_text().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("  #  RESIDUE"))
     from molgen.data.proteins import element_string, ss8_to_ss3
 
-    reference = element_string(ss8_to_ss3("".join(l[16] if l[16] != " " else "-" for l in lines[start + 1:] if l[13] != "!")))
-    per_seq = [r for r in csv.DictReader(open(run / "validate" / "metrics.csv")) if r["method"] == "cpdiffusion_ss"]
-    assert per_seq and all(r["predicted_elements"] == reference for r in per_seq)   # SS from the structure, not the plan
-    assert all(0 <= float(r["tm_to_template"]) <= 1 for r in per_seq)
+    def reference(domain):
+        lines = (DATA / f"{domain}.dssp").read_text().splitlines()
+        start = next(i for i, l in enumerate(lines) if l.startswith("  #  RESIDUE"))
+        return element_string(ss8_to_ss3("".join(l[16] if l[16] != " " else "-" for l in lines[start + 1:] if l[13] != "!")))
+
+    all_rows = list(csv.DictReader(open(run / "validate" / "metrics.csv")))
+    for method, domain in (("cpdiffusion_ss", "1r7aA02"), ("cpdiffusion_ss_ddim5", "1g5aA03")):
+        per_seq = [r for r in all_rows if r["method"] == method]
+        assert per_seq and all(r["predicted_elements"] == reference(domain) for r in per_seq)   # SS from the structure
+        assert all(0 <= float(r["tm_to_template"]) <= 1 for r in per_seq)
+    assert len({r["id"] for r in rows}) == len(rows)   # design ids are unique across methods
     assert "native" not in table   # no structure for the native sequences: left out, not scored from the plan

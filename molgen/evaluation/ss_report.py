@@ -37,21 +37,22 @@ def _ms(values) -> str:
 
 
 def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metrics: dict | None = None,
-                     structures: dict[str, Path] | None = None, templates: dict | None = None,
-                     oracle: str | None = None, plddt: dict[str, float] | None = None) -> dict:
+                     structures: dict[tuple[str, str], Path] | None = None, templates: dict | None = None,
+                     oracle: str | None = None, plddt: dict[tuple[str, str], float] | None = None) -> dict:
     """Score sampled designs; writes ``metrics.csv``, ``table.csv`` and ``report.md`` into ``out_dir``.
 
     Args:
         rows: sample records (``samples.jsonl``: annotations + ``id`` + ``sequence``).
         designer: the loaded :class:`CPDiffusionSSDesigner` (oracle, training sequences).
         vcfg: the ``validate`` config (``top_k``, ``max_pairs``, ``novelty_per_template``, ``tm_max_pairs``).
-        structures: record id -> structure file of the design (ESMFold or given PDBs); the designs' SS then
-            comes from DSSP of these structures (replacing the sequence predictor's) and TM-score diversity and
-            TM to template are computed. A native template sequence is scored when ``<template>_native`` has
-            a structure. None: the SS predicted at sampling time (``predicted_ss3``) is used.
+        structures: (method, record id) -> structure file of the design (ESMFold or given PDBs); the designs'
+            SS then comes from DSSP of these structures (replacing the sequence predictor's) and TM-score
+            diversity and TM to template are computed. A native template sequence is scored when
+            ``("native", "<template>_native")`` has a structure. None: the SS predicted at sampling time
+            (``predicted_ss3``) is used.
         templates: template name -> :class:`~molgen.data.proteins.Protein` (for TM to template).
         oracle: the oracle's name for the report (default: the in-project predictor).
-        plddt: record id -> mean pLDDT of its predicted structure (reported when given).
+        plddt: (method, record id) -> mean pLDDT of its predicted structure (reported when given).
     """
     out_dir = Path(out_dir)
     by = defaultdict(list)
@@ -67,7 +68,7 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
     if structures is None:
         pred = designer.oracle.predict_ss3([t["template_sequence"] for t in natives]) if designer.oracle else []
     else:
-        natives = [t for t in natives if f"{t['template']}_native" in structures]
+        natives = [t for t in natives if ("native", f"{t['template']}_native") in structures]
         pred = [None] * len(natives)
     for t, ss in zip(natives, pred):
         by[("native", t["template"])].append({**t, "method": "native", "sequence": t["template_sequence"],
@@ -81,7 +82,7 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
         plan = recs[0]["ss_plan"]
         tm_div, tm_wt = float("nan"), [float("nan")] * len(recs)
         if structures is not None:  # SS from the designs' structures (DSSP), TM-score diversity
-            ev = structure_evaluation([structures[r["id"]] for r in recs], (templates or {}).get(tpl),
+            ev = structure_evaluation([structures[(method, r["id"])] for r in recs], (templates or {}).get(tpl),
                                       max_pairs=int(vcfg.get("tm_max_pairs", 500)))
             recs = by[(method, tpl)] = [{**r, "predicted_ss3": ss, "predicted_elements": element_string(ss)}
                                         for r, ss in zip(recs, ev["ss3"])]
@@ -90,7 +91,8 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             tm_wt = ev["tm_to_template"] or tm_wt
             per_method[method]["tm_diversity"].append(tm_div)
             per_method[method]["tm_to_template"].append(float(np.mean(tm_wt)))
-            per_method[method]["plddt"].append(float(np.mean([plddt.get(r["id"], float("nan")) for r in recs])))
+            per_method[method]["plddt"].append(float(np.mean([plddt.get((method, r["id"]), float("nan"))
+                                                              for r in recs])))
         cons = consistency([r["predicted_ss3"] for r in recs], recs[0]["template_ss3"], int(vcfg.top_k))
         seqs = [r["sequence"] for r in recs]
         div = pairwise_identity(seqs, int(vcfg.max_pairs)) if method != "native" else float("nan")
@@ -112,7 +114,7 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
                              "mse_x100": 100 * ss_composition_mse(e, plan),
                              "mse_noloop_x100": 100 * ss_composition_mse(e, plan, True),
                              "novelty_max_identity": nov_by.get(i, float("nan")), "tm_to_template": tm_wt[i],
-                             "plddt": plddt.get(r["id"], float("nan")), "sequence": r["sequence"]})
+                             "plddt": plddt.get((method, r["id"]), float("nan")), "sequence": r["sequence"]})
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(seq_rows[0]))
         w.writeheader()
