@@ -93,3 +93,15 @@ def test_mean_plddt_reads_ca_b_factors(tmp_path):
     expected = np.mean([float(l[60:66]) for l in ca])
     assert mean_plddt(DATA / "1r7aA02.pdb") == pytest.approx(expected)
     assert 0 < expected < 100
+
+
+def test_too_short_design_structures_are_left_out_of_tm(tmp_path):
+    # a 2-residue design (TM-align needs 3): no TM to template, and it does not enter the diversity
+    lines = [l for l in (DATA / "1r7aA02.pdb").read_text().splitlines() if l.startswith("ATOM")]
+    first = sorted({int(l[22:26]) for l in lines})[:2]
+    short = tmp_path / "short.pdb"
+    short.write_text("\n".join(l for l in lines if int(l[22:26]) in first) + "\nEND\n")
+    ev = structure_evaluation([short, DATA / "1r7aA02.pdb", DATA / "1r7aA02.pdb"], template=read_structure(DATA / "1r7aA02.pdb"))
+    assert len(ev["ss3"][0]) == 2
+    assert np.isnan(ev["tm_to_template"][0]) and ev["tm_to_template"][1] == pytest.approx(1.0, abs=1e-3)
+    assert ev["tm_diversity"] == pytest.approx(1.0, abs=1e-3)

@@ -36,6 +36,11 @@ def _ms(values) -> str:
     return f"{v.mean():.2f} ({v.std():.2f})" if len(v) else "n/a"
 
 
+def _finite_mean(values) -> float:
+    v = np.asarray(values, dtype=float)
+    return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
+
+
 def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metrics: dict | None = None,
                      structures: dict[tuple[str, str], Path] | None = None, templates: dict | None = None,
                      oracle: str | None = None, plddt: dict[tuple[str, str], float] | None = None) -> dict:
@@ -90,9 +95,8 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             tm_div = ev["tm_diversity"] if method != "native" else float("nan")
             tm_wt = ev["tm_to_template"] or tm_wt
             per_method[method]["tm_diversity"].append(tm_div)
-            per_method[method]["tm_to_template"].append(float(np.mean(tm_wt)))
-            per_method[method]["plddt"].append(float(np.mean([plddt.get((method, r["id"]), float("nan"))
-                                                              for r in recs])))
+            per_method[method]["tm_to_template"].append(_finite_mean(tm_wt))
+            per_method[method]["plddt"].append(_finite_mean([plddt.get((method, r["id"]), float("nan")) for r in recs]))
         cons = consistency([r["predicted_ss3"] for r in recs], recs[0]["template_ss3"], int(vcfg.top_k))
         seqs = [r["sequence"] for r in recs]
         div = pairwise_identity(seqs, int(vcfg.max_pairs)) if method != "native" else float("nan")

@@ -38,7 +38,10 @@ def _as_protein(s: "str | Path | Protein") -> Protein:
 
 
 def tm_to_template(design: Protein, template: Protein) -> float:
-    """TM-score of ``design`` superposed on ``template``, normalised by the template length (TM_wt)."""
+    """TM-score of ``design`` superposed on ``template``, normalised by the template length (TM_wt).
+
+    NaN when either has fewer than 3 residues with a C-alpha (TM-align's minimum).
+    """
     from tmtools import tm_align
 
     a = np.asarray(design.ca, dtype=float)
@@ -46,6 +49,8 @@ def tm_to_template(design: Protein, template: Protein) -> float:
     ok_a, ok_b = np.isfinite(a).all(1), np.isfinite(b).all(1)
     seq_a = "".join(c for c, k in zip(design.sequence, ok_a) if k)
     seq_b = "".join(c for c, k in zip(template.sequence, ok_b) if k)
+    if min(len(seq_a), len(seq_b)) < 3:
+        return float("nan")
     return float(tm_align(a[ok_a], b[ok_b], seq_a, seq_b).tm_norm_chain2)
 
 
