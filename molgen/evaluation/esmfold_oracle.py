@@ -48,7 +48,7 @@ def esmfold_missing(hub_dir: str | Path | None = None) -> list[str]:
     try:
         importlib.import_module("esm")
     except ImportError:
-        missing.append('the esm package (pip install "fair-esm[esmfold]")')
+        missing.append(f'the esm package and ESMFold\'s dependencies (pip install "fair-esm[esmfold]" {OPENFOLD_PIP})')
     else:
         try:
             importlib.import_module("esm.esmfold.v1.esmfold")
