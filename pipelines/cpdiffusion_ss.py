@@ -438,5 +438,7 @@ STAGES = [
           file_keys=("ckpt", "template"), replaced_by={"train": "ckpt", "featurize": "template"},
           description="designs per template: CPDiffusion-SS, vanilla decoder, SS-composition baseline"),
     Stage("validate", validate, config_keys=("validate",), needs=("sample", "train"),
-          file_keys=("ckpt", "validate.structures_dir"), replaced_by={"train": "ckpt"}, description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I"),
+          file_keys=("ckpt", "validate.structures_dir"), replaced_by={"train": "ckpt"},
+          description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I; oracle: predictor, "
+                      "ESMFold or given structures (DSSP, TM-score diversity)"),
 ]
