@@ -10,7 +10,9 @@
 * sample: designs per template (the test chains, or ``template=...``) for CPDiffusion-SS and the two baselines
   (``designs/<method>/<template>.fasta``, ``samples.jsonl``), plus the DDPM vs DDIM timing.
 * validate: ID / ID_max / MSE with and without loops, diversity, novelty, per sequence (``metrics.csv``) and per
-  method (``table.csv``), next to the paper's Table I.
+  method (``table.csv``), next to the paper's Table I. ``validate.oracle`` = ``predictor`` (default, the
+  in-project SS predictor) | ``esmfold`` (fold with ESMFold when installed with local weights; DSSP, TM-score
+  diversity) | ``structures`` (the same on given PDBs, ``validate.structures_dir``).
 """
 from __future__ import annotations
 
@@ -309,14 +311,18 @@ def sample(cfg: DictConfig, ctx) -> dict:
                 name = f"cpdiffusion_ss_{sampler}{steps}"
                 recs = designer.sample(tpl, n=int(s.n), sampler=sampler, steps=steps, temperature=float(s.temperature),
                                        batch_size=int(s.batch_size), seed=int(cfg.seed) + k)
-                for r in recs:
+                for i, r in enumerate(recs):  # ids unique across methods (structures are filed by id)
                     r.annotations["method"] = name
+                    r.id = f"{tpl.name}_{name}_{i}"
                 _write_fasta(recs, ctx.dir / "designs" / name / f"{tpl.name}.fasta")
                 rows += [_row(r) for r in recs]
                 timing.setdefault(name, []).append(sum(r.annotations["seconds"] for r in recs))
     with open(ctx.dir / "samples.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+    from molgen.data.proteins import write_proteins_jsonl
+
+    write_proteins_jsonl(templates, ctx.dir / "templates.jsonl.gz")  # validate: TM-score of designs to templates
     first = templates[0].name
     say(f"sample: designs for {len(templates)} template(s) in {ctx.dir / 'designs'} "
         f"(e.g. {ctx.dir / 'designs' / 'cpdiffusion_ss' / (first + '.fasta')})")
@@ -348,13 +354,80 @@ def _row(r) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ validate
+ORACLES = ("predictor", "esmfold", "structures")
+
+
 def validate(cfg: DictConfig, ctx) -> dict:
+    """Score the designs. ``validate.oracle`` picks where their secondary structure comes from:
+
+    * ``predictor`` (default): the in-project sequence -> SS3 predictor (SS predicted at sampling time);
+    * ``esmfold``: fold every design (and each native template sequence) with ESMFold when fair-esm, its
+      ESMFold dependencies and its weights are on this machine (else one ``error:`` line, nothing downloaded);
+      PDBs in ``validate/structures/<method>/<template>/<id>.pdb``, then DSSP (mdtraj) and TM-score diversity;
+    * ``structures``: the same on structures folded elsewhere, ``validate.structures_dir`` with
+      ``<method>/<template>/<id>.pdb`` or ``<id>.pdb`` per design (``<template>_native.pdb`` optional).
+    """
+    from molgen.errors import ConfigError
     from molgen.evaluation.ss_report import evaluate_samples
 
+    v = cfg.validate
+    oracle = str(v.get("oracle", "predictor"))
+    if oracle not in ORACLES:
+        raise ConfigError(f"validate.oracle={oracle}: unknown oracle (choose from {', '.join(ORACLES)})")
+    if oracle == "esmfold":  # check before reading anything: one clear line when ESMFold cannot run here
+        from molgen.evaluation.esmfold_oracle import require_esmfold
+
+        require_esmfold(v.esmfold.get("hub_dir"))
     rows = [json.loads(line) for line in open(ctx.input("sample") / "samples.jsonl")]
     designer = _designer(cfg, ctx)
-    return evaluate_samples(rows, designer, cfg.validate, ctx.dir,
-                            train_metrics=designer.info.get("metrics", {}))
+    kwargs: dict = {}
+    if oracle != "predictor":
+        kwargs = _structures(v, oracle, rows, ctx)
+    metrics = evaluate_samples(rows, designer, v, ctx.dir, train_metrics=designer.info.get("metrics", {}), **kwargs)
+    if "plddt" in kwargs:
+        metrics["mean_plddt"] = float(np.nanmean(list(kwargs["plddt"].values())))
+    return metrics
+
+
+def _structures(v, oracle: str, rows: list[dict], ctx) -> dict:
+    """Structures of the designs (and native sequences) for the ``esmfold`` / ``structures`` oracles."""
+    from molgen.data.proteins import read_proteins
+    from molgen.errors import ConfigError, DataError
+    from molgen.evaluation import esmfold_oracle
+
+    # keyed by (method, id): samples written before ids were unique across methods reuse DDPM ids for DDIM
+    jobs = {(r["method"], r["id"]): (r["template"], r["sequence"]) for r in rows}
+    for r in rows:  # the native template sequences: the ceiling of the oracle
+        jobs.setdefault(("native", f"{r['template']}_native"), (r["template"], r["template_sequence"]))
+    tpl_file = ctx.input("sample") / "templates.jsonl.gz"
+    templates = {p.name: p for p in read_proteins(tpl_file)[0]} if tpl_file.exists() else {}
+    if oracle == "esmfold":
+        e = v.esmfold
+        folder = ctx.dir / "structures"
+        paths = {(m, i): folder / m / t / f"{i}.pdb" for (m, i), (t, _) in jobs.items()}
+        model = esmfold_oracle.ESMFoldOracle(e.get("hub_dir"), str(e.get("device", "auto")), e.get("chunk_size"),
+                                             e.get("num_recycles"))
+        ids = list(jobs)  # (method, id) keys
+        plddt = dict(zip(ids, model.fold([jobs[k][1] for k in ids], [paths[k] for k in ids])))
+        return {"structures": paths, "templates": templates, "oracle": esmfold_oracle.ORACLE_NAME, "plddt": plddt}
+    if not v.get("structures_dir"):
+        raise ConfigError("validate.oracle=structures needs validate.structures_dir=<folder of design PDBs>")
+    root = Path(str(v.structures_dir)).expanduser()
+    if not root.is_dir():
+        raise DataError(f"validate.structures_dir={root}: folder not found")
+    paths = {}
+    for (m, i), (t, _) in jobs.items():
+        for cand in (root / m / t / f"{i}.pdb", root / f"{i}.pdb"):
+            if cand.is_file():
+                paths[(m, i)] = cand
+                break
+    lacking = [k for k in jobs if k not in paths and k[0] != "native"]
+    if lacking:
+        m, i = lacking[0]
+        raise DataError(f"validate.structures_dir={root}: no structure for {len(lacking)} of {len(rows)} designs "
+                        f"(e.g. {i}: looked for {m}/<template>/{i}.pdb and {i}.pdb)")
+    return {"structures": paths, "templates": templates,  # B-factors of given files need not be pLDDT
+            "oracle": f"structures from {root} + DSSP (mdtraj)"}
 
 
 STAGES = [
@@ -364,6 +437,8 @@ STAGES = [
     Stage("sample", sample, config_keys=("sample", "template", "seed"), needs=("featurize", "train"),
           file_keys=("ckpt", "template"), replaced_by={"train": "ckpt", "featurize": "template"},
           description="designs per template: CPDiffusion-SS, vanilla decoder, SS-composition baseline"),
-    Stage("validate", validate, config_keys=("validate",), needs=("sample", "train"), file_keys=("ckpt",),
-          replaced_by={"train": "ckpt"}, description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I"),
+    Stage("validate", validate, config_keys=("validate",), needs=("sample", "train"),
+          file_keys=("ckpt", "validate.structures_dir"), replaced_by={"train": "ckpt"},
+          description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I; oracle: predictor, "
+                      "ESMFold or given structures (DSSP, TM-score diversity)"),
 ]

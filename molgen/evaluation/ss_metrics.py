@@ -145,10 +145,14 @@ def novelty(seqs: list[str], reference: list[str], candidates: int = 10) -> list
 
 
 def tm_diversity(ca_coords: list[np.ndarray], seqs: list[str], max_pairs: int | None = 500, seed: int = 0) -> float:
-    """Mean pairwise TM-score ((TM1 + TM2) / 2, tmtools / TM-align) among design structures; NaN if < 2."""
+    """Mean pairwise TM-score ((TM1 + TM2) / 2, tmtools / TM-align) among design structures; NaN if < 2.
+
+    Structures of fewer than 3 residues (TM-align's minimum) are left out.
+    """
     from tmtools import tm_align
 
-    pairs = list(itertools.combinations(range(len(seqs)), 2))
+    ok = [i for i in range(len(seqs)) if len(seqs[i]) >= 3 and len(ca_coords[i]) >= 3]
+    pairs = list(itertools.combinations(ok, 2))
     if not pairs:
         return float("nan")
     if max_pairs and len(pairs) > max_pairs:

@@ -10,6 +10,7 @@ import numpy as np
 from molgen.data.proteins import element_string
 from molgen.evaluation.ss_metrics import (consistency, novelty, pairwise_identity, ss_composition_mse,
                                           ss_identity)
+from molgen.evaluation.ss_structures import structure_evaluation
 
 # Table I of Hu et al. 2024 (riacd/CPDiffusion-SS img/result.png): 50 CATH 4.3 test templates x 200 designs,
 # ESMFold + DSSP; mean (std over templates). Columns: TM_new, RMSD, Seq.ID, TM_wt, ID, ID_max, MSE,
@@ -25,6 +26,7 @@ PAPER_TABLE_I = {
     "CPDiffusion-SS": ["0.30", "5.69", "7.08", "0.16", "81.57", "86.95", "1.56", "77.84", "84.43", "6.61"],
 }
 CONSISTENCY_KEYS = ("ID", "ID_max", "MSE", "ID_noloop", "ID_max_noloop", "MSE_noloop")
+STRUCTURE_KEYS = ["tm_diversity", "tm_to_template", "plddt"]
 LABELS = {"cpdiffusion_ss": "CPDiffusion-SS (molgen)", "vanilla_decoder": "vanilla decoder (random latents)",
           "ss_composition": "SS-composition sampler", "native": "native template sequence"}
 
@@ -34,31 +36,67 @@ def _ms(values) -> str:
     return f"{v.mean():.2f} ({v.std():.2f})" if len(v) else "n/a"
 
 
-def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metrics: dict | None = None) -> dict:
+def _finite_mean(values) -> float:
+    v = np.asarray(values, dtype=float)
+    return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
+
+
+def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metrics: dict | None = None,
+                     structures: dict[tuple[str, str], Path] | None = None, templates: dict | None = None,
+                     oracle: str | None = None, plddt: dict[tuple[str, str], float] | None = None) -> dict:
     """Score sampled designs; writes ``metrics.csv``, ``table.csv`` and ``report.md`` into ``out_dir``.
 
     Args:
         rows: sample records (``samples.jsonl``: annotations + ``id`` + ``sequence``).
         designer: the loaded :class:`CPDiffusionSSDesigner` (oracle, training sequences).
-        vcfg: the ``validate`` config (``top_k``, ``max_pairs``, ``novelty_per_template``).
+        vcfg: the ``validate`` config (``top_k``, ``max_pairs``, ``novelty_per_template``, ``tm_max_pairs``).
+        structures: (method, record id) -> structure file of the design (ESMFold or given PDBs); the designs'
+            SS then comes from DSSP of these structures (replacing the sequence predictor's) and TM-score
+            diversity and TM to template are computed. A native template sequence is scored when
+            ``("native", "<template>_native")`` has a structure. None: the SS predicted at sampling time
+            (``predicted_ss3``) is used.
+        templates: template name -> :class:`~molgen.data.proteins.Protein` (for TM to template).
+        oracle: the oracle's name for the report (default: the in-project predictor).
+        plddt: (method, record id) -> mean pLDDT of its predicted structure (reported when given).
     """
     out_dir = Path(out_dir)
     by = defaultdict(list)
     for r in rows:
         by[(r["method"], r["template"])].append(r)
-    templates = {r["template"]: r for r in rows}
+    from molgen.models.cpdiffusion_ss_designer import ORACLE_NAME
+
+    n_templates = len({r["template"] for r in rows})
+    oracle = oracle or ORACLE_NAME
+    plddt = plddt or {}
     # the oracle on the native template sequences: the ceiling an oracle-based consistency can reach
-    natives = list(templates.values())
-    pred = designer.oracle.predict_ss3([t["template_sequence"] for t in natives]) if designer.oracle else []
+    natives = list({r["template"]: r for r in rows}.values())
+    if structures is None:
+        pred = designer.oracle.predict_ss3([t["template_sequence"] for t in natives]) if designer.oracle else []
+    else:
+        natives = [t for t in natives if ("native", f"{t['template']}_native") in structures]
+        pred = [None] * len(natives)
     for t, ss in zip(natives, pred):
         by[("native", t["template"])].append({**t, "method": "native", "sequence": t["template_sequence"],
                                               "predicted_ss3": ss, "predicted_elements": element_string(ss),
                                               "id": f"{t['template']}_native", "seconds": 0.0})
     per_method: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    mismatched = 0  # structures whose residues are not the design's sequence (a mix-up in given structures)
     seq_rows = []
     rng = np.random.default_rng(0)
     for (method, tpl), recs in sorted(by.items()):
         plan = recs[0]["ss_plan"]
+        tm_div, tm_wt = float("nan"), [float("nan")] * len(recs)
+        if structures is not None:  # SS from the designs' structures (DSSP), TM-score diversity
+            ev = structure_evaluation([structures[(method, r["id"])] for r in recs], (templates or {}).get(tpl),
+                                      max_pairs=int(vcfg.get("tm_max_pairs", 500)))
+            recs = by[(method, tpl)] = [{**r, "predicted_ss3": ss, "predicted_elements": element_string(ss)}
+                                        for r, ss in zip(recs, ev["ss3"])]
+            mismatched += sum(p.sequence != r["sequence"] for p, r in zip(ev["proteins"], recs))
+            tm_div = ev["tm_diversity"] if method != "native" else float("nan")
+            tm_wt = ev["tm_to_template"] or tm_wt
+            per_method[method]["tm_diversity"].append(tm_div)
+            per_method[method]["tm_to_template"].append(_finite_mean(tm_wt))
+            per_method[method]["plddt"].append(_finite_mean([plddt.get((method, r["id"]), float("nan")) for r in recs]))
         cons = consistency([r["predicted_ss3"] for r in recs], recs[0]["template_ss3"], int(vcfg.top_k))
         seqs = [r["sequence"] for r in recs]
         div = pairwise_identity(seqs, int(vcfg.max_pairs)) if method != "native" else float("nan")
@@ -79,12 +117,15 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
                              "ss_identity_noloop": ss_identity(e, plan, True),
                              "mse_x100": 100 * ss_composition_mse(e, plan),
                              "mse_noloop_x100": 100 * ss_composition_mse(e, plan, True),
-                             "novelty_max_identity": nov_by.get(i, float("nan")), "sequence": r["sequence"]})
+                             "novelty_max_identity": nov_by.get(i, float("nan")), "tm_to_template": tm_wt[i],
+                             "plddt": plddt.get((method, r["id"]), float("nan")), "sequence": r["sequence"]})
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(seq_rows[0]))
         w.writeheader()
         w.writerows(seq_rows)
     cols = [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio", "seconds"]
+    if structures is not None:
+        cols[-1:-1] = STRUCTURE_KEYS
     order = [m for m in ("cpdiffusion_ss", *sorted(k for k in per_method if k.startswith("cpdiffusion_ss_")),
                          "vanilla_decoder", "ss_composition", "native") if m in per_method]
     with open(out_dir / "table.csv", "w", newline="") as f:
@@ -94,27 +135,43 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             w.writerow([m, len(per_method[m]["ID"]), *[_ms(per_method[m][c]) for c in cols]])
     metrics = {f"{m}/{c}": float(np.nanmean(per_method[m][c])) for m in order for c in cols
                if np.isfinite(per_method[m][c]).any()}
-    _write_report(out_dir, order, per_method, by, train_metrics or {}, rows)
-    metrics["templates"] = len(templates)
+    if structures is not None:
+        metrics["structures_sequence_mismatch"] = mismatched
+        if mismatched:
+            oracle += (f" ({mismatched} of {sum(len(v) for v in by.values())} structures do not carry their "
+                       "design's sequence)")
+    _write_report(out_dir, order, per_method, by, train_metrics or {}, rows, oracle, structures is not None)
+    metrics["templates"] = n_templates
+    metrics["oracle"] = oracle
     return metrics
 
 
-def _write_report(out_dir: Path, order, per_method, by, train_metrics: dict, rows) -> None:
-    from molgen.models.cpdiffusion_ss_designer import ORACLE_NAME
-
+def _write_report(out_dir: Path, order, per_method, by, train_metrics: dict, rows, oracle: str,
+                  with_structures: bool) -> None:
     n_t = len({r["template"] for r in rows})
     n = max(len(v) for (m, _), v in by.items() if m != "native")
-    q3 = train_metrics.get("oracle_q3_test")
-    L = [f"Oracle: **{ORACLE_NAME}**" + (f", Q3 on the test chains {q3:.1%}" if q3 is not None else "") +
-         ". ESMFold (the paper's route) was not used: its weights are not available offline.", "",
+    if with_structures:
+        head = (f"Oracle: **{oracle}**: the designs' SS is DSSP (mdtraj, the templates' code) of their structures. "
+                "TM div = mean pairwise TM-score among a template's design structures (tmtools; lower = more "
+                "diverse); TM_wt = TM-score of a design to its template (normalised by the template length); "
+                "pLDDT = mean C-alpha B-factor of the structures (ESMFold's confidence).")
+    else:
+        q3 = train_metrics.get("oracle_q3_test")
+        head = (f"Oracle: **{oracle}**" + (f", Q3 on the test chains {q3:.1%}" if q3 is not None else "") +
+                ". ESMFold (the paper's route, `validate.oracle=esmfold`) was not used; TM-score diversity needs "
+                "design structures (`validate.oracle=esmfold` or `validate.oracle=structures`): not computed.")
+    extra = " TM div ↓ | TM_wt | pLDDT |" if with_structures else ""
+    L = [head, "",
          f"{n_t} test templates x {n} designs per method (the paper: 50 x 200). Element-level SS metrics "
          "exactly as the paper's metrics.py; MSE x 100. Mean (std over templates). Seq.ID = mean pairwise "
          "identity among a template's designs (lower = more diverse); novelty = mean highest identity to a "
-         "training sequence (lower = more novel). TM-score diversity needs design structures (ESMFold): not "
-         "computed.", "",
-         "| method | ID ↑ | ID_max ↑ | MSE ↓ | ID w/o loop ↑ | ID_max w/o loop ↑ | MSE w/o loop ↓ | Seq.ID % ↓ | novelty % ↓ | length / template | s / template |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "training sequence (lower = more novel).", "",
+         "| method | ID ↑ | ID_max ↑ | MSE ↓ | ID w/o loop ↑ | ID_max w/o loop ↑ | MSE w/o loop ↓ | Seq.ID % ↓ | novelty % ↓ | length / template |"
+         + extra + " s / template |",
+         "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (4 if with_structures else 1)]
     cols = [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio", "seconds"]
+    if with_structures:
+        cols[-1:-1] = STRUCTURE_KEYS
     for m in order:
         L.append(f"| {LABELS.get(m, m)} | " + " | ".join(_ms(per_method[m][c]) for c in cols) + " |")
     L += ["", "Paper, Table I (ESMFold + DSSP oracle, 50 CATH 4.3 templates x 200, full-size models), for reference:",
