@@ -12,6 +12,9 @@ ships for ``6-31G(2df,p)`` scale 6-311G*'s exponents instead (O: 2.584/0.646 aga
 difference, not the functional, is why a plain PySCF run gives water 1.98 D against QM9's 1.85 D. molgen
 rebuilds Gaussian's shells by default (``pople_d="gaussian"``; ``"bse"`` keeps PySCF's file as it is).
 Open shells: UKS at multiplicity 2 (odd electron count) or as given; closed shells: RKS.
+Optional, after the single point (:mod:`molgen.validation.quantum.dft_geometry`): ``relax`` (geomeTRIC
+relaxation: energy drop, RMSD, properties at the minimum) and ``frequencies`` (analytic Hessian: harmonic
+frequencies, Cv at 298.15 K, ZPVE, imaginary frequencies), at the relaxed geometry when ``relax`` is on.
 """
 from __future__ import annotations
 
@@ -151,6 +154,8 @@ def _geometry_jobs(numbers, positions, mf, spin: int, o: dict) -> dict:
     from molgen.validation.quantum.dft_geometry import frequencies, relax, relaxation_columns
 
     out: dict = {}
+    if len(numbers) < 2:                                   # an atom has no geometry to relax or vibrate
+        return out
     target, max_grad = mf, None
     if _flag(o["relax"]):
         r = relax(mf, int(o["relax_max_steps"]), str(o["relax_convergence"]))
