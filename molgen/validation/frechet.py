@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,13 @@ def reference_subset(smiles, n_reference: int = 10_000, seed: int = 0) -> list[s
 
 def _activations(smiles: list[str]) -> np.ndarray:
     """ChemNet activations ``[n, 512]`` (in-process data loading: no worker processes)."""
+    import warnings
+
     import fcd
 
-    return fcd.get_predictions(fcd.load_ref_model(), smiles, n_jobs=0)
+    with warnings.catch_warnings():                        # fcd 1.2.2 calls the deprecated np.row_stack
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return fcd.get_predictions(fcd.load_ref_model(), smiles, n_jobs=0)
 
 
 def statistics(smiles: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +104,11 @@ def frechet_chemnet_distance(generated: list[str], reference, n_reference: int =
                             f"{MIN_MOLECULES} reference SMILES (got {len(generated)} and {len(subset)})."}
     mu_r, sigma_r, cached = reference_statistics(subset, cache)
     mu_g, sigma_g = statistics(generated)
-    value = float(calculate_frechet_distance(mu_g, sigma_g, mu_r, sigma_r))
+    with warnings.catch_warnings():
+        # scipy's sqrtm warns on the (near-)singular covariances of small samples; fcd then adds eps * I
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(calculate_frechet_distance(mu_g, sigma_g, mu_r, sigma_r))
     note = (f"FCD (fcd package, ChemNet v0.13 weights shipped in the wheel) of {len(generated)} valid generated "
             f"molecules (largest fragment, canonical SMILES without stereo, duplicates kept) against "
             f"{len(subset)} reference SMILES (fixed subset, seed {seed}; statistics "
