@@ -24,7 +24,8 @@ from molgen.validation.structure import structure_table, summarize_structure, wi
 #: Properties a conditional generator may put in SD tags (molgen user units) and the DFT column judging them.
 CONDITIONAL_PROPERTIES = {"homo": ("dft_homo_ev", "eV"), "lumo": ("dft_lumo_ev", "eV"),
                           "gap": ("dft_gap_ev", "eV"), "mu": ("dft_dipole_debye", "D"),
-                          "alpha": ("dft_alpha_bohr3", "Bohr^3")}
+                          "alpha": ("dft_alpha_bohr3", "Bohr^3"),
+                          "Cv": ("dft_cv_cal_molK", "cal_molK")}  # Cv at 298.15 K (QM9), needs dft.frequencies
 PREDICTION_PREFIXES = ("pred_", "predicted_", "regressor_")
 
 #: Which definition each headline figure uses (written into metrics.json and the report).
@@ -82,7 +83,8 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
              xtb: bool = False, dft: bool = False, posebusters: bool = True, distributions: bool = True,
              workers: int = 1, timeout: float = 600.0, engine: str = "process",
              xtb_options: dict | None = None, dft_options: dict | None = None,
-             reference_molecules: int = 2000, progress: bool = True, title: str | None = None) -> ValidationResult:
+             reference_molecules: int = 2000, fcd: bool = True, fcd_reference_molecules: int = 10_000,
+             progress: bool = True, title: str | None = None) -> ValidationResult:
     """Judge molecules with molgen's validation suite.
 
     Args:
@@ -97,8 +99,12 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
         distributions: bond/angle/torsion Wasserstein distances to the reference molecules.
         workers: processes for xTB/DFT jobs; timeout: seconds per job; engine: ``"process"`` or ``"dask"``.
         xtb_options: ``max_molecules``, ``relax``, ``fmax``, ``steps``.
-        dft_options: ``max_molecules``, ``basis``, ``xc``, ``grid_level``, ``conv_tol``, ``max_cycle``, ``alpha``.
+        dft_options: ``max_molecules``, ``basis``, ``xc``, ``grid_level``, ``conv_tol``, ``max_cycle``, ``alpha``,
+            ``relax`` (geomeTRIC relaxation: ``relax_max_steps``, ``relax_convergence``), ``frequencies``
+            (analytic Hessian: Cv, ZPVE, imaginary frequencies; ``temperature``, ``imag_threshold``).
         reference_molecules: reference geometries drawn for distribution distances (``"qm9"`` only).
+        fcd: Fréchet ChemNet Distance of the valid generated SMILES against ``fcd_reference_molecules``
+            reference SMILES (fixed seeded subset, statistics cached; needs the ``fcd`` package).
 
     Returns:
         :class:`ValidationResult` with ``metrics`` and ``table`` (one row per molecule).
@@ -141,9 +147,16 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
         dist = distribution_distances(bonded, ref_bonded)
         metrics["distribution_per_type"] = dist.pop("per_type")
         metrics.update(dist)
-    metrics["fcd"] = None
-    metrics["fcd_note"] = ("not computed: no offline Frechet ChemNet Distance implementation with shipped ChemNet "
-                           "weights is installed (fcd/fcd_torch download weights)")
+    if not fcd:
+        metrics.update({"fcd": None, "fcd_note": "FCD not computed: switched off (fcd=false)."})
+    elif ref is None or not ref.smiles:
+        metrics.update({"fcd": None, "fcd_note": "FCD not computed: no reference SMILES (reference=none)."})
+    else:
+        from molgen.validation.frechet import frechet_chemnet_distance
+        from molgen.validation.structure import canonical_smiles
+
+        gen = [canonical_smiles(s) for s in table["smiles_largest_fragment"] if isinstance(s, str)]
+        metrics.update(frechet_chemnet_distance([s for s in gen if s], ref.smiles, fcd_reference_molecules))
 
     if xtb or dft:
         from molgen.validation.quantum.runner import run_quantum
@@ -230,7 +243,9 @@ def _jsonable(obj):
 
 SDF_COLUMNS = ("smiles", "valid", "mol_stable", "mol_stable_edm", "mol_stable_lenient", "atom_stable_fraction",
                "open_shell", "n_fragments", "posebusters_pass", "xtb_strain_kcal", "xtb_rmsd_heavy_A",
-               "dft_homo_ev", "dft_lumo_ev", "dft_gap_ev", "dft_dipole_debye", "dft_status", "xtb_status")
+               "dft_homo_ev", "dft_lumo_ev", "dft_gap_ev", "dft_dipole_debye", "dft_relax_energy_drop_kcal",
+               "dft_relax_rmsd_heavy_A", "dft_cv_cal_molK", "dft_zpve_ev", "dft_n_imaginary", "dft_is_minimum",
+               "dft_status", "xtb_status")
 
 
 def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, ref: Reference | None) -> Path:

@@ -23,9 +23,14 @@ keys (defaults in brackets):
   out=DIR                  output folder [<input name>_validation]
   reference=qm9|PATH       novelty + distribution reference: QM9 train split, or .smi/.csv/.sdf/.xyz [none]
   posebusters=true|false   [true]      distributions=true|false [true]
+  fcd=true|false           [true] Frechet ChemNet Distance to the reference (fcd package; ChemNet shipped)
+  fcd_reference_molecules=N [10000] reference SMILES drawn (seed 0) for FCD; their statistics are cached
   xtb=true|false           [false]     xtb.max_molecules=N [200]  xtb.relax=true|false [true]
   dft=true|false           [false]     dft.max_molecules=N [20]   dft.xc=b3lypg  dft.basis=6-31G(2df,p)
   dft.alpha=true           polarizability by finite field
+  dft.relax=true           B3LYP relaxation (geomeTRIC): energy drop, RMSD, HOMO/LUMO/gap/dipole at the minimum
+  dft.frequencies=true     analytic Hessian: Cv at 298.15 K, ZPVE, imaginary frequencies (at the relaxed
+                           geometry with dft.relax=true, else at the given one)
   workers=N                [1] processes for xTB/DFT   timeout=SECONDS [600] per job
   engine=process|dask      [process]
 Quantum results are kept in <out>/quantum.sqlite: re-running (after an interruption) recomputes nothing.
@@ -82,7 +87,8 @@ def run_from_config(source, cfg, out, title: str | None = None, reference=None):
                     posebusters=bool(c.get("posebusters", True)), distributions=bool(c.get("distributions", True)),
                     workers=int(c.get("workers", 1)), timeout=float(c.get("timeout", 600)),
                     engine=str(c.get("engine", "process")), xtb_options=xtb, dft_options=dft,
-                    reference_molecules=int(c.get("reference_molecules", 2000)), title=title)
+                    reference_molecules=int(c.get("reference_molecules", 2000)), fcd=bool(c.get("fcd", True)),
+                    fcd_reference_molecules=int(c.get("fcd_reference_molecules", 10_000)), title=title)
 
 
 def main(args: list[str]) -> int:

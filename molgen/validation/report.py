@@ -93,7 +93,8 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
 
     t = result.table
     dft_props = [(p, c) for p, c in (("gap", "dft_gap_ev"), ("homo", "dft_homo_ev"), ("lumo", "dft_lumo_ev"),
-                                     ("mu", "dft_dipole_debye")) if f"{p}_target" in t.columns and c in t.columns]
+                                     ("mu", "dft_dipole_debye"), ("alpha", "dft_alpha_bohr3"),
+                                     ("Cv", "dft_cv_cal_molK")) if f"{p}_target" in t.columns and c in t.columns]
     if dft_props:
         fig, axes = plt.subplots(1, len(dft_props), figsize=(3.5 * len(dft_props), 3.2), squeeze=False)
         for ax, (p, c) in zip(axes[0], dft_props):
@@ -146,7 +147,11 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
                 L.append(f"| {key} | {v['w1']:.4f} | {v['mean_gen']:.3f} | {v['mean_ref']:.3f} | {v['n_gen']} |")
         if "distributions.png" in images:
             L += ["", f"![distributions]({images['distributions.png']})"]
-    L += ["", "## Distribution: FCD", "", m.get("fcd_note", "")]
+    L += ["", "## Distribution: FCD", ""]
+    if m.get("fcd") is not None:
+        L += [f"FCD = {m['fcd']:.3f} ({m.get('fcd_n_generated')} generated vs {m.get('fcd_n_reference')} "
+              f"reference molecules)", ""]
+    L += [m.get("fcd_note", "")]
     q = {k: v for k, v in m.items() if k.startswith(("xtb_", "dft_"))}
     if q:
         L += ["", "## Quantum chemistry (xTB GFN2 via tblite; DFT B3LYP/6-31G(2df,p) via PySCF)", "",

@@ -19,7 +19,9 @@ from .conftest import DATA
 WATER_Z = np.array([8, 1, 1])
 WATER_POS = np.array([[-0.0343604951, 0.9775395708, 0.0076015923], [0.0647664923, 0.0205721989, 0.0015346341],
                       [0.8717903737, 1.3007924048, 0.0006931336]])
-QM9_WATER = {"homo_ev": -0.2928 * HARTREE_TO_EV, "lumo_ev": 0.0687 * HARTREE_TO_EV, "mu": 1.8511}
+QM9_WATER = {"homo_ev": -0.2928 * HARTREE_TO_EV, "lumo_ev": 0.0687 * HARTREE_TO_EV, "mu": 1.8511,
+             "cv": 6.002, "freq_cm": [1671.4222, 3803.6305, 3907.698], "zpve_ev": 0.021375 * HARTREE_TO_EV}
+R_CAL = 1.98720425864  # gas constant, cal/(mol K)
 
 
 def test_water_geometry_matches_qm9pack():
@@ -27,9 +29,13 @@ def test_water_geometry_matches_qm9pack():
 
     if qm9pack_data_dir() is None:
         pytest.skip("qm9pack not installed")
-    row = qm9_table(["XYZ_Ang", "HOMO_au", "LUMO_au", "Dipole_debye"]).iloc[2]
+    row = qm9_table(["XYZ_Ang", "HOMO_au", "LUMO_au", "Dipole_debye", "Harmonic_Freq_cmi", "ZPVE_au",
+                     "Heatcapacity_Cv_cal_mol_K"]).iloc[2]
     np.testing.assert_allclose(np.array(ast.literal_eval(row["XYZ_Ang"])), WATER_POS, atol=1e-8)
     assert row["HOMO_au"] * HARTREE_TO_EV == pytest.approx(QM9_WATER["homo_ev"])
+    assert row["Heatcapacity_Cv_cal_mol_K"] == QM9_WATER["cv"]
+    assert ast.literal_eval(row["Harmonic_Freq_cmi"]) == QM9_WATER["freq_cm"]
+    assert row["ZPVE_au"] * HARTREE_TO_EV == pytest.approx(QM9_WATER["zpve_ev"])
 
 
 def test_dft_water_at_qm9_level_matches_qm9():
@@ -134,3 +140,117 @@ def test_dask_engine_uses_the_same_store(tmp_path, handmade):
     res2, m2 = run_quantum(mols, None, store, xtb=True, workers=2, engine="process", progress=False)
     assert m2["quantum_jobs_computed"] == 0
     np.testing.assert_allclose(res2["xtb_strain_kcal"].astype(float), res["xtb_strain_kcal"].astype(float))
+
+
+# ------------------------------------------------------------------ DFT relaxation and frequencies (Cv)
+def _distorted_water():
+    d = WATER_POS.copy()
+    d[1] = WATER_POS[0] + 1.15 * (WATER_POS[1] - WATER_POS[0])  # O-H 0.96 -> 1.10 A
+    d[2] = WATER_POS[0] + 0.95 * (WATER_POS[2] - WATER_POS[0])  # O-H 0.96 -> 0.91 A
+    return d
+
+
+def test_dft_frequencies_water_at_qm9_level_match_qm9():
+    """B3LYP/6-31G(2df,p) analytic Hessian at QM9's water geometry: three real frequencies within 15 cm^-1 of
+    QM9's (PySCF's 5D shells give +9..10 cm^-1), Cv at 298.15 K within 0.01 cal/(mol K) of QM9's 6.002 and above
+    the rigid-rotor 3R, ZPVE within 4 meV; QM9's geometry is a minimum at this level."""
+    from molgen.validation.quantum.dft import method_name
+
+    status, r, _ = run_job("dft", WATER_Z, WATER_POS, 0, {"frequencies": True}, 300)
+    assert status == "ok" and r["dft_freq_geometry"] == "given"
+    freqs = np.array(r["dft_frequencies_cm"])
+    assert freqs.shape == (3,) and (freqs > 0).all() and r["dft_n_imaginary"] == 0
+    assert np.abs(freqs - QM9_WATER["freq_cm"]).max() < 15
+    assert abs(r["dft_cv_cal_molK"] - QM9_WATER["cv"]) < 0.01 and r["dft_cv_cal_molK"] > 3 * R_CAL
+    assert abs(r["dft_zpve_ev"] - QM9_WATER["zpve_ev"]) < 0.004
+    assert r["dft_is_minimum"] and r["dft_lowest_freq_cm"] == pytest.approx(freqs.min())
+    assert abs(r["dft_homo_ev"] - QM9_WATER["homo_ev"]) < 0.015           # the single point is unchanged
+    keys = {method_name({}), method_name({"frequencies": True}), method_name({"relax": True}),
+            method_name({"relax": True, "frequencies": True}), method_name({"frequencies": True, "temperature": 300})}
+    assert len(keys) == 5 and method_name({}).endswith("/cycles100")  # stores never mix; old keys still match
+
+
+def test_dft_relaxation_brings_distorted_water_back_to_qm9():
+    """Relax a distorted water at QM9's level: energy drops, the relaxed geometry is QM9's to < 0.005 A, the
+    frequencies (at the relaxed geometry) have no imaginary one, and HOMO there matches QM9's."""
+    from molgen.validation.quantum.xtb import kabsch_rmsd
+
+    d = _distorted_water()
+    status, r, _ = run_job("dft", WATER_Z, d, 0, {"relax": True, "frequencies": True}, 300)
+    assert status == "ok" and r["dft_relax_converged"] and r["dft_freq_geometry"] == "relaxed"
+    assert r["dft_relax_energy_drop_kcal"] > 1.0
+    relaxed = np.array(r["dft_relaxed_positions"])
+    assert kabsch_rmsd(d, WATER_POS) > 0.05 and kabsch_rmsd(relaxed, WATER_POS) < 0.005
+    assert r["dft_relax_rmsd_heavy_A"] == pytest.approx(kabsch_rmsd(d, relaxed), abs=1e-5)  # < 3 heavy atoms: all
+    assert r["dft_n_imaginary"] == 0 and r["dft_is_minimum"] and r["dft_relax_max_gradient"] < 4.5e-4
+    assert abs(r["dft_cv_cal_molK"] - QM9_WATER["cv"]) < 0.01
+    assert abs(r["dft_relaxed_homo_ev"] - QM9_WATER["homo_ev"]) < 0.015
+    assert abs(r["dft_homo_ev"] - QM9_WATER["homo_ev"]) > 0.03             # the distorted geometry's is off
+
+
+def test_dft_relax_failures_and_time_limit_are_recorded(tmp_path):
+    """A relaxation that runs out of steps is a recorded failure that keeps the single point; frequencies are
+    not computed at its non-stationary geometry; the time limit interrupts relaxation/Hessian jobs."""
+    from molgen.data.molecule import Molecule
+
+    water = Molecule(_distorted_water(), WATER_Z, bonds=np.array([[0, 1], [0, 2]]), bond_orders=np.array([1, 1]))
+    opts = {"basis": "6-31g*", "relax": True, "relax_max_steps": 1, "frequencies": True}
+    res, m = run_quantum([water], None, tmp_path / "q.sqlite", dft=True, dft_options=opts, progress=False)
+    assert res["dft_status"][0] == "relax_not_converged" and "not converged in 1 steps" in res["dft_reason"][0]
+    assert m["dft_failures"] == {"relax_not_converged": 1} and m["dft_relax_converged_ratio"] == 0.0
+    assert np.isfinite(res["dft_homo_ev"][0]) and res["dft_relax_energy_drop_kcal"][0] > 0
+    assert "dft_cv_cal_molK" not in res.columns
+    t0 = time.time()
+    res, m = run_quantum([water], None, tmp_path / "q2.sqlite", dft=True, timeout=2.0, progress=False,
+                         dft_options={"relax": True, "frequencies": True})
+    assert res["dft_status"][0] == "timeout" and time.time() - t0 < 30
+
+
+def test_validate_reports_cv_against_the_conditional_target(tmp_path):
+    """A conditionally generated molecule carrying a target Cv (SD tag ``Cv``): validate with dft.frequencies
+    compares DFT's Cv with it (QM9's own water Cv as the target), writes the columns, and reuses the store."""
+    import json
+
+    import pandas as pd
+
+    from molgen.data.molecule import Molecule
+    from molgen.validation import validate
+
+    water = Molecule(WATER_POS, WATER_Z, bonds=np.array([[0, 1], [0, 2]]), bond_orders=np.array([1, 1]),
+                     properties={"Cv": QM9_WATER["cv"], "pred_Cv": 7.0}, name="qm9_000003")
+    kw = dict(out=tmp_path / "val", dft=True, posebusters=False, distributions=False, progress=False,
+              dft_options={"basis": "6-31g*", "frequencies": True})
+    res = validate([water], **kw)
+    m = res.metrics
+    assert m["dft_n_ok"] == 1 and m["dft_vs_target_Cv_n"] == 1
+    assert m["dft_vs_target_Cv_mae_cal_molK"] < 0.05                  # Cv is insensitive to the basis
+    assert m["dft_vs_prediction_Cv_mae_cal_molK"] == pytest.approx(abs(7.0 - res.table["dft_cv_cal_molK"][0]))
+    table = pd.read_csv(tmp_path / "val" / "molecules.csv")
+    for col in ("dft_cv_cal_molK", "dft_zpve_ev", "dft_n_imaginary", "dft_is_minimum", "Cv_target"):
+        assert col in table.columns
+    assert "dft_vs_target_Cv_mae_cal_molK" in (tmp_path / "val" / "report.html").read_text()
+    m2 = validate([water], **kw).metrics
+    assert m2["quantum_jobs_computed"] == 0 and json.loads((tmp_path / "val" / "metrics.json").read_text())[
+        "dft_cv_cal_molK_median"] == pytest.approx(m["dft_cv_cal_molK_median"])
+
+
+@pytest.mark.slow  # ~2-4 min on one core
+def test_dft_frequencies_on_small_qm9_molecules_match_qm9():
+    """CH4, NH3, H2O, HCN (QM9 1, 2, 3, 5; embedded subset) at QM9's geometries and level: no imaginary
+    frequency, frequency MAE < 15 cm^-1, Cv within 0.1 cal/(mol K) and ZPVE within 10 meV of QM9's."""
+    import pandas as pd
+
+    from molgen.data.embedded import embedded_dir
+    from molgen.data.io import _SYMBOL_TO_Z
+
+    df = pd.read_csv(embedded_dir("qm9_subset") / "qm9_subset.csv.gz").set_index("Index")
+    for idx in (1, 2, 3, 5):
+        row = df.loc[idx]
+        z = np.array([_SYMBOL_TO_Z[e.lower()] for e in ast.literal_eval(row["Elements"])])
+        status, r, _ = run_job("dft", z, np.array(ast.literal_eval(row["XYZ_Ang"])), 0, {"frequencies": True}, 600)
+        qm9_freq = np.array(ast.literal_eval(row["Harmonic_Freq_cmi"]))
+        freqs = np.array(r["dft_frequencies_cm"])
+        assert status == "ok" and r["dft_n_imaginary"] == 0 and freqs.shape == qm9_freq.shape, row["SMILES"]
+        assert np.abs(freqs - qm9_freq).mean() < 15, row["SMILES"]
+        assert abs(r["dft_cv_cal_molK"] - row["Heatcapacity_Cv_cal_mol_K"]) < 0.1, row["SMILES"]
+        assert abs(r["dft_zpve_ev"] - row["ZPVE_au"] * HARTREE_TO_EV) < 0.010, row["SMILES"]

@@ -12,6 +12,9 @@ ships for ``6-31G(2df,p)`` scale 6-311G*'s exponents instead (O: 2.584/0.646 aga
 difference, not the functional, is why a plain PySCF run gives water 1.98 D against QM9's 1.85 D. molgen
 rebuilds Gaussian's shells by default (``pople_d="gaussian"``; ``"bse"`` keeps PySCF's file as it is).
 Open shells: UKS at multiplicity 2 (odd electron count) or as given; closed shells: RKS.
+Optional, after the single point (:mod:`molgen.validation.quantum.dft_geometry`): ``relax`` (geomeTRIC
+relaxation: energy drop, RMSD, properties at the minimum) and ``frequencies`` (analytic Hessian: harmonic
+frequencies, Cv at 298.15 K, ZPVE, imaginary frequencies), at the relaxed geometry when ``relax`` is on.
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ import numpy as np
 from molgen.validation.quantum.xtb import HARTREE_TO_EV, QuantumFailure
 
 DEFAULTS = {"xc": "b3lypg", "basis": "6-31G(2df,p)", "grid_level": 3, "conv_tol": 1e-9, "max_cycle": 100,
-            "density_fit": False, "cart": False, "alpha": False, "field": 1e-3, "pople_d": "gaussian"}
+            "density_fit": False, "cart": False, "alpha": False, "field": 1e-3, "pople_d": "gaussian",
+            "relax": False, "relax_max_steps": 100, "relax_convergence": "GAU",
+            "frequencies": False, "temperature": 298.15, "imag_threshold": 20.0}
 
 
 def method_name(options: dict) -> str:
@@ -28,7 +33,21 @@ def method_name(options: dict) -> str:
     basis = o["basis"] + ("/g09d" if _rescaled(o) else "")
     return (f"dft:{o['xc']}/{basis}/grid{o['grid_level']}{'/cart' if o['cart'] else ''}"
             f"{'/df' if o['density_fit'] else ''}{'/alpha' if o['alpha'] else ''}/tol{float(o['conv_tol']):g}"
-            f"/cycles{int(o['max_cycle'])}")
+            f"/cycles{int(o['max_cycle'])}{_geometry_tag(o)}")
+
+
+def _geometry_tag(o: dict) -> str:
+    """The relaxation/frequency part of the method string (empty when both are off, so older stores match)."""
+    tag = ""
+    if _flag(o["relax"]):
+        tag += f"/relax-{str(o['relax_convergence']).upper()}-steps{int(o['relax_max_steps'])}"
+    if _flag(o["frequencies"]):
+        tag += f"/freq-T{float(o['temperature']):g}-imag{float(o['imag_threshold']):g}"
+    return tag
+
+
+def _flag(v) -> bool:
+    return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
 
 
 def _n_d_shells(name: str) -> int:
@@ -118,6 +137,40 @@ def dft_job(numbers: np.ndarray, positions: np.ndarray, charge: int, options: di
            "dft_n_basis": int(mol.nao)}
     if o["alpha"]:
         out["dft_alpha_bohr3"] = finite_field_alpha(mol, mf, float(o["field"]))
+    if _flag(o["relax"]) or _flag(o["frequencies"]):
+        try:
+            out.update(_geometry_jobs(numbers, positions, mf, spin, o))
+        except QuantumFailure as e:                        # keep the single point with the failure
+            e.partial = {**out, **e.partial}
+            raise
+    return out
+
+
+def _geometry_jobs(numbers, positions, mf, spin: int, o: dict) -> dict:
+    """Relaxation (``relax``) and/or frequencies (``frequencies``): at the relaxed geometry when ``relax`` is on,
+    at the given geometry otherwise (``dft_freq_geometry`` says which). A relaxation that does not converge in
+    ``relax_max_steps`` raises ``relax_not_converged`` carrying the results computed so far (no frequencies:
+    they would be at a non-stationary geometry)."""
+    from molgen.validation.quantum.dft_geometry import frequencies, relax, relaxation_columns
+
+    out: dict = {}
+    if len(numbers) < 2:                                   # an atom has no geometry to relax or vibrate
+        return out
+    target, max_grad = mf, None
+    if _flag(o["relax"]):
+        r = relax(mf, int(o["relax_max_steps"]), str(o["relax_convergence"]))
+        out.update(relaxation_columns(numbers, positions, float(mf.e_tot), r))
+        target, max_grad = r["mf"], r["max_gradient"]
+        homo, lumo = _frontier(target, spin)
+        out.update({"dft_relaxed_homo_ev": homo * HARTREE_TO_EV, "dft_relaxed_lumo_ev": lumo * HARTREE_TO_EV,
+                    "dft_relaxed_gap_ev": (lumo - homo) * HARTREE_TO_EV,
+                    "dft_relaxed_dipole_debye": float(np.linalg.norm(target.dip_moment(unit="Debye", verbose=0)))})
+        if not r["converged"]:
+            raise QuantumFailure("relax_not_converged", f"geometry relaxation not converged in "
+                                 f"{int(o['relax_max_steps'])} steps ({o['relax_convergence']} criteria)", out)
+    if _flag(o["frequencies"]):
+        out["dft_freq_geometry"] = "relaxed" if _flag(o["relax"]) else "given"
+        out.update(frequencies(target, float(o["temperature"]), float(o["imag_threshold"]), max_grad))
     return out
 
 

@@ -7,8 +7,9 @@
   ``dask.distributed`` cluster. Results are written to the store by this (parent) process as they arrive.
 * Time limit: each job arms ``SIGALRM`` in the process that runs it (PySCF and tblite return to Python between
   SCF iterations, so the alarm interrupts within one iteration); a timed-out job is recorded as ``timeout``.
-* Failures (``scf_not_converged``, ``xtb_failed``, ``timeout``, ``error``) are recorded per molecule with the
-  reason and counted; they never stop the run.
+* Failures (``scf_not_converged``, ``relax_not_converged``, ``xtb_failed``, ``timeout``, ``error``) are
+  recorded per molecule with the reason (and whatever the job computed before failing, e.g. the single point
+  of a relaxation that did not converge) and counted; they never stop the run.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def run_job(kind: str, numbers, positions, charge: int, options: dict, timeout: 
     except JobTimeout:
         status, payload = "timeout", {"reason": f"exceeded the time limit of {timeout:g} s", "timeout": timeout}
     except QuantumFailure as e:
-        status, payload = e.kind, {"reason": str(e)}
+        status, payload = e.kind, {**e.partial, "reason": str(e)}
     except Exception as e:  # noqa: BLE001 -- a failing job is recorded, never fatal
         where = traceback.extract_tb(e.__traceback__)[-1]
         status, payload = "error", {"reason": f"{type(e).__name__}: {str(e)[:200]} ({Path(where.filename).name}:"
@@ -133,11 +134,20 @@ def run_quantum(mols: list[Molecule], table: pd.DataFrame | None, store_path: st
         metrics[f"{kind}_n_ok"] = int(counts.get("ok", 0))
         metrics[f"{kind}_failures"] = {k: int(v) for k, v in counts.items() if k != "ok"}
         metrics[f"{kind}_seconds_per_job_median"] = float(np.median(seconds)) if seconds else None
-        for col in (f"{kind}_strain_kcal", f"{kind}_rmsd_heavy_A", f"{kind}_gap_ev", f"{kind}_dipole_debye"):
-            if col in results:
+        for col in (f"{kind}_strain_kcal", f"{kind}_rmsd_heavy_A", f"{kind}_gap_ev", f"{kind}_dipole_debye",
+                    "dft_relax_energy_drop_kcal", "dft_relax_rmsd_heavy_A", "dft_cv_cal_molK", "dft_zpve_ev"):
+            if col.startswith(kind) and col in results:
                 vals = pd.to_numeric(results[col], errors="coerce").dropna()
                 if len(vals):
                     metrics[f"{col}_median"] = float(vals.median())
+        for col, name in (("dft_relax_converged", "dft_relax_converged_ratio"),
+                          ("dft_is_minimum", "dft_minimum_ratio")):
+            if kind == "dft" and col in results:
+                vals = results[col].dropna()
+                metrics[name] = float(vals.astype(bool).mean()) if len(vals) else None
+        if kind == "dft" and "dft_n_imaginary" in results:
+            n_imag = pd.to_numeric(results["dft_n_imaginary"], errors="coerce").dropna()
+            metrics["dft_molecules_with_imaginary_freq"] = int((n_imag > 0).sum())
     metrics["quantum_jobs_reused_from_store"] = reused
     metrics["quantum_jobs_computed"] = len(todo)
     metrics["quantum_store"] = str(store_path)

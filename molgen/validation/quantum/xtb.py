@@ -15,11 +15,13 @@ BOHR = 0.52917721092  # Angstrom
 
 
 class QuantumFailure(RuntimeError):
-    """A calculation that ran but failed (e.g. SCF not converged); ``kind`` is recorded in the store."""
+    """A calculation that ran but failed (e.g. SCF not converged); ``kind`` is recorded in the store, with
+    ``partial`` (results computed before the failure, e.g. the single point when a relaxation fails)."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, partial: dict | None = None):
         super().__init__(message)
         self.kind = kind
+        self.partial = dict(partial or {})
 
 
 def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
