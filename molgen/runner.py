@@ -54,6 +54,9 @@ class Stage:
         description: one line for ``molgen run --help``.
         ignore_keys: dotted keys inside ``config_keys`` that do not change the output (worker counts, ...)
             and so stay out of the cache key.
+        check: ``check(cfg)`` raising a MolgenError when the stage cannot run here (a missing optional
+            package or weights, a bad option); called for every planned stage before the first one starts, so
+            a user learns it before an upstream training runs.
     """
 
     name: str
@@ -64,6 +67,7 @@ class Stage:
     replaced_by: dict[str, str] = field(default_factory=dict)
     description: str = ""
     ignore_keys: tuple[str, ...] = ()
+    check: Callable[[DictConfig], None] | None = None
 
 
 @dataclass
@@ -208,6 +212,9 @@ def run_stages(stages: list[Stage], cfg: DictConfig, run_dir: Path, target: str 
     """Execute the plan for ``target`` in ``run_dir``; returns ``{stage: state}`` for the stages executed."""
     run_dir.mkdir(parents=True, exist_ok=True)
     todo = plan(stages, target, cfg)
+    for stage in todo:
+        if stage.check is not None:
+            stage.check(cfg)
     keys: dict[str, str] = {}
     states: dict[str, dict] = {}
     for i, stage in enumerate(todo, 1):

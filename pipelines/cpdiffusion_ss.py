@@ -357,6 +357,21 @@ def _row(r) -> dict:
 ORACLES = ("predictor", "esmfold", "structures")
 
 
+def check_oracle(cfg: DictConfig) -> str:
+    """The oracle's name, after checking it can run here (one clear line when ESMFold cannot; nothing downloaded).
+    The runner calls it before any stage starts, so a missing ESMFold is reported before training."""
+    from molgen.errors import ConfigError
+
+    oracle = str(cfg.validate.get("oracle", "predictor"))
+    if oracle not in ORACLES:
+        raise ConfigError(f"validate.oracle={oracle}: unknown oracle (choose from {', '.join(ORACLES)})")
+    if oracle == "esmfold":
+        from molgen.evaluation.esmfold_oracle import require_esmfold
+
+        require_esmfold(cfg.validate.esmfold.get("hub_dir"))
+    return oracle
+
+
 def validate(cfg: DictConfig, ctx) -> dict:
     """Score the designs. ``validate.oracle`` picks where their secondary structure comes from:
 
@@ -367,17 +382,10 @@ def validate(cfg: DictConfig, ctx) -> dict:
     * ``structures``: the same on structures folded elsewhere, ``validate.structures_dir`` with
       ``<method>/<template>/<id>.pdb`` or ``<id>.pdb`` per design (``<template>_native.pdb`` optional).
     """
-    from molgen.errors import ConfigError
     from molgen.evaluation.ss_report import evaluate_samples
 
     v = cfg.validate
-    oracle = str(v.get("oracle", "predictor"))
-    if oracle not in ORACLES:
-        raise ConfigError(f"validate.oracle={oracle}: unknown oracle (choose from {', '.join(ORACLES)})")
-    if oracle == "esmfold":  # check before reading anything: one clear line when ESMFold cannot run here
-        from molgen.evaluation.esmfold_oracle import require_esmfold
-
-        require_esmfold(v.esmfold.get("hub_dir"))
+    oracle = check_oracle(cfg)
     rows = [json.loads(line) for line in open(ctx.input("sample") / "samples.jsonl")]
     designer = _designer(cfg, ctx)
     kwargs: dict = {}
@@ -440,5 +448,5 @@ STAGES = [
     Stage("validate", validate, config_keys=("validate",), needs=("sample", "train"),
           file_keys=("ckpt", "validate.structures_dir"), replaced_by={"train": "ckpt"},
           description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I; oracle: predictor, "
-                      "ESMFold or given structures (DSSP, TM-score diversity)"),
+                      "ESMFold or given structures (DSSP, TM-score diversity)", check=check_oracle),
 ]

@@ -122,6 +122,14 @@ def test_esmfold_oracle_refused_without_weights(tiny_run, tmp_path, monkeypatch,
     assert "validate.oracle=alphafold: unknown oracle" in capsys.readouterr().err
 
 
+def test_missing_esmfold_is_reported_before_any_stage_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "fresh"
+    assert main(["run", *TINY, f"out={out}", "validate.oracle=esmfold"]) == 2
+    assert "ESMFold is not available" in capsys.readouterr().err
+    assert not any(out.rglob("featurize")) and not any(out.rglob("train"))   # no training before the refusal
+
+
 def test_structures_oracle_on_real_structures(tiny_run, tmp_path, capsys):
     """The structure route of the evaluation (the one ESMFold feeds), with real CATH structures standing in for
     folded designs: every CPDiffusion-SS design gets 1r7aA02 (TM diversity 1, SS = its reference DSSP), the
