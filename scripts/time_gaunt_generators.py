@@ -23,7 +23,7 @@ import torch
 VARIANTS = {"propmolflow": ("model.backbone", ("gvp", "gaunt")), "sild": ("model.encoder", ("egnn", "gaunt"))}
 
 
-def build(pipeline: str, overrides: list[str], featurized: Path):
+def build(pipeline: str, overrides: list[str], featurized: Path, phase: str = "autoencoder"):
     """(model, train loader, step function) for one variant, built as the pipeline's train stage builds it."""
     from torch_geometric.loader import DataLoader
 
@@ -45,10 +45,11 @@ def build(pipeline: str, overrides: list[str], featurized: Path):
         from molgen.pipelines.sild import _phase_config, model_arguments
 
         model = SiLD(**model_arguments(cfg, data)[0])
-        model.set_phase("autoencoder")  # the phase the encoder trains in
-        batch_size = int(_phase_config(dict(cfg.trainer), "autoencoder")["batch_size"])
+        model.set_phase(phase)  # autoencoder: the encoder trains; diffusion: it only encodes (no gradient)
+        batch_size = int(_phase_config(dict(cfg.trainer), phase)["batch_size"])
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-        loss_fn = lambda batch: model.autoencoder_losses(batch)["loss"]  # noqa: E731
+        loss_fn = ((lambda batch: model.autoencoder_losses(batch)["loss"]) if phase == "autoencoder"  # noqa: E731
+                   else model.diffusion_loss)
     model.hparams.lr = 1e-3
     opt = model.configure_optimizers()
     model.train()
@@ -69,10 +70,11 @@ def main() -> None:
     ap.add_argument("--pipeline", choices=sorted(VARIANTS), default="propmolflow")
     ap.add_argument("--featurized", type=Path, required=True, help="a featurize stage folder (generator.pt)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant (after 2 warm-up steps)")
+    ap.add_argument("--phase", choices=("autoencoder", "diffusion"), default="autoencoder", help="SiLD's phase")
     args, overrides = ap.parse_known_args()
     torch.set_num_threads(1)
     key, names = VARIANTS[args.pipeline]
-    runs = {name: build(args.pipeline, [f"{key}={name}", *overrides], args.featurized) for name in names}
+    runs = {name: build(args.pipeline, [f"{key}={name}", *overrides], args.featurized, args.phase) for name in names}
     batches = []
     for batch in runs[names[0]][1]:  # identical data and order for every variant
         batches.append(batch)
@@ -88,15 +90,19 @@ def main() -> None:
                 times[name].append(seconds)
             losses[name].append(loss)
     base = statistics.median(times[names[0]])
-    print(f"{args.pipeline}: {len(batches) - 2} timed steps per variant, batch of "
+    what = f"{args.pipeline} ({args.phase} phase)" if args.pipeline == "sild" else args.pipeline
+    print(f"{what}: {len(batches) - 2} timed steps per variant, batch of "
           f"{batches[0].num_graphs} molecules ({batches[0].num_nodes} atoms), {torch.get_num_threads()} thread(s)")
-    print("| variant | parameters | median s/step | ratio | first loss | last loss | finite |")
+    part = "net.trunk" if args.pipeline == "propmolflow" else "encoder"
+    print(f"| variant | parameters (of which {part}) | median s/step | ratio | first loss | last loss | finite |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         model = runs[name][0]
         med = statistics.median(times[name])
         finite = all(torch.isfinite(torch.tensor(losses[name])).tolist())
-        print(f"| {key}={name} | {sum(p.numel() for p in model.parameters()):,} | {med:.3f} | {med / base:.2f}x | "
+        n_part = sum(p.numel() for p in model.get_submodule(part).parameters())
+        print(f"| {key}={name} | {sum(p.numel() for p in model.parameters()):,} ({n_part:,}) | {med:.3f} | "
+              f"{med / base:.2f}x | "
               f"{losses[name][0]:.3f} | {losses[name][-1]:.3f} | {finite} |")
 
 
