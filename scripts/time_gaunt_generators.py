@@ -6,7 +6,7 @@ step by step so that load changes on a shared machine hit both alike. Prints the
 ratio to the default, and the parameter counts.
 
     OMP_NUM_THREADS=1 python scripts/time_gaunt_generators.py --featurized RUN/featurize --steps 20
-    OMP_NUM_THREADS=1 python scripts/time_gaunt_generators.py --pipeline sild --featurized RUN/featurize
+    OMP_NUM_THREADS=1 python scripts/time_gaunt_generators.py --pipeline sild [--phase diffusion] --featurized RUN/featurize
 
 ``--featurized`` is a featurize stage folder of either pipeline (``molgen run pipeline=propmolflow
 stage=featurize``); extra arguments are Hydra overrides applied to every variant (e.g. ``model.s_dim=32``).
