@@ -30,8 +30,11 @@ from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
 from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
 from molgen.generative.solvers import time_grid
-from molgen.models.propmolflow_net import EndpointNet
+from molgen.models.propmolflow_net import EndpointNet, GauntEndpointNet
 from molgen.nn.molecule_net import complete_graph
+
+#: Trunks of the endpoint network (``model.backbone``).
+BACKBONES = ("gvp", "gaunt")
 
 
 def bond_tokens(edge_index: torch.Tensor, num_nodes: int, bond_index: torch.Tensor,
@@ -65,6 +68,11 @@ class PropMolFlow(pl.LightningModule):
         align_prior: Hungarian + Kabsch alignment of the prior to the data during training.
         schedule: interpolant schedule name (linear).
         stochasticity, temperature: CTMC sampling defaults (10, 0.05).
+        backbone: the trunk of the endpoint network, ``gvp`` (FlowMol2's GVP network, the paper's) or ``gaunt``
+            (:class:`~molgen.models.propmolflow_net.GauntEndpointNet`, for comparison; uses s_dim, edge_dim,
+            rbf_dim, rbf_max and the ``gaunt_*`` sizes, ignores v_dim, n_layers, n_cp_feats, message_norm).
+        gaunt_lmax, gaunt_hidden, gaunt_layers, gaunt_correlation: the Gaunt trunk's highest degree, channels per
+            degree, layers and many-body correlation order (2, 32, 3, 2).
     """
 
     def __init__(self, vocab: dict | None = None, s_dim: int = 256, v_dim: int = 16, edge_dim: int = 128,
@@ -74,8 +82,11 @@ class PropMolFlow(pl.LightningModule):
                  gaussian_expansion: bool = False, property_mean: float = 0.0, property_std: float = 1.0,
                  max_atoms: int = 29, n_bins: int = 1000, lr: float = 2.5e-4, weight_decay: float = 1e-12,
                  align_prior: bool = True, schedule: str = "linear", stochasticity: float = 10.0,
-                 temperature: float = 0.05):
+                 temperature: float = 0.05, backbone: str = "gvp", gaunt_lmax: int = 2, gaunt_hidden: int = 32,
+                 gaunt_layers: int = 3, gaunt_correlation: int = 2):
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone={backbone}: unknown backbone (choose from {', '.join(BACKBONES)})")
         self.save_hyperparameters()
         self.vocab = MoleculeVocab.from_dict(vocab) if vocab else MoleculeVocab()
         if property_name is not None:
@@ -83,8 +94,14 @@ class PropMolFlow(pl.LightningModule):
         self.property_name = property_name
         prop = (PropertyEmbedding(property_name, s_dim, embedding, gaussian_expansion, property_mean, property_std)
                 if property_name else None)
-        self.net = EndpointNet(self.vocab.n_atom_types, self.vocab.n_charges, self.vocab.n_bond_types, s_dim, v_dim,
-                               edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm, prop)
+        kinds = (self.vocab.n_atom_types, self.vocab.n_charges, self.vocab.n_bond_types)
+        if backbone == "gvp":
+            self.net = EndpointNet(*kinds, s_dim, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats,
+                                   message_norm, prop)
+        else:
+            self.net = GauntEndpointNet(*kinds, s_dim, edge_dim, rbf_dim, rbf_max, lmax=gaunt_lmax,
+                                        hidden=gaunt_hidden, n_layers=gaunt_layers, correlation=gaunt_correlation,
+                                        property_embedding=prop)
         self.sampler = PropertySampler(max_atoms, n_bins, conditional=property_name is not None)
         sched = get_schedule(schedule)
         self.path = GaussianPath(sched)

@@ -33,10 +33,10 @@ from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
 from molgen.generative.diffusion import EquivariantDiffusion
 from molgen.generative.gaussian_path import centred_gaussian, remove_mean
-from molgen.models.sild_nets import BondHead, EquivariantDenoiser, LatentDecoder, LatentEncoder
+from molgen.models.sild_nets import BondHead, EquivariantDenoiser, GauntLatentEncoder, LatentDecoder, LatentEncoder
 from molgen.nn.molecule_net import complete_graph
 
-ENCODERS = ("egnn", "none")
+ENCODERS = ("egnn", "gaunt", "none")
 PHASES = ("autoencoder", "diffusion")
 
 
@@ -58,7 +58,8 @@ class SiLD(pl.LightningModule):
 
     Args:
         vocab: :meth:`MoleculeVocab.as_dict` (QM9's by default).
-        encoder: ``egnn`` (latent diffusion) or ``none`` (EDM-like ablation on raw features).
+        encoder: ``egnn`` (latent diffusion), ``gaunt`` (the same with a :class:`GauntLatentEncoder`; the decoder
+            stays an EGNN) or ``none`` (EDM-like ablation on raw features).
         latent_dim: ``k`` invariant latent scalars per atom (GeoLDM: 1-2).
         ae_hidden, encoder_layers, decoder_layers: autoencoder EGNN sizes (GeoLDM: 1-layer encoder, 9-layer decoder).
         bond_hidden, bond_layers: bond head size.
@@ -71,6 +72,8 @@ class SiLD(pl.LightningModule):
         embedding, gaussian_expansion, property_mean, property_std: see :class:`PropertyEmbedding`.
         max_atoms: largest molecule of the atom-count histogram.
         lr: learning rate of the current phase (set by the train stage).
+        gaunt_lmax, gaunt_hidden, gaunt_layers, gaunt_correlation: the Gaunt encoder's highest degree, channels
+            per degree, layers and many-body correlation order (``encoder=gaunt`` only; 2, 32, 2, 2).
     """
 
     def __init__(self, vocab: dict | None = None, encoder: str = "egnn", latent_dim: int = 2, ae_hidden: int = 64,
@@ -78,7 +81,8 @@ class SiLD(pl.LightningModule):
                  denoiser_hidden: int = 128, denoiser_layers: int = 6, timesteps: int = 1000, kl_weight: float = 0.01,
                  bond_noise: float = 0.05, feature_scale: float = 0.25, property_name: str | None = None,
                  embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
-                 property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3):
+                 property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, gaunt_lmax: int = 2,
+                 gaunt_hidden: int = 32, gaunt_layers: int = 2, gaunt_correlation: int = 2):
         super().__init__()
         if encoder not in ENCODERS:
             raise ConfigError(f"model.encoder={encoder}: unknown encoder (choose from {', '.join(ENCODERS)})")
@@ -89,7 +93,9 @@ class SiLD(pl.LightningModule):
         self.latent = encoder != "none"
         self.feat_dim = latent_dim if self.latent else atom_dim
         if self.latent:
-            self.encoder = LatentEncoder(atom_dim, latent_dim, ae_hidden, encoder_layers)
+            self.encoder = (LatentEncoder(atom_dim, latent_dim, ae_hidden, encoder_layers) if encoder == "egnn" else
+                            GauntLatentEncoder(atom_dim, latent_dim, gaunt_lmax, gaunt_hidden, gaunt_layers,
+                                               gaunt_correlation))
             self.decoder = LatentDecoder(latent_dim, self.n_types, self.n_charges, ae_hidden, decoder_layers)
         self.bond_head = BondHead(atom_dim, self.vocab.n_bond_types, bond_hidden, bond_layers)
         prop = (PropertyEmbedding(property_name, denoiser_hidden, embedding, gaussian_expansion, property_mean,

@@ -4,7 +4,10 @@ All four work on PyG-style concatenated molecules (``batch [n]``) over the compl
 (the edge list of :func:`molgen.nn.molecule_net.complete_graph`) and are built on :class:`molgen.nn.egnn.EGNN`, as GeoLDM
 (Xu et al. 2023, https://arxiv.org/abs/2305.01140) builds its autoencoder and denoiser on EDM's EGNN.
 
-Symmetries (tested in tests/models/test_sild.py): positions out of the encoder, decoder and denoiser rotate and
+:class:`GauntLatentEncoder` (``model.encoder=gaunt``) is the encoder on :class:`molgen.nn.gaunt.GauntBackbone`
+instead (higher-order irreps; SE(3)- not E(3)-equivariant, see docs/gaunt.md).
+
+Symmetries (tested in tests/models/test_sild.py and tests/models/test_gaunt_generators.py): positions out of the encoder, decoder and denoiser rotate and
 translate with the input positions; every scalar output (latent features, logits, noise on features, bond
 logits) is invariant.
 """
@@ -15,6 +18,7 @@ from torch import nn
 
 from molgen.generative.gaussian_path import remove_mean
 from molgen.nn.egnn import EGNN
+from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.gvp import GaussianRBF
 
 
@@ -45,6 +49,41 @@ class LatentEncoder(nn.Module):
         k = self.latent_dim
         mu_h, log_sigma_h, log_sigma_x = out[:, :k], out[:, k:2 * k], out[:, 2 * k:]
         return remove_mean(x, batch, num_graphs), mu_h, log_sigma_x.clamp(-8, 2), log_sigma_h.clamp(-8, 2)
+
+
+class GauntLatentEncoder(nn.Module):
+    r"""The posterior of :class:`LatentEncoder` from a :class:`~molgen.nn.gaunt.GauntBackbone` (``encoder=gaunt``).
+
+    :math:`\mu_x = x + v` with the backbone's equivariant vector ``v`` per atom (then zero centre of mass);
+    :math:`\mu_h, \log\sigma_h, \log\sigma_x` from its invariant output. SE(3)-equivariant (the backbone's
+    cross-product vector path is parity-odd, so a mirror image is not a symmetry, unlike the EGNN encoder).
+
+    Args:
+        in_dim: width of the atom features (one-hot types and charges).
+        latent_dim: ``k``, invariant latent width per atom.
+        lmax, hidden, n_layers, correlation: the backbone's ``lmax``, ``hidden_channels``, ``num_layers``,
+            ``correlation``.
+        cutoff: radial envelope (Angstrom) on the complete graph (QM9 molecules span up to ~10 A).
+        avg_neighbors: divisor of summed messages (~17 neighbours in QM9 molecules with H).
+
+    Shapes: as :class:`LatentEncoder`.
+    """
+
+    def __init__(self, in_dim: int, latent_dim: int, lmax: int = 2, hidden: int = 32, n_layers: int = 2,
+                 correlation: int = 2, cutoff: float = 10.0, avg_neighbors: float = 16.0):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.backbone = GauntBackbone(in_dim, 2 * latent_dim + 1, hidden_channels=hidden, lmax=lmax,
+                                      num_layers=n_layers, num_vectors=1, cutoff=cutoff, correlation=correlation,
+                                      avg_neighbors=avg_neighbors)
+
+    def forward(self, feats: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor,
+                num_graphs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, vec = self.backbone(feats, pos, edge_index, None, batch)             # [n, 2k+1], [n, 1, 3]
+        k = self.latent_dim
+        mu_h, log_sigma_h, log_sigma_x = out[:, :k], out[:, k:2 * k], out[:, 2 * k:]
+        mu_x = remove_mean(pos + vec[:, 0], batch, num_graphs)
+        return mu_x, mu_h, log_sigma_x.clamp(-8, 2), log_sigma_h.clamp(-8, 2)
 
 
 class LatentDecoder(nn.Module):

@@ -1,0 +1,182 @@
+"""The Gaunt backbone inside molgen's generators: PropMolFlow ``model.backbone=gaunt`` and SiLD
+``model.encoder=gaunt``: symmetries on real molecules, the cross-product path, training, checkpoints, the CLI."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from molgen.errors import ConfigError
+from molgen.generative import remove_mean
+from molgen.models.propmolflow import PropMolFlow, WithProperty, bond_tokens
+from molgen.models.propmolflow_net import GauntEndpointNet
+from molgen.models.sild import SiLD
+from molgen.models.sild_nets import GauntLatentEncoder
+from molgen.nn.gaunt import GauntBackbone
+from molgen.nn.molecule_net import complete_graph
+from molgen.testing import random_orthogonal
+
+GAUNT = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone="gaunt", gaunt_lmax=2, gaunt_hidden=12, gaunt_layers=2)
+
+
+def _state(graphs, n_mol=3, seed=0):
+    """A noisy PropMolFlow state of the first molecules: half-masked tokens, symmetric bond tokens (float32)."""
+    b = Batch.from_data_list([graphs[k] for k in range(n_mol)])
+    g = torch.Generator().manual_seed(seed)
+    n = b.num_nodes
+    a = torch.where(torch.rand(n, generator=g) < 0.5, b.atom_type, torch.full_like(b.atom_type, 5))
+    c = torch.where(torch.rand(n, generator=g) < 0.5, b.charge, torch.full_like(b.charge, 6))
+    ei, _ = complete_graph(b.batch)
+    dense = torch.zeros(n, n, dtype=torch.long)
+    dense[ei[0], ei[1]] = bond_tokens(ei, n, b.bond_index, b.bond_type)
+    mask = torch.triu(torch.rand(n, n, generator=g) < 0.5, 1)
+    dense[mask | mask.T] = 5
+    pos = b.pos + 0.3 * torch.randn(n, 3, generator=g)
+    t = torch.rand(n_mol, generator=g)[b.batch]
+    return a, c, dense, pos, t, b.batch
+
+
+def _run(net, a, c, dense, pos, t, batch, value=None):
+    """Network outputs with the bond logits as a dense symmetric ``[n, n, K]`` tensor (order-free comparison)."""
+    ei, rev = complete_graph(batch)
+    x1, la, lc, le = net(a, c, pos, t, batch, ei, rev, dense[ei[0], ei[1]], value)
+    n = a.shape[0]
+    up = ei[0] < ei[1]
+    bond = torch.zeros(n, n, le.shape[-1], dtype=le.dtype)
+    bond[ei[0][up], ei[1][up]] = le
+    return x1, la, lc, bond + bond.transpose(0, 1)
+
+
+def _nontrivial(backbone: GauntBackbone) -> None:
+    """Make the vector output and the cross-product path visibly non-zero at initialisation."""
+    torch.nn.init.normal_(backbone.out_vector.weight, std=1.0)
+    for layer in backbone.layers:
+        torch.nn.init.normal_(layer.vector_mix.weight, std=1.0)
+
+
+@pytest.mark.parametrize("cond", [None, "gap"])
+def test_propmolflow_gaunt_net_is_se3_equivariant(real_graphs, cond):
+    torch.manual_seed(0)
+    model = PropMolFlow(**GAUNT, property_name=cond, embedding="concatenate_sum", property_mean=5.0)
+    net = model.net.eval()
+    assert isinstance(net, GauntEndpointNet)
+    _nontrivial(net.trunk)
+    a, c, dense, pos, t, batch = _state(real_graphs)
+    value = torch.tensor([5.0, 6.0, 7.0]) if cond else None
+    x1, la, lc, bond = _run(net, a, c, dense, pos, t, batch, value)
+    assert torch.allclose(remove_mean(x1, batch), x1, atol=1e-5)                     # zero centre of mass
+    assert (x1 - remove_mean(pos, batch)).abs().max() > 1e-2                          # the trunk moves atoms
+    R = random_orthogonal(1, dtype=torch.float32)
+    shift = torch.randn(3, 3)[batch]                                                  # one shift per molecule
+    perm = torch.cat([torch.nonzero(batch == m).flatten()[torch.randperm(int((batch == m).sum()))] for m in range(3)])
+    out = _run(net, a[perm], c[perm], dense[perm][:, perm], (pos @ R.T + shift)[perm], t[perm], batch, value)
+    torch.testing.assert_close(out[0], (x1 @ R.T)[perm], atol=1e-4, rtol=1e-4)       # positions rotate
+    torch.testing.assert_close(out[1], la[perm], atol=1e-4, rtol=1e-4)               # logits are invariant
+    torch.testing.assert_close(out[2], lc[perm], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out[3], bond[perm][:, perm], atol=1e-4, rtol=1e-4)
+
+
+def test_the_cross_product_path_is_what_breaks_mirror_symmetry(real_graphs):
+    """docs/gaunt.md: Gaunt products lack the parity-odd 1 x 1 -> 1 path; the backbone adds it as a cross product.
+    With it the backbone sees chirality (a mirror image is not a symmetry); with it zeroed it is E(3)-equivariant."""
+    b = Batch.from_data_list([real_graphs[k] for k in range(3)])
+    ei, _ = complete_graph(b.batch)
+    h = torch.nn.functional.one_hot(b.atom_type, 5).double()
+    P = random_orthogonal(3, proper=False, dtype=torch.float64)
+    torch.manual_seed(0)
+    net = GauntBackbone(5, 8, hidden_channels=8, lmax=2, num_layers=2, num_vectors=2, cutoff=10.0).double()
+    _nontrivial(net)
+    for live in (True, False):
+        if not live:
+            for layer in net.layers:
+                torch.nn.init.zeros_(layer.vector_mix.weight)
+        s, v = net(h, b.pos.double(), ei, None, b.batch)
+        sm, vm = net(h, b.pos.double() @ P.T, ei, None, b.batch)
+        mirror_symmetric = torch.allclose(sm, s, atol=1e-8) and torch.allclose(vm, v @ P.T, atol=1e-8)
+        assert mirror_symmetric != live, live
+
+
+def test_sild_gaunt_encoder_is_se3_equivariant(real_graphs):
+    batch = Batch.from_data_list(list(real_graphs))
+    torch.manual_seed(0)
+    model = SiLD(encoder="gaunt", ae_hidden=16, decoder_layers=1, bond_hidden=16, denoiser_hidden=16,
+                 denoiser_layers=1, timesteps=50, gaunt_hidden=12, gaunt_layers=2).eval()
+    assert isinstance(model.encoder, GauntLatentEncoder)
+    _nontrivial(model.encoder.backbone)
+    ei = complete_graph(batch.batch, batch.num_graphs)[0]
+    mu_x, mu_h, kl = model.encode(batch, ei, sample=False)
+    assert (mu_x - batch.pos).abs().max() > 1e-2 and torch.isfinite(kl).all()
+    R = random_orthogonal(5, dtype=torch.float32)
+    moved = batch.clone()
+    moved.pos = batch.pos @ R.T + torch.tensor([1.0, -2.0, 0.5])
+    mu_x2, mu_h2, kl2 = model.encode(moved, ei, sample=False)
+    torch.testing.assert_close(mu_x2, mu_x @ R.T, atol=1e-4, rtol=1e-4)   # centred: translation drops out
+    torch.testing.assert_close(mu_h2, mu_h, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(kl2, kl, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_backbone_or_encoder_is_one_config_error():
+    with pytest.raises(ConfigError, match=r"model.backbone=egnn: unknown backbone \(choose from gvp, gaunt\)"):
+        PropMolFlow(backbone="egnn")
+    with pytest.raises(ConfigError, match="unknown encoder"):
+        SiLD(encoder="gauntt")
+    with pytest.raises(ConfigError, match="lmax >= 1"):
+        PropMolFlow(**{**GAUNT, "gaunt_lmax": 0})
+
+
+def test_gaunt_propmolflow_trains_and_round_trips_through_molgen_load(real_graphs, tmp_path):
+    import molgen
+    from molgen.training import fit
+
+    torch.manual_seed(0)
+    model = PropMolFlow(**GAUNT, property_name="gap", property_mean=6.0, property_std=1.0, lr=1e-3)
+    model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 0])
+    loader = DataLoader(WithProperty(real_graphs, "gap"), batch_size=4)
+    trainer_cfg = {"max_steps": 2, "max_epochs": 1, "ema_decay": None, "log_every_n_steps": 1, "seed": 0}
+    metrics = fit(model, loader, None, trainer_cfg, tmp_path, pipeline="propmolflow", model_args=model.model_args)
+    assert metrics["steps"] == 2 and "train/loss" in metrics      # fit() drops non-finite metrics
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert ckpt["molgen"]["model_args"]["backbone"] == "gaunt"
+    loaded = molgen.load(tmp_path / "last.ckpt", pipeline="propmolflow")
+    assert isinstance(loaded.net, GauntEndpointNet) and loaded.hparams.gaunt_hidden == 12
+    model.eval()
+    a, c, dense, pos, t, batch = _state(real_graphs)
+    value = torch.tensor([5.0, 6.0, 7.0])
+    for x, y in zip(_run(model.net, a, c, dense, pos, t, batch, value), _run(loaded.net, a, c, dense, pos, t, batch, value)):
+        assert torch.equal(x, y)
+    mols = loaded.sample(2, condition={"gap": 6.5}, steps=2, seed=0, progress=False)
+    assert len(mols) == 2 and all(m.GetNumConformers() == 1 for m in mols)
+
+
+TINY_CLI = ["pipeline=propmolflow", "data.max_molecules=60", "model.s_dim=16", "model.edge_dim=8", "model.rbf_dim=8",
+            "model.gaunt_hidden=8", "model.gaunt_layers=1", "trainer.max_steps=2", "trainer.max_epochs=1",
+            "trainer.batch_size=4", "trainer.val_every_n_epochs=1", "stage=train"]
+
+
+def _molgen_run(args):
+    return subprocess.run([sys.executable, "-m", "molgen.cli", "run", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_selects_the_backbone_and_refuses_unknown_names(tmp_path):
+    """`molgen run ... model.backbone=gaunt`: a 2-step run with finite loss whose checkpoint rebuilds the Gaunt
+    net; `model.backbone=nope`: exit code 2 and one error line naming the key."""
+    import json
+
+    import molgen
+
+    bad = _molgen_run([*TINY_CLI, f"out={tmp_path}", "run=tiny", "model.backbone=nope"])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == "error: model.backbone=nope: unknown backbone (choose from gvp, gaunt)"
+    ok = _molgen_run([*TINY_CLI, f"out={tmp_path}", "run=tiny", "model.backbone=gaunt"])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "featurize: reusing" in ok.stdout                       # the failed run kept its finished stage
+    metrics = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["train"]
+    assert metrics["steps"] == 2 and "train/loss" in metrics      # fit() drops non-finite metrics
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    model = molgen.load(tmp_path / "tiny" / "train" / "model.ckpt")
+    assert isinstance(model.net, GauntEndpointNet) and model.hparams.gaunt_layers == 1
