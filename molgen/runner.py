@@ -54,6 +54,9 @@ class Stage:
         description: one line for ``molgen run --help``.
         ignore_keys: dotted keys inside ``config_keys`` that do not change the output (worker counts, ...)
             and so stay out of the cache key.
+        neutral_defaults: ``{dotted key: value}`` for options added after artifacts were made, whose value
+            here reproduces the earlier behaviour; the key is hashed only when it holds another value, so adding
+            an option does not invalidate finished trainings.
         check: ``check(cfg)`` raising a MolgenError when the stage cannot run here (a missing optional
             package or weights, a bad option); called for every planned stage before the first one starts, so
             a user learns it before an upstream training runs.
@@ -67,6 +70,7 @@ class Stage:
     replaced_by: dict[str, str] = field(default_factory=dict)
     description: str = ""
     ignore_keys: tuple[str, ...] = ()
+    neutral_defaults: dict[str, Any] = field(default_factory=dict)
     check: Callable[[DictConfig], None] | None = None
 
 
@@ -110,17 +114,27 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _drop(config: dict, dotted: str) -> None:
+    """Remove ``dotted`` from ``config`` (whose top-level keys are dotted config keys such as ``model``)."""
+    if dotted in config:
+        config.pop(dotted)
+        return
+    for top in sorted(config, key=len, reverse=True):
+        if dotted.startswith(top + "."):
+            node, parts = config[top], dotted[len(top) + 1:].split(".")
+            while isinstance(node, dict) and len(parts) > 1:
+                node = node.get(parts.pop(0))
+            if isinstance(node, dict):
+                node.pop(parts[0], None)
+            return
+
+
 def stage_key(stage: Stage, cfg: DictConfig, upstream: dict[str, str]) -> tuple[str, dict]:
     """The cache key of ``stage`` under ``cfg`` given its upstream keys; returns (hex digest, what was hashed)."""
     config = {k: _select(cfg, k) for k in stage.config_keys}
-    for dotted in stage.ignore_keys:  # e.g. data.perception_processes: how, not what
-        head, _, rest = dotted.partition(".")
-        node = config.get(head)
-        parts = rest.split(".") if rest else []
-        while isinstance(node, dict) and len(parts) > 1:
-            node = node.get(parts.pop(0))
-        if isinstance(node, dict) and parts:
-            node.pop(parts[0], None)
+    neutral = [k for k, v in stage.neutral_defaults.items() if _select(cfg, k) == v]
+    for dotted in (*stage.ignore_keys, *neutral):  # e.g. data.perception_processes: how, not what
+        _drop(config, dotted)
     material: dict[str, Any] = {"stage": stage.name, "config": config, "upstream": upstream, "files": {}}
     for key in stage.file_keys:
         value = _select(cfg, key)

@@ -251,6 +251,8 @@ STAGES = [
     FEATURIZE,
     Stage("train", train, config_keys=("model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"), needs=("featurize",),
+          neutral_defaults={"model.backbone": "gvp", "model.gaunt_lmax": 2, "model.gaunt_hidden": 32,
+                            "model.gaunt_layers": 3, "model.gaunt_correlation": 2},
           description="train the PropMolFlow generator on the generator half (last/best/model.ckpt)"),
     REGRESSOR,
     Stage("sample", sample, config_keys=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),

@@ -183,7 +183,9 @@ STAGES = [
     FEATURIZE,
     Stage("train", train, config_keys=("data", "model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"),
-          needs=("featurize",), description="autoencoder, then latent diffusion (resumable)"),
+          needs=("featurize",), neutral_defaults={"model.gaunt_lmax": 2, "model.gaunt_hidden": 32,
+                                                  "model.gaunt_layers": 2, "model.gaunt_correlation": 2},
+          description="autoencoder, then latent diffusion (resumable)"),
     Stage("sample", sample, config_keys=("sample", "seed", "condition"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator

@@ -110,3 +110,27 @@ def test_stage_held_by_another_live_process_is_refused(tmp_path):
     (tmp_path / ".make.lock").write_text("999999999")  # a stale lock of a dead process is taken over
     run_stages(STAGES, cfg(), tmp_path)
     assert not (tmp_path / ".make.lock").exists()
+
+
+def test_an_option_added_with_a_neutral_default_keeps_finished_artifacts(tmp_path):
+    stages = [STAGES[0], Stage("total", _total, ("total",), needs=("make",), ignore_keys=("total.crash",),
+                               neutral_defaults={"total.method": "sum"})]
+    run_stages(stages, cfg(), tmp_path)            # made before the option existed
+    CALLS.clear()
+    grown = cfg()
+    grown.total.method = "sum"                      # the new option at the value that reproduces the old output
+    run_stages(stages, grown, tmp_path)
+    assert CALLS == []                              # still reused
+    grown.total.method = "product"
+    run_stages(stages, grown, tmp_path)
+    assert CALLS == [("total", False)]              # another value is a real change
+
+
+def test_checks_run_before_any_stage(tmp_path):
+    def refuse(c):
+        raise ConfigError("total.scale=0: cannot run here")
+
+    guarded = [STAGES[0], Stage("total", _total, ("total.scale",), needs=("make",), check=refuse)]
+    with pytest.raises(ConfigError, match="cannot run here"):
+        run_stages(guarded, cfg(), tmp_path)
+    assert CALLS == [] and not (tmp_path / "make").exists()
