@@ -129,11 +129,13 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
     for name in ("stability.png", "histograms.png"):
         if name in images:
             L += ["", f"![{name}]({images[name]})"]
-    pb = {k: v for k, v in m.items() if k.startswith("posebusters_")}
+    pb = {k: v for k, v in m.items() if k.startswith("posebusters_") and k != "posebusters_mode"}
     if pb:
+        fast = m.get("posebusters_mode") == "fast"
         L += ["", "## Geometry: PoseBusters (\"mol\" configuration)", "",
-              "Pass rates among molecules RDKit can sanitize (invalid molecules are not tested).", "",
-              "| test | pass rate |", "|---|---|"]
+              "Pass rates among molecules RDKit can sanitize (invalid molecules are not tested)."
+              + (" **Fast mode: the internal-energy ratio test was not run** (`posebusters=fast`)." if fast else ""),
+              "", "| test | pass rate |", "|---|---|"]
         L += [f"| {k.removeprefix('posebusters_')} | {_pct(v)} |" for k, v in pb.items()]
     if m.get("w1_bond_length_A") is not None:
         L += ["", "## Geometry: distribution distances to the reference", "",

@@ -114,3 +114,39 @@ def test_run_from_pipeline_config(tmp_path):
     assert metrics["n_molecules"] == 8 and 0 < metrics["novelty"] < 1
     assert all(not isinstance(v, (dict, list)) for v in metrics.values())
     assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.json").exists()
+
+
+def test_posebusters_modes_keep_posebusters_verdicts(handmade, tmp_path, capsys):
+    """molgen's "mol" config (duplicate energy module removed) gives PoseBusters' own table; fast mode drops only
+    the internal-energy ratio; the CLI takes posebusters=fast and the report says the test was not run."""
+    from posebusters import PoseBusters
+    from rdkit import Chem
+
+    from molgen.validation.geometry import posebusters_table
+
+    from rdkit.Chem import AllChem
+
+    mols = [Chem.AddHs(Chem.MolFromSmiles(s)) for s in ("CCO", "c1ccccc1O")]
+    for m in mols:
+        AllChem.EmbedMolecule(m, randomSeed=0)
+        AllChem.MMFFOptimizeMolecule(m)
+    mols[1].GetConformer().SetAtomPosition(0, mols[1].GetConformer().GetAtomPosition(1))   # two atoms on top
+    ours = posebusters_table(mols)
+    theirs = PoseBusters(config="mol").bust(mol_pred=mols, full_report=False)
+    tests = [c for c in ours.columns if c not in ("posebusters_pass", "posebusters_failed")]
+    assert tests == list(theirs.columns)
+    # internal_energy compares with an ETKDG ensemble PoseBusters draws afresh on every call: not compared
+    same = [c for c in tests if c != "internal_energy"]
+    pd.testing.assert_frame_equal(ours[same].astype(object), theirs[same].reset_index(drop=True).astype(object),
+                                  check_dtype=False)
+    assert list(ours["bond_lengths"]) == [True, False] and not ours["posebusters_pass"][1]
+    fast = posebusters_table(mols, mode="fast")
+    assert set(ours.columns) - set(fast.columns) == {"internal_energy"}
+    assert list(fast["bond_lengths"]) == [True, False] and not fast["posebusters_pass"][1]
+    out = tmp_path / "val"
+    assert main(["validate", str(DATA / "corrupted.sdf"), f"out={out}", "posebusters=fast",
+                 "distributions=false"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["posebusters_mode"] == "fast"
+    assert "internal-energy ratio test was not run" in (out / "report.html").read_text()
+    assert main(["validate", str(DATA / "corrupted.sdf"), f"out={out}", "posebusters=maybe"]) == 2
+    assert "posebusters=maybe: choose true, fast or false" in capsys.readouterr().err
