@@ -28,8 +28,9 @@ from torch import Tensor
 
 from molgen.nn.gaunt._basis import plan_tensors
 
-#: half-grid values (2 x n_phi//2+1 x n_theta per function) x pairs per chunk; tuned with scripts/bench_gaunt.py
-CHUNK_POINTS_CPU = 1 << 17
+#: half-grid values per chunk, both operands (2 x (n_phi//2+1) x n_theta per function and pair): ~1 MiB in float32,
+#: an L2 cache; measured best-or-equal at lmax 2..8 with scripts/bench_gaunt.py (2^17: -10 % at lmax 8)
+CHUNK_POINTS_CPU = 1 << 18
 CHUNK_POINTS_CUDA = 1 << 24
 
 
