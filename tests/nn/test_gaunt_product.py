@@ -114,7 +114,7 @@ def test_gradgradcheck_grid():
 
 @pytest.mark.parametrize("needs", [(True, True), (False, True)])
 def test_gradcheck_grid_equal_degrees(needs):
-    """Operands of equal degree and shape share one set of GEMMs in the grid path, forward and backward."""
+    """First and second order with operands of equal degree and shape, with one or both inputs needing grads."""
     x1 = torch.randn(3, 2, 16, dtype=torch.float64, requires_grad=needs[0])
     x2 = torch.randn(3, 2, 16, dtype=torch.float64, requires_grad=needs[1])
     product = lambda a, b: gaunt_tensor_product(a, b, 5, method="grid")  # noqa: E731

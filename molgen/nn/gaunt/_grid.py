@@ -14,10 +14,8 @@ Why a custom autograd function: the per-pair intermediates (grid values) are ~10
 letting autograd keep them makes the op memory-bound and memory-hungry. :class:`_GridGaunt` processes the batch
 in cache-sized chunks, keeps only the inputs, and recomputes the grid values in backward (the product is
 bilinear, so the gradients are two more Gaunt-like products). Its backward is itself made of differentiable
-ops, so double backward works too. On CPU the cost is dominated by memory traffic and per-op dispatch, not
-arithmetic, so: when both operands have the same degree and shape they are synthesised (and, in backward,
-adjoint-synthesised) together in one set of GEMMs, the chunk is sized to stay in cache, and table views are
-prepared once per size (``_tables``).
+ops, so double backward works too. On CPU much of the cost is memory traffic and per-op dispatch rather than
+arithmetic, so the chunk is sized to stay in cache and table views are prepared once per size (``_tables``).
 """
 from __future__ import annotations
 
@@ -46,7 +44,6 @@ def _tables(lmax1: int, lmax2: int, lmax_out: int, dtype: torch.dtype, device: t
     t["legendre_t_out"] = t["legendre_out"].transpose(1, 2)
     t["phi_t_out"] = t["phi_out"].transpose(1, 2)
     t["points"] = 2 * t["phi1"].shape[1] * t["legendre1"].shape[1]  # half-grid values per function
-    t["same"] = lmax1 == lmax2  # operand tables are identical: both operands can share one set of GEMMs
     return t
 
 
@@ -121,26 +118,16 @@ def _grid_values(x: Tensor, t: dict, k: str) -> Tensor:
     return _synthesize_half(x.reshape(-1, x.shape[-1]), t, k).unflatten(-1, x.shape[:2])
 
 
-def _stackable(t: dict, x1: Tensor, x2: Tensor) -> bool:
-    return t["same"] and x1.shape == x2.shape
-
-
 def _forward(x1: Tensor, x2: Tensor, t: dict) -> Tensor:
     """``x1 [O, I1, n1], x2 [O, I2, n2]`` (I1, I2 in {1, I}) -> ``[O, I, n_out]``, chunked over O."""
     outer, inner = x1.shape[0], max(x1.shape[1], x2.shape[1])
-    stack = _stackable(t, x1, x2)
     # without autograd recording, chunks are written into one buffer (no concatenation of transposed chunks)
     out = None if torch.is_grad_enabled() else x1.new_empty(outer, inner, t["out_index"].numel())
     parts = []
     for c in _chunks(outer, t["points"] * inner * 2, x1.device):
         a, b = x1[c], x2[c]
-        o = a.shape[0]
-        if stack:  # one set of GEMMs for both operands
-            fg = _grid_values(torch.cat([a, b]), t, "1")  # [2, K, T, 2o, I]
-            h = _times(fg[..., :o, :], fg[..., o:, :])
-        else:
-            h = _times(_grid_values(a, t, "1"), _grid_values(b, t, "2"))  # [2, K, T, o, I]
-        res = _project_half(h.flatten(3), t).view(o, inner, -1)
+        h = _times(_grid_values(a, t, "1"), _grid_values(b, t, "2"))  # [2, K, T, o, I]
+        res = _project_half(h.flatten(3), t).view(a.shape[0], inner, -1)
         if out is None:
             parts.append(res)
         else:
@@ -150,30 +137,20 @@ def _forward(x1: Tensor, x2: Tensor, t: dict) -> Tensor:
 
 def _backward(grad: Tensor, x1: Tensor, x2: Tensor, t: dict, need1: bool, need2: bool):
     outer, inner = grad.shape[0], grad.shape[1]
-    stack = need1 and need2 and _stackable(t, x1, x2)
     record = torch.is_grad_enabled()  # double backward: build the result from differentiable ops
     out1 = None if record or not need1 else torch.empty_like(x1)
     out2 = None if record or not need2 else torch.empty_like(x2)
     g1, g2 = [], []
     for c in _chunks(outer, t["points"] * inner * 2, grad.device):
         a, b, g = x1[c], x2[c], grad[c]
-        o = a.shape[0]
         gh = _project_half_adjoint(g.reshape(-1, g.shape[-1]), t).unflatten(-1, g.shape[:2])  # [2, K, T, o, I]
-        if stack:  # product rule for both operands in one set of GEMMs: d/da uses b's values and vice versa
-            values = _grid_values(torch.cat([b, a]), t, "1").unflatten(3, (2, o))  # [2, K, T, 2, o, I]
-            d = _times(gh.unsqueeze(3), values).flatten(3)  # [2, K, T, 2o I]
-            res = _synthesize_half_adjoint(d, t, "1").view(2, o, inner, -1)
-            results = ((res[0], g1, out1), (res[1], g2, out2))
-        else:
-            results = []
-            for need, x, other, k, parts, out in ((need1, a, b, "2", g1, out1), (need2, b, a, "1", g2, out2)):
-                if need:
-                    d = _times(gh, _grid_values(other, t, k))  # product rule: [2, K, T, o, I]
-                    if x.shape[1] == 1 and inner > 1:  # operand broadcast over I
-                        d = d.sum(-1, keepdim=True)
-                    own = "1" if k == "2" else "2"
-                    results.append((_synthesize_half_adjoint(d.flatten(3), t, own).view(x.shape), parts, out))
-        for res, parts, out in results:
+        for need, x, other, k, parts, out in ((need1, a, b, "2", g1, out1), (need2, b, a, "1", g2, out2)):
+            if not need:
+                continue
+            d = _times(gh, _grid_values(other, t, k))  # product rule: [2, K, T, o, I]
+            if x.shape[1] == 1 and inner > 1:  # operand broadcast over I
+                d = d.sum(-1, keepdim=True)
+            res = _synthesize_half_adjoint(d.flatten(3), t, "1" if k == "2" else "2").view(x.shape)
             parts.append(res) if out is None else out[c].copy_(res)
     return (_collect(g1, out1) if need1 else None), (_collect(g2, out2) if need2 else None)
 
