@@ -26,8 +26,9 @@ from torch import Tensor
 
 from molgen.nn.gaunt._basis import plan_tensors
 
-#: half-grid values per chunk, both operands (2 x (n_phi//2+1) x n_theta per function and pair): ~1 MiB in float32,
-#: an L2 cache; measured best-or-equal at lmax 2..8 with scripts/bench_gaunt.py (2^17: -10 % at lmax 8)
+#: half-grid values per chunk, both operands (2 (n_phi//2+1) n_theta per function and pair): ~1 MiB in float32,
+#: one core's L2. Measured in-process at lmax 2, 4, 6, 8 (fwd+bwd, one thread): best or equal; 2^17 is ~10 %
+#: slower at lmax 4 and 8, 2^20 is slower everywhere.
 CHUNK_POINTS_CPU = 1 << 18
 CHUNK_POINTS_CUDA = 1 << 24
 
