@@ -53,13 +53,24 @@ def _tables(lmax1: int, lmax2: int, lmax_out: int, dtype: torch.dtype, device: t
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _gather_slots(x: Tensor, t: dict, k: str) -> Tensor:
+    """SH coefficients ``x [B, n]`` as per-slot columns ``[S, L+1, B]`` (table ``gather{k}``).
+
+    From degree 3 on, the gather runs along x's contiguous rows and the GEMM reads the result through a
+    transposed view; for smaller tables gathering rows of ``x.t()`` is faster (measured: 6 vs 12 ns per pair at
+    lmax 1, 126 vs 138 at lmax 6).
+    """
+    gather = t["gather" + k]
+    if gather.shape[1] <= 3:
+        return x.t().index_select(0, t["gather_flat" + k]).view(*gather.shape, x.shape[0])
+    xg = x.index_select(1, t["gather_flat" + k]).view(x.shape[0], *gather.shape)
+    return xg.permute(1, 2, 0)
+
+
 def _synthesize_half(x: Tensor, t: dict, k: str) -> Tensor:
     """Cosine and sine parts ``[2, K, T, B]`` of the functions with SH coefficients ``x [B, n]`` (operand k)."""
-    gather = t["gather" + k]
     batch = x.shape[0]
-    # gather along x's contiguous rows; the GEMM reads the result through a transposed view
-    xg = x.index_select(1, t["gather_flat" + k]).view(batch, gather.shape[0], gather.shape[1]).permute(1, 2, 0)
-    nodes = torch.bmm(t["legendre" + k], xg)  # [S, T, Kl] @ [S, Kl, B] -> [S, T, B]
+    nodes = torch.bmm(t["legendre" + k], _gather_slots(x, t, k))  # [S, T, Kl] @ [S, Kl, B] -> [S, T, B]
     phi = t["phi" + k]  # [2, K, L+1]
     return torch.bmm(phi, nodes.view(2, phi.shape[2], -1)).view(2, phi.shape[1], nodes.shape[1], batch)
 
@@ -84,10 +95,9 @@ def _project_half(h: Tensor, t: dict) -> Tensor:
 
 def _project_half_adjoint(grad: Tensor, t: dict) -> Tensor:
     """Transpose of :func:`_project_half`: ``[B, (Lo+1)^2] -> [2, K, T, B]``."""
-    gather, phi_t = t["gather_out"], t["phi_t_out"]
+    phi_t = t["phi_t_out"]
     batch = grad.shape[0]
-    xg = grad.index_select(1, t["gather_flat_out"]).view(batch, gather.shape[0], gather.shape[1]).permute(1, 2, 0)
-    nodes = torch.bmm(t["legendre_t_out"], xg)  # [S, T, B]
+    nodes = torch.bmm(t["legendre_t_out"], _gather_slots(grad, t, "_out"))  # [S, T, B]
     return torch.bmm(phi_t, nodes.view(2, phi_t.shape[2], -1)).view(2, phi_t.shape[1], nodes.shape[1], batch)
 
 
