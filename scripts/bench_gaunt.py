@@ -1,22 +1,26 @@
 """Benchmark molgen's Gaunt tensor product against e3nn's tensor product computing the same function.
 
 For lmax = L1 = L2 in 1..8 and lmax_out = 2 lmax, on x1, x2 of shape [batch, channels, (L+1)^2] (one product
-per (batch, channel) pair, e3nn mode "uuu"), it times forward and forward+backward of
+per (batch, channel) pair, e3nn mode "uuu"), it times forward and forward+backward
+(``out.square().sum().backward()`` into both inputs) of
 
-* molgen ``gaunt_tensor_product`` with the S2-grid path ("grid", the one ``method="auto"`` picks) and the
-  paper's 2D-Fourier path ("fourier"),
+* molgen ``gaunt_tensor_product`` with the S2-grid path ("grid", the one ``method="auto"`` picks) and,
+  with ``--impls grid fourier e3nn``, the paper's 2D-Fourier path ("fourier"),
 * e3nn ``TensorProduct`` with the parity-even paths of the full tensor product and Gaunt path weights
-  (``molgen.nn.gaunt.e3nn_gaunt_tensor_product``),
+  (``molgen.nn.gaunt.e3nn_gaunt_tensor_product``): the same function.
 
-each in a fresh subprocess (so peak memory is per implementation). On CPU the clock is the process's CPU time
-(minimum over repeats), which stays meaningful on a shared, oversubscribed machine; on CUDA wall time (median)
-with synchronisation. It prints a Markdown table with the
-ratios e3nn / grid. Peak memory: CUDA ``max_memory_allocated``; CPU growth of the process's max RSS during the
-timed calls. Where e3nn's inputs of the full batch would need more than ``--e3nn-max-gb`` for its outer
-products, e3nn runs on the first rows only and its time is scaled to the full batch (marked ``*``).
+Each implementation lives in its own worker process (so its peak memory is its own), and the parent
+interleaves the calls: every repeat runs forward, then forward+backward, in each worker in turn (the order
+alternating between repeats), so machine load affects all of them alike. Reported: the median over repeats, and
+the ratios e3nn / molgen of those medians. On CPU the clock is the worker's process CPU time (robust on a
+shared machine), on CUDA wall time with synchronisation. Peak memory: CUDA ``max_memory_allocated``; CPU growth
+of the worker's max RSS over its timed calls. Where e3nn's full batch would need more than ``--e3nn-max-gb`` for
+its per-pair outer products, all implementations run on the same first rows only and their times are scaled
+linearly to the full batch (``*``; same rows for all, so the same memory regime: see :func:`timed_rows`).
 
 Usage:
     OMP_NUM_THREADS=1 python scripts/bench_gaunt.py [--quick] [--device cuda] [--threads 1] [--lmax 1 2 6]
+        [--repeats 5] [--impls grid e3nn]
 """
 from __future__ import annotations
 
@@ -30,41 +34,28 @@ import sys
 import time
 
 
-def _time(fn, device: str, clock: str, min_seconds: float = 1.0, max_reps: int = 5) -> float:
-    import torch
-
-    now = time.process_time if clock == "process" else time.perf_counter
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    sync()  # warm-up (also builds and caches the basis tables)
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (not times or time.perf_counter() - start < min_seconds):
-        t0 = now()
-        fn()
-        sync()
-        times.append(now() - t0)
-    return min(times) if clock == "process" else statistics.median(times)
+def timed_rows(lmax: int, batch: int, channels: int, e3nn_max_gb: float) -> int:
+    """Rows every implementation is timed on: the full batch, or fewer where e3nn's per-pair outer products
+    would need more than ``e3nn_max_gb``. All implementations use the same rows, so they run in the same memory
+    regime (a [rows, 32, (2L+1)^2] output above glibc's 32 MB mmap threshold is page-faulted in afresh on every
+    call, which at 4096 rows costs about a quarter of the grid path's forward+backward)."""
+    n = (lmax + 1) ** 2
+    per_row = channels * n * n * 4 * 3
+    return max(1, min(batch, int(e3nn_max_gb * 2**30 // per_row)))
 
 
 def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads: int, e3nn_max_gb: float,
-           clock: str) -> dict:
+           clock: str, molgen_full_batch: bool) -> None:
+    """Serve timing requests on stdin ("fwd", "fb", "mem", "quit"), one JSON line per answer on stdout."""
     import torch
 
     torch.set_num_threads(threads)
     from molgen.nn.gaunt import e3nn_gaunt_tensor_product, gaunt_tensor_product
 
     n = (lmax + 1) ** 2
-    rows = batch
-    if impl == "e3nn":  # e3nn materialises the outer product of the two inputs per pair
-        per_row = channels * n * n * 4 * 3
-        rows = max(1, min(batch, int(e3nn_max_gb * 2**30 // per_row)))
-        tp = e3nn_gaunt_tensor_product(lmax, lmax, 2 * lmax).to(device)
-        fn = tp
+    rows = batch if molgen_full_batch and impl != "e3nn" else timed_rows(lmax, batch, channels, e3nn_max_gb)
+    if impl == "e3nn":
+        fn = e3nn_gaunt_tensor_product(lmax, lmax, 2 * lmax).to(device)
     else:
         def fn(a, b):
             return gaunt_tensor_product(a, b, 2 * lmax, method=impl)
@@ -78,20 +69,89 @@ def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads
     def forward_backward():
         fn(x1, x2).square().sum().backward()
 
+    now = time.process_time if clock == "process" else time.perf_counter
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for call in (forward, forward_backward):  # warm-up (also builds and caches the basis tables)
+        call()
+    sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t_fwd = _time(forward, device, clock)
-    t_fb = _time(forward_backward, device, clock)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     scale = batch / rows
-    return {"impl": impl, "lmax": lmax, "rows": rows, "fwd_ms": 1e3 * t_fwd * scale, "fb_ms": 1e3 * t_fb * scale,
-            "peak_mb": peak / 2**20, "scaled": rows < batch}
+    print(json.dumps({"rows": rows}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "quit":
+            return
+        if command == "mem":
+            if device == "cuda":
+                peak = torch.cuda.max_memory_allocated() - base
+            else:
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+            print(json.dumps({"peak_mb": peak / 2**20}), flush=True)
+            continue
+        call = forward if command == "fwd" else forward_backward
+        sync()
+        t0 = now()
+        call()
+        sync()
+        print(json.dumps({"ms": 1e3 * (now() - t0) * scale}), flush=True)
+
+
+class Worker:
+    """A worker subprocess for one (implementation, lmax)."""
+
+    def __init__(self, impl: str, lmax: int, args: argparse.Namespace, env: dict) -> None:
+        cmd = [sys.executable, __file__, "--worker", f"{impl}:{lmax}", "--device", args.device,
+               "--threads", str(args.threads), "--batch", str(args.batch), "--channels", str(args.channels),
+               "--e3nn-max-gb", str(args.e3nn_max_gb), "--clock", args.clock]
+        if args.molgen_full_batch:
+            cmd.append("--molgen-full-batch")
+        self.impl = impl
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.rows = self._read()["rows"]
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.impl} worker exited (code {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+        self.proc.wait()
+
+
+def measure(lmax: int, args: argparse.Namespace, env: dict) -> dict[str, dict]:
+    """Median times and peak memory of each implementation at one lmax, with interleaved calls."""
+    workers = [Worker(impl, lmax, args, env) for impl in args.impls]
+    try:
+        times = {(w.impl, mode): [] for w in workers for mode in ("fwd", "fb")}
+        for rep in range(args.repeats):
+            order = workers if rep % 2 == 0 else workers[::-1]
+            for mode in ("fwd", "fb"):
+                for w in order:
+                    times[w.impl, mode].append(w.ask(mode)["ms"])
+        return {w.impl: {"fwd_ms": statistics.median(times[w.impl, "fwd"]),
+                         "fb_ms": statistics.median(times[w.impl, "fb"]),
+                         "peak_mb": w.ask("mem")["peak_mb"], "rows": w.rows, "scaled": w.rows < args.batch}
+                for w in workers}
+    finally:
+        for w in workers:
+            w.close()
 
 
 def main() -> None:
@@ -102,11 +162,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--lmax", type=int, nargs="*", default=None)
-    parser.add_argument("--impls", nargs="*", default=["grid", "fourier", "e3nn"])
+    parser.add_argument("--impls", nargs="*", default=["grid", "e3nn"], choices=["grid", "fourier", "e3nn"])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per lmax (median reported)")
     parser.add_argument("--e3nn-max-gb", type=float, default=1.0)
     parser.add_argument("--clock", choices=["process", "wall"], default=None,
                         help="process CPU time (default on CPU: robust when the machine is shared; sums over "
                              "threads) or wall time (default on CUDA)")
+    parser.add_argument("--molgen-full-batch", action="store_true",
+                        help="time molgen on the full batch even where e3nn runs on fewer rows (the script's "
+                             "behaviour before 2026-11-23; larger outputs, a slower memory regime for molgen)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -116,58 +180,60 @@ def main() -> None:
 
     if args.worker:
         impl, lmax = args.worker.split(":")
-        print(json.dumps(worker(impl, int(lmax), args.batch, args.channels, args.device, args.threads,
-                                args.e3nn_max_gb, args.clock)))
+        worker(impl, int(lmax), args.batch, args.channels, args.device, args.threads, args.e3nn_max_gb, args.clock,
+               args.molgen_full_batch)
         return
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print(f"# Gaunt tensor product vs e3nn: batch {args.batch} x channels {args.channels} pairs, "
           f"lmax_out = 2 lmax, device {args.device}, torch threads {args.threads}, "
           f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, clock {args.clock} "
-          f"({'min of process CPU time' if args.clock == 'process' else 'median wall time'})", flush=True)
+          f"(median of {args.repeats} interleaved repeats of "
+          f"{'process CPU time' if args.clock == 'process' else 'wall time'})", flush=True)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         def tqdm(x, **_):
             return x
-    results: dict[tuple[str, int], dict] = {}
-    jobs = [(impl, lmax) for lmax in lmaxes for impl in args.impls]
-    for impl, lmax in tqdm(jobs, desc="benchmarks", file=sys.stderr):
-        cmd = [sys.executable, __file__, "--worker", f"{impl}:{lmax}", "--device", args.device,
-               "--threads", str(args.threads), "--batch", str(args.batch), "--channels", str(args.channels),
-               "--e3nn-max-gb", str(args.e3nn_max_gb), "--clock", args.clock]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            print(f"error: {impl} lmax={lmax} failed: {proc.stderr.strip().splitlines()[-1]}", file=sys.stderr)
-            continue
-        results[impl, lmax] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results: dict[int, dict[str, dict]] = {}
+    for lmax in tqdm(lmaxes, desc="lmax", file=sys.stderr):
+        try:
+            results[lmax] = measure(lmax, args, env)
+        except RuntimeError as err:
+            print(f"error: lmax={lmax}: {err}", file=sys.stderr)
 
-    def cell(impl: str, lmax: int, key: str) -> str:
-        r = results.get((impl, lmax))
+    molgen = [impl for impl in args.impls if impl != "e3nn"]
+
+    def cell(lmax: int, impl: str, key: str) -> str:
+        r = results.get(lmax, {}).get(impl)
         if r is None:
             return "-"
         return f"{r[key]:.1f}" + ("*" if r["scaled"] and key != "peak_mb" else "")
 
-    def ratio(lmax: int, key: str) -> str:
-        a, b = results.get(("e3nn", lmax)), results.get(("grid", lmax))
+    def ratio(lmax: int, impl: str, key: str) -> str:
+        a, b = results.get(lmax, {}).get("e3nn"), results.get(lmax, {}).get(impl)
         return f"{a[key] / b[key]:.1f}x" if a and b else "-"
 
-    pairs = args.batch * args.channels
-    print(f"\n| lmax | grid fwd ms | fourier fwd ms | e3nn fwd ms | e3nn/grid fwd | grid fwd+bwd ms | fourier fwd+bwd ms "
-          f"| e3nn fwd+bwd ms | e3nn/grid fwd+bwd | grid pairs/s fwd+bwd | peak MB grid / fourier / e3nn |")
-    print("|" + "---|" * 11)
+    head = ["lmax"]
+    for key, label in (("fwd_ms", "fwd"), ("fb_ms", "fwd+bwd")):
+        head += [f"{impl} {label} ms" for impl in args.impls] + [f"e3nn/{impl} {label}" for impl in molgen
+                                                                  if "e3nn" in args.impls]
+    head.append("peak MB " + " / ".join(args.impls))
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for lmax in lmaxes:
-        g = results.get(("grid", lmax))
-        rate = f"{pairs / (g['fb_ms'] / 1e3):,.0f}" if g else "-"
-        print(f"| {lmax} | {cell('grid', lmax, 'fwd_ms')} | {cell('fourier', lmax, 'fwd_ms')} | "
-              f"{cell('e3nn', lmax, 'fwd_ms')} | {ratio(lmax, 'fwd_ms')} | {cell('grid', lmax, 'fb_ms')} | "
-              f"{cell('fourier', lmax, 'fb_ms')} | {cell('e3nn', lmax, 'fb_ms')} | {ratio(lmax, 'fb_ms')} | {rate} | "
-              f"{cell('grid', lmax, 'peak_mb')} / {cell('fourier', lmax, 'peak_mb')} / {cell('e3nn', lmax, 'peak_mb')} |")
-    scaled = [r for r in results.values() if r["scaled"]]
+        row = [str(lmax)]
+        for key in ("fwd_ms", "fb_ms"):
+            row += [cell(lmax, impl, key) for impl in args.impls]
+            row += [ratio(lmax, impl, key) for impl in molgen if "e3nn" in args.impls]
+        row.append(" / ".join(cell(lmax, impl, "peak_mb") for impl in args.impls))
+        print("| " + " | ".join(row) + " |")
+    scaled = sorted({(lmax, r["rows"]) for lmax, res in results.items() for r in res.values() if r["scaled"]})
     if scaled:
-        rows = ", ".join(f"lmax {r['lmax']}: {r['rows']}" for r in scaled)
-        print(f"\n* e3nn timed on fewer rows ({rows} of {args.batch}) to bound its memory; "
-              "time scaled linearly to the full batch.")
+        rows = ", ".join(f"lmax {lmax}: {n}" for lmax, n in scaled)
+        same = "" if args.molgen_full_batch else ", the same for every implementation,"
+        print(f"\n* timed on fewer rows ({rows} of {args.batch}){same} to bound e3nn's memory; times scaled "
+              "linearly to the full batch.")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,34 @@ def test_gradgradcheck_grid():
     assert torch.autograd.gradgradcheck(lambda a, b: gaunt_tensor_product(a, b, 2, method="grid"), (x1, x2))
 
 
+@pytest.mark.parametrize("needs", [(True, True), (False, True)])
+def test_gradcheck_grid_equal_degrees(needs):
+    """First and second order with operands of equal degree and shape, with one or both inputs needing grads."""
+    x1 = torch.randn(3, 2, 16, dtype=torch.float64, requires_grad=needs[0])
+    x2 = torch.randn(3, 2, 16, dtype=torch.float64, requires_grad=needs[1])
+    product = lambda a, b: gaunt_tensor_product(a, b, 5, method="grid")  # noqa: E731
+    assert torch.autograd.gradcheck(product, (x1, x2))
+    assert torch.autograd.gradgradcheck(product, (x1, x2))
+
+
+@pytest.mark.parametrize("l2,i2", [(3, 3), (2, 1)])
+def test_grid_chunking_does_not_change_results(monkeypatch, l2, i2):
+    import molgen.nn.gaunt._grid as grid
+
+    x1 = torch.randn(5, 3, 16, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(5, i2, (l2 + 1) ** 2, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 3, (l2 + 4) ** 2, dtype=torch.float64)
+
+    def run():
+        out = gaunt_tensor_product(x1, x2, method="grid")
+        return (out, *torch.autograd.grad((out * weight).sum(), (x1, x2)))
+
+    whole = run()
+    monkeypatch.setattr(grid, "CHUNK_POINTS_CPU", 1)  # one batch row per chunk
+    for a, b in zip(whole, run()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_broadcasting_and_truncation(method):
     x1 = torch.randn(4, 3, 16, dtype=torch.float64)

@@ -328,8 +328,12 @@ def grid_plan(lmax1: int, lmax2: int, lmax_out: int) -> GridPlan:
 @lru_cache(maxsize=None)
 def plan_tensors(kind: str, lmax1: int, lmax2: int, lmax_out: int, dtype: torch.dtype,
                  device: torch.device) -> dict[str, torch.Tensor]:
-    """The arrays of ``fourier_plan`` (kind "fourier") or ``grid_plan`` (kind "grid") as cached tensors."""
-    plan = (fourier_plan if kind == "fourier" else grid_plan)(lmax1, lmax2, lmax_out)
+    """The arrays of ``fourier_plan`` (kind "fourier"), ``grid_plan`` (kind "grid", full grid, used by
+    ``GauntManyBody``) or ``half_grid_plan`` (kind "half", the product's kernel) as cached tensors."""
+    if kind == "half":
+        plan = half_grid_plan(lmax1, lmax2, lmax_out)
+    else:
+        plan = (fourier_plan if kind == "fourier" else grid_plan)(lmax1, lmax2, lmax_out)
     out = {}
     for name, value in vars(plan).items():
         if isinstance(value, np.ndarray):
@@ -348,3 +352,109 @@ def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tables of the fast S2-grid kernel (``_grid.py``): cos/sin halves in phi, optional equatorial parity in theta.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _slots(lmax: int) -> list[int | None]:
+    """Signed order of each slot: cos orders m = 0..L, an empty slot (None), then sin orders m = -1..-L.
+
+    The empty slot makes both halves L+1 long, so each phi step is one batched GEMM over (cos, sin).
+    """
+    return list(range(lmax + 1)) + [None] + [-m for m in range(1, lmax + 1)]
+
+
+def _legendre_tables(lmax: int, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gather indices ``[S, K]`` and Legendre matrices ``[S, T, K]`` (degrees l = |m|..L of each slot's order,
+    zero-padded to K = L+1; pads and the empty slot read SH row 0 with a zero factor)."""
+    slots = _slots(lmax)
+    gather = np.zeros((len(slots), lmax + 1), dtype=np.int64)
+    table = np.zeros((len(slots), factors.shape[0], lmax + 1))
+    for s, m in enumerate(slots):
+        for j, l in enumerate(range(abs(m), lmax + 1) if m is not None else []):
+            gather[s, j] = l * l + l + m
+            table[s, :, j] = factors[:, l * l + l + m]
+    return gather, table
+
+
+def _slot_positions(gather: np.ndarray, table: np.ndarray, n: int) -> np.ndarray:
+    """Position of each SH index ``0..n-1`` in a flattened ``[S, K]`` gather table (ignoring pads)."""
+    position = np.full(n, -1, dtype=np.int64)
+    used = np.abs(table).max(axis=-2) > 0  # [S, K]
+    for pos, (i, u) in enumerate(zip(gather.reshape(-1), used.reshape(-1))):
+        if u:
+            position[i] = pos
+    assert (position >= 0).all()
+    return position
+
+
+@dataclass(frozen=True)
+class HalfGridPlan:
+    """Tables of the S2-grid kernel (``_grid.py``): Gauss-Legendre x uniform phi, stored as cos and sin halves.
+
+    A real function on the uniform phi grid (odd ``n_phi``, ``phi_k = 2 pi k / n_phi``) is
+    ``f(+-phi_k) = C(k) +- S(k)`` with ``C = sum_m cos(m phi_k) A_m`` and ``S = sum_m sin(m phi_k) A_-m``, so
+    only k = 0..n_phi//2 is stored (half the phi transform). The product of two functions has
+    ``C_h = C_f C_g + S_f S_g`` and ``S_h = C_f S_g + S_f C_g`` (the factor 2 of the folded halves goes into
+    the projection): its quadrature over all k is ``sum_{k >= 0} c_k (cos, sin)(m phi_k) (C_h, S_h)(k)`` with
+    c_0 = 1, c_k = 2. Slots: cos orders m = 0..L, an empty slot, sin orders m = 1..L (:func:`_slots`).
+
+    Attributes:
+        n_theta: ``(L1+L2+Lo)//2 + 1`` Gauss-Legendre nodes, exact for the projection integrals in theta.
+        n_phi: ``L1+L2+Lo+1`` rounded up to odd, exact for the projection integrals in phi.
+        gather{1,2}, gather_out: ``[S, L+1]`` SH index read per slot and degree (pads read index 0).
+        legendre{1,2}: ``[S, T, L+1]`` Theta_l^m at the nodes (zero for pads).
+        legendre_out: ``[S, Lo+1, T]`` quadrature weight x Theta_l^m.
+        phi{1,2}: ``[2, n_phi//2+1, L+1]``: cos(m phi_k) (m = 0..L) and sin(m phi_k) (m = 0..L; the m = 0
+            column, zero, meets the empty slot).
+        phi_out: ``[2, Lo+1, n_phi//2+1]``: c_k (2 pi / n_phi) cos(m phi_k), and the same with sin.
+        out_index, position{1,2}: position of each SH index in the flattened ``[S, L+1]`` gather tables.
+    """
+
+    lmax1: int
+    lmax2: int
+    lmax_out: int
+    n_theta: int
+    n_phi: int
+    gather1: np.ndarray
+    gather2: np.ndarray
+    legendre1: np.ndarray
+    legendre2: np.ndarray
+    phi1: np.ndarray
+    phi2: np.ndarray
+    phi_out: np.ndarray
+    legendre_out: np.ndarray
+    gather_out: np.ndarray
+    out_index: np.ndarray
+    position1: np.ndarray
+    position2: np.ndarray
+
+
+@lru_cache(maxsize=None)
+def half_grid_plan(lmax1: int, lmax2: int, lmax_out: int) -> HalfGridPlan:
+    """The (cached) :class:`HalfGridPlan` for the given degrees."""
+    total = lmax1 + lmax2 + lmax_out
+    n_theta = total // 2 + 1
+    n_phi = total + 1 + total % 2  # odd: no angle at phi = pi that is its own mirror image
+    nodes, weights = np.polynomial.legendre.leggauss(n_theta)
+    fac = theta_factors(max(lmax1, lmax2, lmax_out), tuple(np.arccos(nodes).tolist()))
+    half = n_phi // 2 + 1
+    phi = 2 * np.pi * np.arange(half) / n_phi
+    weight_phi = np.where(np.arange(half) == 0, 1.0, 2.0) * (2 * np.pi / n_phi)
+
+    def operand(lmax: int):
+        m = np.arange(lmax + 1)
+        phi_table = np.stack([np.cos(np.outer(phi, m)), np.sin(np.outer(phi, m))])  # [2, K, L+1]
+        return (*_legendre_tables(lmax, fac[:, : num_sh(lmax)]), phi_table)
+
+    g1, t1, p1 = operand(lmax1)
+    g2, t2, p2 = operand(lmax2)
+    g_out, t_out, p_out = operand(lmax_out)
+    legendre_out = np.swapaxes(t_out * weights[:, None], 1, 2)  # [S, Lo+1, T]
+    phi_out = np.swapaxes(p_out * weight_phi[:, None], 1, 2)  # [2, Lo+1, K]
+    return HalfGridPlan(lmax1, lmax2, lmax_out, n_theta, n_phi, g1, g2, t1, t2, p1, p2, phi_out, legendre_out,
+                        g_out, _slot_positions(g_out, t_out, num_sh(lmax_out)),
+                        _slot_positions(g1, t1, num_sh(lmax1)), _slot_positions(g2, t2, num_sh(lmax2)))

@@ -2,63 +2,116 @@
 
 Both operands are synthesised on a Gauss-Legendre (in cos theta) x uniform (in phi) grid, multiplied pointwise
 and projected back by quadrature, which is exact for band-limited functions (``n_theta = (L1+L2+Lo)//2 + 1``,
-``n_phi = L1+L2+Lo+1``). Each transform is separable (order-wise Legendre step, then a small phi matrix), so
-it costs O(L^3) per pair, all of it in GEMMs whose long axis is the batch.
+``n_phi >= L1+L2+Lo+1``, odd). Each transform is separable (an order-wise Legendre GEMM, then a small phi
+GEMM), so it costs O(L^3) per pair, all of it in GEMMs whose long axis is the batch.
+
+Half grid in phi (tables in ``_basis.HalfGridPlan``): a real function on an odd uniform phi grid is
+``f(+-phi_k) = C(k) +- S(k)`` (cosine and sine parts), so only k = 0..n_phi//2 is synthesised, and the product
+and its projection are written in (C, S): ``C_h = C_f C_g + S_f S_g``, ``S_h = C_f S_g + S_f C_g``. This halves
+the phi GEMMs (most of the arithmetic) and never forms the full grid.
 
 Why a custom autograd function: the per-pair intermediates (grid values) are ~10x larger than the inputs, so
 letting autograd keep them makes the op memory-bound and memory-hungry. :class:`_GridGaunt` processes the batch
 in cache-sized chunks, keeps only the inputs, and recomputes the grid values in backward (the product is
 bilinear, so the gradients are two more Gaunt-like products). Its backward is itself made of differentiable
-ops, so double backward works too.
+ops, so double backward works too. On CPU much of the cost is memory traffic and per-op dispatch rather than
+arithmetic, so the chunk is sized to stay in cache and table views are prepared once per size (``_tables``).
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from molgen.nn.gaunt._basis import plan_tensors
 
-#: grid values per chunk (floats); ~1 MiB in float32 keeps a chunk's intermediates in cache on CPU
+#: half-grid values per chunk, both operands (2 (n_phi//2+1) n_theta per function and pair): ~1 MiB in float32,
+#: one core's L2. Measured in-process at lmax 2, 4, 6, 8 (fwd+bwd, one thread): best or equal; 2^17 is ~10 %
+#: slower at lmax 4 and 8, 2^20 is slower everywhere.
 CHUNK_POINTS_CPU = 1 << 18
-CHUNK_POINTS_CUDA = 1 << 26
+CHUNK_POINTS_CUDA = 1 << 24
 
 
-def _synthesize(x: Tensor, t: dict[str, Tensor], k: str) -> Tensor:
-    """Grid values ``[P, T, B]`` of the functions with SH coefficients ``x [B, n]`` (operand ``k`` = "1"/"2")."""
-    index, theta, phi = t["index" + k], t["theta" + k], t["phi" + k]
-    n_slots, n_l = index.shape
-    xg = x.t().index_select(0, index.reshape(-1)).view(n_slots, n_l, x.shape[0])  # [S, L+1, B]; empty slots: row 0 x 0
-    per_order = torch.matmul(theta, xg)  # [S, T, L+1] @ [S, L+1, B] -> [S, T, B]
-    values = torch.matmul(phi, per_order.view(n_slots, -1))  # [P, S] @ [S, T*B] -> [P, T*B]
-    return values.view(phi.shape[0], theta.shape[1], x.shape[0])
+@lru_cache(maxsize=None)
+def _tables(lmax1: int, lmax2: int, lmax_out: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """The plan's tensors plus the flattened / transposed views the kernels use (built once per size)."""
+    t = dict(plan_tensors("half", lmax1, lmax2, lmax_out, dtype, device))
+    for k in ("1", "2", "_out"):
+        t["gather_flat" + k] = t["gather" + k].reshape(-1)
+    for k in ("1", "2"):
+        t["legendre_t" + k] = t["legendre" + k].transpose(1, 2)
+        t["phi_t" + k] = t["phi" + k].transpose(1, 2)
+    t["legendre_t_out"] = t["legendre_out"].transpose(1, 2)
+    t["phi_t_out"] = t["phi_out"].transpose(1, 2)
+    t["points"] = 2 * t["phi1"].shape[1] * t["legendre1"].shape[1]  # half-grid values per function
+    return t
 
 
-def _synthesize_adjoint(values: Tensor, t: dict[str, Tensor], k: str) -> Tensor:
-    """Transpose of :func:`_synthesize`: ``[P, T, B] -> [B, n]``."""
-    theta, phi, position = t["theta" + k], t["phi" + k], t["position" + k]
-    n_phi, n_theta, batch = values.shape
-    per_order = torch.matmul(phi.t(), values.reshape(n_phi, -1))  # [S, T*B]
-    coeffs = torch.matmul(theta.transpose(1, 2), per_order.view(-1, n_theta, batch))  # [S, L+1, B]
-    return coeffs.view(-1, batch).index_select(0, position).t()
+# ---------------------------------------------------------------------------------------------------------------
+# Transforms. Slots: cos orders 0..L, an empty slot, sin orders 1..L (``_basis._slots``); K = n_phi//2 + 1.
+# ---------------------------------------------------------------------------------------------------------------
 
 
-def _project(values: Tensor, t: dict[str, Tensor]) -> Tensor:
-    """SH coefficients ``[B, (Lo+1)^2]`` of the function with grid ``values [P, T, B]`` (quadrature)."""
-    n_phi, n_theta, batch = values.shape
-    per_order = torch.matmul(t["phi_out"], values.reshape(n_phi, -1))  # [S, P] @ [P, T*B] -> [S, T*B]
-    coeffs = torch.matmul(t["theta_out"], per_order.view(-1, n_theta, batch))  # [S, Lo+1, T] @ [S, T, B]
+def _gather_slots(x: Tensor, t: dict, k: str) -> Tensor:
+    """SH coefficients ``x [B, n]`` as per-slot columns ``[S, L+1, B]`` (table ``gather{k}``).
+
+    From degree 3 on, the gather runs along x's contiguous rows and the GEMM reads the result through a
+    transposed view; for smaller tables gathering rows of ``x.t()`` is faster (measured: 6 vs 12 ns per pair at
+    lmax 1, 126 vs 138 at lmax 6).
+    """
+    gather = t["gather" + k]
+    if gather.shape[1] <= 3:
+        return x.t().index_select(0, t["gather_flat" + k]).view(*gather.shape, x.shape[0])
+    xg = x.index_select(1, t["gather_flat" + k]).view(x.shape[0], *gather.shape)
+    return xg.permute(1, 2, 0)
+
+
+def _synthesize_half(x: Tensor, t: dict, k: str) -> Tensor:
+    """Cosine and sine parts ``[2, K, T, B]`` of the functions with SH coefficients ``x [B, n]`` (operand k)."""
+    batch = x.shape[0]
+    nodes = torch.bmm(t["legendre" + k], _gather_slots(x, t, k))  # [S, T, Kl] @ [S, Kl, B] -> [S, T, B]
+    phi = t["phi" + k]  # [2, K, L+1]
+    return torch.bmm(phi, nodes.view(2, phi.shape[2], -1)).view(2, phi.shape[1], nodes.shape[1], batch)
+
+
+def _synthesize_half_adjoint(f: Tensor, t: dict, k: str) -> Tensor:
+    """Transpose of :func:`_synthesize_half`: ``[2, K, T, B] -> [B, n]``."""
+    phi_t, legendre_t = t["phi_t" + k], t["legendre_t" + k]
+    batch = f.shape[-1]
+    nodes = torch.bmm(phi_t, f.reshape(2, f.shape[1], -1))  # [2, L+1, T*B]
+    coeffs = torch.bmm(legendre_t, nodes.view(legendre_t.shape[0], -1, batch))  # [S, Kl, B]
+    return coeffs.view(-1, batch).index_select(0, t["position" + k]).t()
+
+
+def _project_half(h: Tensor, t: dict) -> Tensor:
+    """SH coefficients ``[B, (Lo+1)^2]`` of the function with cosine and sine parts ``h [2, K, T, B]``."""
+    table = t["legendre_out"]  # [S, Kl, T]
+    batch = h.shape[-1]
+    nodes = torch.bmm(t["phi_out"], h.reshape(2, h.shape[1], -1))  # [2, Lo+1, T*B]
+    coeffs = torch.bmm(table, nodes.view(table.shape[0], -1, batch))  # [S, Kl, B]
     return coeffs.view(-1, batch).index_select(0, t["out_index"]).t()
 
 
-def _project_adjoint(grad: Tensor, t: dict[str, Tensor]) -> Tensor:
-    """Transpose of :func:`_project`: ``[B, (Lo+1)^2] -> [P, T, B]``."""
-    theta_out, phi_out = t["theta_out"], t["phi_out"]
-    n_slots, n_l, n_theta = theta_out.shape
+def _project_half_adjoint(grad: Tensor, t: dict) -> Tensor:
+    """Transpose of :func:`_project_half`: ``[B, (Lo+1)^2] -> [2, K, T, B]``."""
+    phi_t = t["phi_t_out"]
     batch = grad.shape[0]
-    coeffs = grad.new_zeros(n_slots * n_l, batch).index_copy(0, t["out_index"], grad.t())
-    per_order = torch.matmul(theta_out.transpose(1, 2), coeffs.view(n_slots, n_l, batch))  # [S, T, B]
-    values = torch.matmul(phi_out.t(), per_order.view(n_slots, -1))  # [P, T*B]
-    return values.view(phi_out.shape[1], n_theta, batch)
+    nodes = torch.bmm(t["legendre_t_out"], _gather_slots(grad, t, "_out"))  # [S, T, B]
+    return torch.bmm(phi_t, nodes.view(2, phi_t.shape[2], -1)).view(2, phi_t.shape[1], nodes.shape[1], batch)
+
+
+def _times(f: Tensor, g: Tensor) -> Tensor:
+    """(C, S) parts ``[2, ...]`` of the pointwise product: ``(Cf Cg + Sf Sg, Cf Sg + Sf Cg)`` (broadcasting)."""
+    h = f[0] * g  # (Cf Cg, Cf Sg); the second terms are added in place (no copy of g with its halves swapped)
+    h[0].addcmul_(f[1], g[1])
+    h[1].addcmul_(f[1], g[0])
+    return h
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chunked forward / backward and the autograd function
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def _chunks(outer: int, per_outer: int, device: torch.device) -> list[slice]:
@@ -71,18 +124,21 @@ def _collect(parts: list[Tensor], out: Tensor | None) -> Tensor:
     return out if out is not None else (torch.cat(parts) if len(parts) > 1 else parts[0])
 
 
-def _forward(x1: Tensor, x2: Tensor, t: dict[str, Tensor]) -> Tensor:
+def _grid_values(x: Tensor, t: dict, k: str) -> Tensor:
+    """``x [o, I, n]`` -> cosine and sine parts ``[2, K, T, o, I]``."""
+    return _synthesize_half(x.reshape(-1, x.shape[-1]), t, k).unflatten(-1, x.shape[:2])
+
+
+def _forward(x1: Tensor, x2: Tensor, t: dict) -> Tensor:
     """``x1 [O, I1, n1], x2 [O, I2, n2]`` (I1, I2 in {1, I}) -> ``[O, I, n_out]``, chunked over O."""
     outer, inner = x1.shape[0], max(x1.shape[1], x2.shape[1])
-    grid = t["phi1"].shape[0] * t["theta1"].shape[1]
     # without autograd recording, chunks are written into one buffer (no concatenation of transposed chunks)
     out = None if torch.is_grad_enabled() else x1.new_empty(outer, inner, t["out_index"].numel())
     parts = []
-    for c in _chunks(outer, grid * inner, x1.device):
+    for c in _chunks(outer, t["points"] * inner * 2, x1.device):
         a, b = x1[c], x2[c]
-        v1 = _synthesize(a.reshape(-1, a.shape[-1]), t, "1").unflatten(-1, a.shape[:2])  # [P, T, o, I1]
-        v2 = _synthesize(b.reshape(-1, b.shape[-1]), t, "2").unflatten(-1, b.shape[:2])  # [P, T, o, I2]
-        res = _project((v1 * v2).flatten(2), t).view(a.shape[0], inner, -1)
+        h = _times(_grid_values(a, t, "1"), _grid_values(b, t, "2"))  # [2, K, T, o, I]
+        res = _project_half(h.flatten(3), t).view(a.shape[0], inner, -1)
         if out is None:
             parts.append(res)
         else:
@@ -90,28 +146,23 @@ def _forward(x1: Tensor, x2: Tensor, t: dict[str, Tensor]) -> Tensor:
     return _collect(parts, out)
 
 
-def _backward(grad: Tensor, x1: Tensor, x2: Tensor, t: dict[str, Tensor], need1: bool, need2: bool):
+def _backward(grad: Tensor, x1: Tensor, x2: Tensor, t: dict, need1: bool, need2: bool):
     outer, inner = grad.shape[0], grad.shape[1]
-    grid = t["phi1"].shape[0] * t["theta1"].shape[1]
     record = torch.is_grad_enabled()  # double backward: build the result from differentiable ops
     out1 = None if record or not need1 else torch.empty_like(x1)
     out2 = None if record or not need2 else torch.empty_like(x2)
     g1, g2 = [], []
-    for c in _chunks(outer, grid * inner, grad.device):
+    for c in _chunks(outer, t["points"] * inner * 2, grad.device):
         a, b, g = x1[c], x2[c], grad[c]
-        gv = _project_adjoint(g.reshape(-1, g.shape[-1]), t).unflatten(-1, g.shape[:2])  # [P, T, o, I]
-        v1 = _synthesize(a.reshape(-1, a.shape[-1]), t, "1").unflatten(-1, a.shape[:2]) if need2 else None
-        v2 = _synthesize(b.reshape(-1, b.shape[-1]), t, "2").unflatten(-1, b.shape[:2]) if need1 else None
-        if need1:
-            w = gv * v2
-            w = w.sum(-1, keepdim=True) if a.shape[1] == 1 else w  # operand broadcast over I
-            res = _synthesize_adjoint(w.flatten(2), t, "1").view(a.shape)
-            g1.append(res) if out1 is None else out1[c].copy_(res)
-        if need2:
-            w = gv * v1
-            w = w.sum(-1, keepdim=True) if b.shape[1] == 1 else w
-            res = _synthesize_adjoint(w.flatten(2), t, "2").view(b.shape)
-            g2.append(res) if out2 is None else out2[c].copy_(res)
+        gh = _project_half_adjoint(g.reshape(-1, g.shape[-1]), t).unflatten(-1, g.shape[:2])  # [2, K, T, o, I]
+        for need, x, other, k, parts, out in ((need1, a, b, "2", g1, out1), (need2, b, a, "1", g2, out2)):
+            if not need:
+                continue
+            d = _times(gh, _grid_values(other, t, k))  # product rule: [2, K, T, o, I]
+            if x.shape[1] == 1 and inner > 1:  # operand broadcast over I
+                d = d.sum(-1, keepdim=True)
+            res = _synthesize_half_adjoint(d.flatten(3), t, "1" if k == "2" else "2").view(x.shape)
+            parts.append(res) if out is None else out[c].copy_(res)
     return (_collect(g1, out1) if need1 else None), (_collect(g2, out2) if need2 else None)
 
 
@@ -119,7 +170,7 @@ class _GridGaunt(torch.autograd.Function):
     """Chunked S2-grid Gaunt product that saves only its inputs (see module docstring)."""
 
     @staticmethod
-    def forward(ctx, x1: Tensor, x2: Tensor, t: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x1: Tensor, x2: Tensor, t: dict) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x1, x2)
         ctx.tables = t
         return _forward(x1, x2, t)
@@ -140,10 +191,33 @@ def _outer_inner(x: Tensor, batch: torch.Size) -> Tensor:
 
 def grid_product(x1: Tensor, x2: Tensor, lmax1: int, lmax2: int, lmax_out: int) -> Tensor:
     """Gaunt product by S2 quadrature. ``x1 [..., n1], x2 [..., n2]`` (broadcasting) -> ``[..., (Lo+1)^2]``."""
-    t = plan_tensors("grid", lmax1, lmax2, lmax_out, x1.dtype, x1.device)
+    t = _tables(lmax1, lmax2, lmax_out, x1.dtype, x1.device)
     batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
     if len(batch) == 0:
         return grid_product(x1[None], x2[None], lmax1, lmax2, lmax_out)[0]
     a, b = _outer_inner(x1, batch), _outer_inner(x2, batch)
     out = _GridGaunt.apply(a, b, t)
     return out.reshape(*batch, out.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Full-grid transforms (plan "grid"), used by GauntManyBody for pointwise powers of one function
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _synthesize(x: Tensor, t: dict[str, Tensor], k: str) -> Tensor:
+    """Grid values ``[P, T, B]`` of the functions with SH coefficients ``x [B, n]`` (operand ``k`` = "1"/"2")."""
+    index, theta, phi = t["index" + k], t["theta" + k], t["phi" + k]
+    n_slots, n_l = index.shape
+    xg = x.t().index_select(0, index.reshape(-1)).view(n_slots, n_l, x.shape[0])  # [S, L+1, B]; empty slots: row 0 x 0
+    per_order = torch.matmul(theta, xg)  # [S, T, L+1] @ [S, L+1, B] -> [S, T, B]
+    values = torch.matmul(phi, per_order.view(n_slots, -1))  # [P, S] @ [S, T*B] -> [P, T*B]
+    return values.view(phi.shape[0], theta.shape[1], x.shape[0])
+
+
+def _project(values: Tensor, t: dict[str, Tensor]) -> Tensor:
+    """SH coefficients ``[B, (Lo+1)^2]`` of the function with grid ``values [P, T, B]`` (quadrature)."""
+    n_phi, n_theta, batch = values.shape
+    per_order = torch.matmul(t["phi_out"], values.reshape(n_phi, -1))  # [S, P] @ [P, T*B] -> [S, T*B]
+    coeffs = torch.matmul(t["theta_out"], per_order.view(-1, n_theta, batch))  # [S, Lo+1, T] @ [S, T, B]
+    return coeffs.view(-1, batch).index_select(0, t["out_index"]).t()

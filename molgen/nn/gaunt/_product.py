@@ -42,10 +42,11 @@ def degree_of(dim: int, name: str = "input") -> int:
 def choose_method(lmax1: int, lmax2: int, lmax_out: int, device: torch.device) -> str:
     """The faster exact path for these sizes (see docs/gaunt.md, "Which path").
 
-    On CPU the S2-grid path was faster than the 2D-Fourier path at every size measured (lmax 1..8, both
-    forward and forward+backward, scripts/bench_gaunt.py), because it needs about half the theta samples
-    (Gauss-Legendre nodes on [0, pi] instead of a uniform torus grid on [0, 2 pi)) and no complex arithmetic.
-    Without GPU measurements the same rule is used on CUDA.
+    On CPU the S2-grid path was faster than the 2D-Fourier path at every size measured (lmax 1..8, forward and
+    forward+backward, scripts/bench_gaunt.py --impls grid fourier), because it needs about half the theta
+    samples (Gauss-Legendre nodes on [0, pi] instead of a uniform torus grid on [0, 2 pi)), only half the phi
+    circle (cosine and sine parts) and no complex arithmetic. Without GPU measurements the same rule is used on
+    CUDA.
     """
     return "grid"
 
