@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
-from molgen.stages.molecules import validate_generated
+from molgen.stages.molecules import check_validate, validate_generated
 from molgen.stages.qm9 import FEATURIZE
 
 PIPELINE = "propmolflow"
@@ -259,5 +259,6 @@ STAGES = [
           replaced_by={"train": "ckpt"},
           description="draw sample.n molecules (samples.sdf with the target as SD tag, samples.xyz)"),
     Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
+          check=check_validate,
           description="the validation suite + property MAE with the regressor (report.md/html, molecules.csv)"),
 ]

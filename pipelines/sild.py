@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
-from molgen.stages.molecules import validate_generated
+from molgen.stages.molecules import check_validate, validate_generated
 from molgen.pipelines.propmolflow import REGRESSOR
 from molgen.stages.qm9 import FEATURIZE, PROPERTY_NAMES
 
@@ -190,6 +190,7 @@ STAGES = [
           replaced_by={"train": "ckpt"}, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
     Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
+          check=check_validate,
           description="the shared molecule validation suite on sample/samples.pt (molgen.stages.molecules)"),
 ]
 

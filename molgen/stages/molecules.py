@@ -12,6 +12,8 @@ Reads ``sample/samples.pt`` (every generated molecule, including those RDKit can
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from omegaconf import DictConfig
 
@@ -96,6 +98,28 @@ def _f(v) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
+def check_validate(cfg: DictConfig) -> None:
+    """Before any stage runs: every ``validate.compare`` folder is a finished run (one clear line otherwise)."""
+    from molgen.validation.compare import run_row
+
+    for p in cfg.validate.get("compare") or []:
+        run_row(Path(str(p)).expanduser())
+
+
+def compare_section(cfg: DictConfig, ctx: StageContext, metrics: dict) -> list[str]:
+    """``validate.compare=[RUN_DIR, ...]``: this run beside other finished generator runs (same suite)."""
+    from molgen.validation.compare import row, run_row, side_by_side
+
+    others = list(cfg.validate.get("compare") or [])
+    if not others:
+        return []
+    sample_state = read_state(ctx.input("sample")) or {}
+    this = row(f"{ctx.run_dir.name} (this run)", sample_state.get("metrics", {}), metrics,
+               sample_state.get("seconds"))
+    return ["## Side by side (same validation suite)", "",
+            side_by_side([this] + [run_row(Path(str(p)).expanduser()) for p in others])]
+
+
 def validate_generated(cfg: DictConfig, ctx: StageContext) -> dict:
     """Judge ``sample/samples.pt`` with the validation suite (+ property MAE for conditional samples)."""
     samples = GraphDataset.load(ctx.input("sample") / "samples.pt")
@@ -110,6 +134,7 @@ def validate_generated(cfg: DictConfig, ctx: StageContext) -> dict:
     result = run_from_config(mols, cfg.validate, out=ctx.dir, reference=_reference(cfg, ctx),
                              title=f"{cfg.pipeline.name}: {len(mols)} generated molecules")
     metrics = {**result.scalar_metrics(), **extra}
+    lines += compare_section(cfg, ctx, metrics)
     if lines:
         report = ctx.dir / "report.md"
         report.write_text(report.read_text().rstrip() + "\n\n" + "\n".join(lines) if report.exists() else "\n".join(lines))

@@ -59,6 +59,26 @@ def test_second_run_reuses_every_stage(finished, run_args):
     assert (run_dir / "sample" / "samples.sdf").read_bytes() == before
 
 
+def test_validate_puts_other_runs_side_by_side(finished, run_args, tmp_path):
+    import shutil
+
+    args, run_dir = run_args
+    other = tmp_path / "other-generator"
+    shutil.copytree(run_dir, other)                       # a finished run judged by the same suite
+    r = molgen_run([*args, "stage=validate", f"validate.compare=[{other}]"])
+    assert r.returncode == 0, r.stderr
+    report = (run_dir / "validate" / "report.md").read_text()
+    table = report[report.index("## Side by side"):]
+    assert "(this run)" in table and "| other-generator |" in table and "GeoLDM (published, QM9)" in table
+    ours, theirs = [line for line in table.splitlines() if "(this run)" in line or "| other-generator |" in line]
+    assert ours.split("|")[5:] == theirs.split("|")[5:]    # the same molecules give the same figures
+    before = (run_dir / "validate" / "report.md").read_text()
+    r = molgen_run([*args, "stage=validate", f"validate.compare=[{tmp_path}]"])   # not a run folder
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: no metrics.json (not a finished molgen run folder)"]
+    assert (run_dir / "validate" / "report.md").read_text() == before          # refused before any work
+
+
 def test_changed_sampling_keeps_the_old_samples(finished, run_args):
     args, run_dir = run_args
     r = molgen_run([*args, "sample.n=6", "stage=sample"])
