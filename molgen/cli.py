@@ -14,7 +14,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from molgen.errors import MolgenError
+from omegaconf import OmegaConf
+
+from molgen.errors import ConfigError, MolgenError
 
 USAGE = """usage: molgen run pipeline=NAME [stage=STAGE] [key=value ...]
        molgen run --help
@@ -64,12 +66,88 @@ def cmd_run(args: list[str]) -> int:
     return 0
 
 
-def cmd_validate(args: list[str]) -> int:
+VALIDATE_HELP = """usage: molgen validate FILE_OR_FOLDER [key=value ...]
+
+Judges 3D molecules (SDF/XYZ file or a folder of them) with molgen's validation suite: structure (validity,
+three stability definitions, closed shells, fragments, uniqueness, novelty), PoseBusters geometry checks,
+bond/angle/torsion distribution distances, and optionally GFN2-xTB (tblite) and DFT B3LYP/6-31G(2df,p) (PySCF).
+Writes metrics.json, molecules.csv, molecules.sdf, report.md and report.html into `out`.
+
+keys (defaults in brackets):
+  out=DIR                  output folder [<input name>_validation]
+  reference=qm9|PATH       novelty + distribution reference: QM9 train split, or .smi/.csv/.sdf/.xyz [none]
+  posebusters=true|fast|false [true]   fast: without the internal-energy ratio (~70x faster)
+  distributions=true|false [true]
+  fcd=true|false           [true] Frechet ChemNet Distance to the reference (fcd package; ChemNet shipped)
+  fcd_reference_molecules=N [10000] reference SMILES drawn (seed 0) for FCD; their statistics are cached
+  xtb=true|false           [false]     xtb.max_molecules=N [200]  xtb.relax=true|false [true]
+  dft=true|false           [false]     dft.max_molecules=N [20]   dft.xc=b3lypg  dft.basis=6-31G(2df,p)
+  dft.alpha=true           polarizability by finite field
+  dft.relax=true           B3LYP relaxation (geomeTRIC): energy drop, RMSD, HOMO/LUMO/gap/dipole at the minimum
+  dft.frequencies=true     analytic Hessian: Cv at 298.15 K, ZPVE, imaginary frequencies (at the relaxed
+                           geometry with dft.relax=true, else at the given one)
+  workers=N                [1] processes for xTB/DFT   timeout=SECONDS [600] per job
+  engine=process|dask      [process]
+Quantum results are kept in <out>/quantum.sqlite: re-running (after an interruption) recomputes nothing.
+
+examples:
+  molgen validate samples.sdf
+  molgen validate samples.sdf out=val/ reference=qm9
+  molgen validate samples.sdf reference=qm9 xtb=true dft=true dft.max_molecules=50 workers=2
+"""
+
+
+def _validate_defaults():
+    from molgen.config import config_dir
+
+    cfg = OmegaConf.load(config_dir() / "validate" / "molecules.yaml")
+    cfg.reference = None
+    cfg.out = None
+    return cfg
+
+
+def parse_validate(args: list[str]):
+    """(input path, config) from the command line; raise ConfigError with one line on a bad key."""
+    paths = [a for a in args if "=" not in a]
+    if len(paths) != 1:
+        raise ConfigError("molgen validate needs exactly one FILE_OR_FOLDER (see `molgen validate --help`)"
+                          if not paths else f"more than one input given: {' '.join(paths)}")
+    cfg = _validate_defaults()
+    OmegaConf.set_struct(cfg, True)
+    dotlist = []
+    for a in args:
+        if "=" not in a:
+            continue
+        key, value = a.split("=", 1)
+        if key in ("xtb", "dft"):
+            key = f"{key}.enabled"
+        dotlist.append(f"{key}={value}")
     try:
-        from molgen.validation.cli import main as validate_main
+        cfg.merge_with(OmegaConf.from_dotlist(dotlist))
+    except Exception as e:  # noqa: BLE001 -- OmegaConf's messages are multi-line
+        raise ConfigError(f"invalid key: {str(e).splitlines()[0]} (see `molgen validate --help`)") from None
+    return Path(paths[0]), cfg
+
+
+def cmd_validate(args: list[str]) -> int:
+    if not args or any(a in ("-h", "--help", "help") for a in args):
+        print(VALIDATE_HELP)
+        return 0 if args else 2
+    try:
+        from molgen.validation.api import validate_from_config
     except ModuleNotFoundError as e:
         raise MolgenError(f"molgen validate is not available: {e}") from None
-    return validate_main(args)
+    path, cfg = parse_validate(args)
+    out = Path(cfg.out) if cfg.out else Path(f"{path.name.split('.')[0] or 'molecules'}_validation")
+    result = validate_from_config(path, cfg, out)
+    m = result.metrics
+    print(f"molgen validate: {m['n_molecules']} molecules ({m['n_skipped_records']} records skipped), "
+          f"molecule stability {100 * m['stability_revised_mol']:.1f}% (PropMolFlow revised + net charge 0), "
+          f"{100 * m['stability_lenient_mol']:.1f}% (lenient), {100 * m['stability_edm_mol']:.1f}% (EDM); "
+          f"validity {100 * m['validity_largest_fragment']:.1f}%; closed shell {100 * m['closed_shell_ratio']:.1f}%",
+          flush=True)
+    print(f"report: {result.report}", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,13 @@ PROPERTIES: dict[str, PropertyInfo] = {
 }
 
 
+def report_unit(name: str) -> tuple[float, str]:
+    """``(scale, unit)`` in which errors of property ``name`` are reported: energies in meV, as the papers do
+    (``error_in_report_unit = error_in_user_units * scale``); other properties in their user units."""
+    unit = check_property(name).unit
+    return (1000.0, "meV") if unit == "eV" else (1.0, unit)
+
+
 def check_property(name: str) -> PropertyInfo:
     if name not in PROPERTIES:
         raise ValueError(f"unknown property '{name}' (choose from {', '.join(PROPERTIES)})")

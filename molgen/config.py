@@ -57,6 +57,15 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
+def plain(node) -> dict | list | None:
+    """A config node as plain (resolved) Python containers; None stays None, plain values pass through."""
+    from omegaconf import OmegaConf
+
+    if node is None:
+        return None
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def pipeline_module(name: str):
     """Import ``molgen.pipelines.<name>`` (the module that exports ``STAGES``)."""
     try:

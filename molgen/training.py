@@ -27,7 +27,8 @@ import torch
 from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
-CHECKPOINT_FORMAT = 1
+from molgen.checkpoint import metadata
+
 
 
 def _quiet_lightning() -> None:
@@ -42,10 +43,10 @@ def _quiet_lightning() -> None:
 
 
 class MolgenMetadata(Callback):
-    """Writes ``checkpoint["molgen"] = {"pipeline", "format", "model_args", **extra}`` into every checkpoint."""
+    """Writes :func:`molgen.checkpoint.metadata` into every checkpoint as ``checkpoint["molgen"]``."""
 
-    def __init__(self, pipeline: str, model_args: dict[str, Any], extra: dict[str, Any] | None = None):
-        self.info = {"pipeline": pipeline, "format": CHECKPOINT_FORMAT, "model_args": model_args, **(extra or {})}
+    def __init__(self, info: dict[str, Any]):
+        self.info = info
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         checkpoint["molgen"] = self.info
@@ -103,7 +104,7 @@ def build_trainer(cfg: dict, out_dir: Path, callbacks: list[Callback], has_val: 
 
 def fit(module: pl.LightningModule, train_loader, val_loader, trainer_cfg: dict, out_dir: Path, *,
         pipeline: str, model_args: dict[str, Any], extra_metadata: dict[str, Any] | None = None,
-        resume: bool = True, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+        resume: bool = True, callbacks: list[Callback] | None = None, target: Any = None) -> dict[str, Any]:
     """Train ``module`` in ``out_dir`` and return summary metrics.
 
     Args:
@@ -113,13 +114,15 @@ def fit(module: pl.LightningModule, train_loader, val_loader, trainer_cfg: dict,
         pipeline: pipeline name recorded in the checkpoint (``molgen.load`` dispatches on it).
         model_args: plain-dict constructor arguments that rebuild ``module`` (weights-only safe).
         resume: continue from ``out_dir/last.ckpt`` if it exists.
+        target: the class :func:`molgen.load` rebuilds from the checkpoints (default: ``module``'s class).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _quiet_lightning()
     if "seed" in trainer_cfg:
         pl.seed_everything(int(trainer_cfg["seed"]), workers=True, verbose=False)
-    meta = MolgenMetadata(pipeline, model_args, extra_metadata)
+    extra = dict(extra_metadata or {})
+    meta = MolgenMetadata(metadata(pipeline, target or module, model_args, extra.pop("kind", None), **extra))
     trainer = build_trainer(trainer_cfg, out_dir, [meta, *(callbacks or [])], has_val=val_loader is not None)
     last = out_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.exists() else None
@@ -131,15 +134,3 @@ def fit(module: pl.LightningModule, train_loader, val_loader, trainer_cfg: dict,
     metrics.update(epochs=int(trainer.current_epoch), steps=int(trainer.global_step), seconds=round(seconds, 1),
                    resumed_from=ckpt_path or "", parameters=sum(p.numel() for p in module.parameters()))
     return metrics
-
-
-def export_weights(checkpoint: str | Path, dest: str | Path) -> Path:
-    """Write a compact inference checkpoint (EMA weights + molgen metadata, no optimizer state)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    slim = {"state_dict": ckpt["state_dict"], "molgen": ckpt["molgen"],
-            "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step")}
-    dest = Path(dest)
-    tmp = dest.with_suffix(dest.suffix + ".tmp")
-    torch.save(slim, tmp)
-    tmp.replace(dest)
-    return dest

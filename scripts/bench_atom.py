@@ -15,8 +15,8 @@ import time
 import torch
 
 from molgen.data import md17
-from molgen.models.atom import ATOM
-from molgen.models.egno import EGNO
+from molgen.models.atom.network import ATOM
+from molgen.models.atom.egno import EGNO
 from molgen.pipelines.atom import repo_data_dir
 
 

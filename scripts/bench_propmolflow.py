@@ -18,7 +18,7 @@ from torch_geometric.loader import DataLoader
 
 from molgen.data.graph import GraphDataset, MoleculeVocab
 from molgen.data.molecule import Molecule
-from molgen.models.propmolflow import PropMolFlow
+from molgen.models.propmolflow.model import PropMolFlow
 
 # QM9-like molecules (C, N, O, F; 9 heavy atoms at most), ~18 atoms with hydrogens on average
 SMILES = ["CC(C)C(=O)OC", "OCC1CC1C#N", "CC1=CC(=O)NC1", "FC(F)C(O)CN", "CC(=O)NC(C)CO", "C1CC2CC1C2O",

@@ -34,14 +34,14 @@ def build(pipeline: str, overrides: list[str], featurized: Path, phase: str = "a
     data = GraphDataset.load(featurized / "generator.pt")
     torch.manual_seed(int(cfg.seed))
     if pipeline == "propmolflow":
-        from molgen.models.propmolflow import PropMolFlow, WithProperty
+        from molgen.models.propmolflow.model import PropMolFlow, WithProperty
         from molgen.pipelines.propmolflow import build_model_args
 
         model = PropMolFlow(**build_model_args(cfg, data))
         loader = DataLoader(WithProperty(data, None), batch_size=int(cfg.trainer.batch_size), shuffle=False)
         loss_fn = lambda batch: model(batch)["loss"]  # noqa: E731
     else:
-        from molgen.models.sild import SiLD
+        from molgen.models.sild.model import SiLD
         from molgen.pipelines.sild import _phase_config, model_arguments
 
         model = SiLD(**model_arguments(cfg, data)[0])

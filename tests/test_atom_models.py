@@ -6,10 +6,10 @@ import torch
 from e3nn import o3
 
 from molgen.data import md17
-from molgen.md.evaluation import equivariance_error
-from molgen.models.atom import ATOM, TemporalRoPE
-from molgen.models.egno import EGNO, StaticBaseline, TemporalFourierLayer
-from molgen.models.forecaster import TrajectoryForecaster, masked_mse
+from molgen.evaluation.trajectories import equivariance_error
+from molgen.models.atom.network import ATOM, TemporalRoPE
+from molgen.models.atom.egno import EGNO, StaticBaseline, TemporalFourierLayer
+from molgen.models.atom.forecaster import TrajectoryForecaster, masked_mse
 from molgen.pipelines.atom import repo_data_dir
 
 
@@ -154,5 +154,5 @@ def test_shipped_multitask_checkpoint_loads_and_predicts():
     traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
     future = model.predict(md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5).to_mdtraj())
     assert (future.n_frames, future.n_atoms) == (8, 3)
-    ckpt = torch.load(molgen.api.resolve_checkpoint("atom-md17"), weights_only=True)
+    ckpt = torch.load(molgen.checkpoint.resolve("atom-md17"), weights_only=True)
     assert "optimizer_states" not in ckpt

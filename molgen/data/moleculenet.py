@@ -47,6 +47,11 @@ MASK_BOND_INDEX = 5
 #: Bond directions: none, end-upright, end-downright.
 NUM_BOND_DIRECTIONS = 3
 
+#: The sizes a GIN over these features needs (``molgen.nn.gin.GIN(**GIN_FEATURES)``).
+GIN_FEATURES = dict(num_atom_types=NUM_ATOM_TYPES, num_chirality_tags=NUM_CHIRALITY_TAGS,
+                    num_bond_types=NUM_BOND_TYPES, num_bond_directions=NUM_BOND_DIRECTIONS,
+                    self_loop_bond_index=SELF_LOOP_BOND_INDEX)
+
 _CHIRALITY = {Chem.ChiralType.CHI_UNSPECIFIED: 0, Chem.ChiralType.CHI_TETRAHEDRAL_CW: 1,
               Chem.ChiralType.CHI_TETRAHEDRAL_CCW: 2}
 _BOND_TYPE = {Chem.BondType.SINGLE: 0, Chem.BondType.DOUBLE: 1, Chem.BondType.TRIPLE: 2, Chem.BondType.AROMATIC: 3}

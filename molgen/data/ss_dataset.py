@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from molgen.data.proteins import SS3, Protein, ss_graph
-from molgen.models.protein_lm import BOS, EOS, PAD, encode
+from molgen.data.protein_tokens import BOS, EOS, PAD, encode
 
 
 def protein_item(p: Protein, pos_scale: float = 1.0) -> dict:

@@ -48,7 +48,7 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
 
     Args:
         rows: sample records (``samples.jsonl``: annotations + ``id`` + ``sequence``).
-        designer: the loaded :class:`CPDiffusionSSDesigner` (oracle, training sequences).
+        designer: the loaded designer (``.oracle`` with ``predict_ss3``, ``.train_sequences``).
         vcfg: the ``validate`` config (``top_k``, ``max_pairs``, ``novelty_per_template``, ``tm_max_pairs``).
         structures: (method, record id) -> structure file of the design (ESMFold or given PDBs); the designs'
             SS then comes from DSSP of these structures (replacing the sequence predictor's) and TM-score
@@ -56,17 +56,16 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             ``("native", "<template>_native")`` has a structure. None: the SS predicted at sampling time
             (``predicted_ss3``) is used.
         templates: template name -> :class:`~molgen.data.proteins.Protein` (for TM to template).
-        oracle: the oracle's name for the report (default: the in-project predictor).
+        oracle: the oracle's name for the report (default: the one named in the scored records).
         plddt: (method, record id) -> mean pLDDT of its predicted structure (reported when given).
     """
     out_dir = Path(out_dir)
     by = defaultdict(list)
     for r in rows:
         by[(r["method"], r["template"])].append(r)
-    from molgen.models.cpdiffusion_ss_designer import ORACLE_NAME
-
     n_templates = len({r["template"] for r in rows})
-    oracle = oracle or ORACLE_NAME
+    # default: the oracle that scored the designs at sampling time (recorded in every scored record)
+    oracle = oracle or next((r["oracle"] for r in rows if r.get("oracle")), "the designer's SS oracle")
     plddt = plddt or {}
     # the oracle on the native template sequences: the ceiling an oracle-based consistency can reach
     natives = list({r["template"]: r for r in rows}.values())

@@ -22,7 +22,7 @@ from molgen.conditioning import check_property
 from molgen.data.graph import MoleculeVocab, to_graph
 from molgen.data.molecule import Molecule
 from molgen.errors import DataError
-from molgen.models.propmolflow import bond_tokens
+from molgen.models.propmolflow.model import bond_tokens
 from molgen.nn.molecule_net import GVPMoleculeNet, complete_graph
 
 

@@ -17,9 +17,6 @@ from torch import nn
 from torch_geometric.nn import MessagePassing, global_mean_pool
 from torch_geometric.utils import add_self_loops
 
-from molgen.data.moleculenet import (NUM_ATOM_TYPES, NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, NUM_CHIRALITY_TAGS,
-                                     SELF_LOOP_BOND_INDEX)
-
 
 class GINEdgeConv(MessagePassing):
     """One GIN layer with summed bond-type and bond-direction embeddings in the message.
@@ -30,16 +27,22 @@ class GINEdgeConv(MessagePassing):
 
     Args:
         emb_dim: node feature size ``d`` (300 in the paper); the MLP is ``d -> 2d -> d``.
+        num_bond_types: rows of the bond-type embedding (including the self-loop and mask types).
+        num_bond_directions: rows of the bond-direction embedding.
+        self_loop_bond_index: the bond type given to the self-loop edges.
 
     Shapes:
         x ``[N, d]``, edge_index ``[2, E]``, edge_attr ``[E, 2]`` long -> ``[N, d]``.
     """
 
-    def __init__(self, emb_dim: int):
+    def __init__(self, emb_dim: int, *, num_bond_types: int, num_bond_directions: int, self_loop_bond_index: int):
         super().__init__(aggr="add")
+        if not 0 <= self_loop_bond_index < num_bond_types:
+            raise ValueError(f"self_loop_bond_index={self_loop_bond_index} outside [0, {num_bond_types})")
+        self.self_loop_bond_index = self_loop_bond_index
         self.mlp = nn.Sequential(nn.Linear(emb_dim, 2 * emb_dim), nn.ReLU(), nn.Linear(2 * emb_dim, emb_dim))
-        self.bond_type = nn.Embedding(NUM_BOND_TYPES, emb_dim)
-        self.bond_dir = nn.Embedding(NUM_BOND_DIRECTIONS, emb_dim)
+        self.bond_type = nn.Embedding(num_bond_types, emb_dim)
+        self.bond_dir = nn.Embedding(num_bond_directions, emb_dim)
         nn.init.xavier_uniform_(self.bond_type.weight)
         nn.init.xavier_uniform_(self.bond_dir.weight)
 
@@ -47,7 +50,7 @@ class GINEdgeConv(MessagePassing):
         n = x.size(0)
         edge_index, _ = add_self_loops(edge_index, num_nodes=n)
         loops = torch.zeros(n, 2, dtype=edge_attr.dtype, device=edge_attr.device)
-        loops[:, 0] = SELF_LOOP_BOND_INDEX
+        loops[:, 0] = self.self_loop_bond_index
         edge_attr = torch.cat([edge_attr, loops], 0)
         e = self.bond_type(edge_attr[:, 0]) + self.bond_dir(edge_attr[:, 1])
         return self.mlp(self.propagate(edge_index, x=x, e=e))
@@ -63,22 +66,28 @@ class GIN(nn.Module):
         num_layers: message-passing layers (5 in the paper).
         emb_dim: representation size (300 in the paper).
         dropout: dropout after every layer (0 in pretraining, 0.5 in fine-tuning).
+        num_atom_types, num_chirality_tags: rows of the atom-type and chirality embeddings (the featurizer's
+            vocabulary sizes, e.g. :data:`molgen.data.moleculenet.GIN_FEATURES`).
+        num_bond_types, num_bond_directions, self_loop_bond_index: see :class:`GINEdgeConv`.
 
     Shapes:
         x ``[N, 2]`` long (atom type, chirality), edge_index ``[2, E]``, edge_attr ``[E, 2]`` long
         -> node representations ``[N, emb_dim]``; :meth:`embed_graph` -> ``[B, emb_dim]``.
     """
 
-    def __init__(self, num_layers: int = 5, emb_dim: int = 300, dropout: float = 0.0):
+    def __init__(self, num_layers: int = 5, emb_dim: int = 300, dropout: float = 0.0, *, num_atom_types: int,
+                 num_chirality_tags: int, num_bond_types: int, num_bond_directions: int, self_loop_bond_index: int):
         super().__init__()
         if num_layers < 2:
             raise ValueError(f"GIN needs at least 2 layers, got num_layers={num_layers}")
         self.num_layers, self.emb_dim, self.dropout = num_layers, emb_dim, dropout
-        self.atom_type = nn.Embedding(NUM_ATOM_TYPES, emb_dim)
-        self.chirality = nn.Embedding(NUM_CHIRALITY_TAGS, emb_dim)
+        self.atom_type = nn.Embedding(num_atom_types, emb_dim)
+        self.chirality = nn.Embedding(num_chirality_tags, emb_dim)
         nn.init.xavier_uniform_(self.atom_type.weight)
         nn.init.xavier_uniform_(self.chirality.weight)
-        self.convs = nn.ModuleList(GINEdgeConv(emb_dim) for _ in range(num_layers))
+        self.convs = nn.ModuleList(GINEdgeConv(emb_dim, num_bond_types=num_bond_types,
+                                               num_bond_directions=num_bond_directions,
+                                               self_loop_bond_index=self_loop_bond_index) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(emb_dim) for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:

@@ -277,3 +277,20 @@ def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, 
                       and row[c] is not None})
     write_sdf(bonded, out / "molecules.sdf", extra=extra)
     return write_reports(result, bonded, title, ref)
+
+
+def validate_from_config(source, cfg, out, title: str | None = None, reference=None):
+    """Run :func:`molgen.validation.validate` with a config node shaped like configs/validate/molecules.yaml
+    (what ``molgen validate`` and the pipelines' validate stages call). ``reference`` overrides ``cfg.reference``."""
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else {
+        k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v) for k, v in cfg.items()}
+    xtb, dft = dict(c.get("xtb") or {}), dict(c.get("dft") or {})
+    return validate(source, reference=reference if reference is not None else c.get("reference"), out=out,
+                    xtb=bool(xtb.pop("enabled", False)), dft=bool(dft.pop("enabled", False)),
+                    posebusters=c.get("posebusters", True), distributions=bool(c.get("distributions", True)),
+                    workers=int(c.get("workers", 1)), timeout=float(c.get("timeout", 600)),
+                    engine=str(c.get("engine", "process")), xtb_options=xtb, dft_options=dft,
+                    reference_molecules=int(c.get("reference_molecules", 2000)), fcd=bool(c.get("fcd", True)),
+                    fcd_reference_molecules=int(c.get("fcd_reference_molecules", 10_000)), title=title)

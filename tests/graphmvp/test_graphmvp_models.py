@@ -10,9 +10,9 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from molgen.data.conformers import etkdg_pairs
-from molgen.data.moleculenet import labelled_graphs, load_moleculenet, scaffold_split, smiles_to_graph
-from molgen.models.graphmvp import GraphMVPPretrainer, ebm_nce, mask_atoms
-from molgen.models.molecule_classifier import MoleculeClassifier, mean_roc_auc, roc_auc
+from molgen.data.moleculenet import GIN_FEATURES, labelled_graphs, load_moleculenet, scaffold_split, smiles_to_graph
+from molgen.models.graphmvp.pretrainer import GraphMVPPretrainer, ebm_nce, mask_atoms
+from molgen.models.graphmvp.classifier import MoleculeClassifier, mean_roc_auc, roc_auc
 from molgen.nn.gin import GIN
 from molgen.nn.schnet import DenseRadiusGraph, SchNetEncoder
 
@@ -61,7 +61,7 @@ def test_dense_radius_graph_matches_pairwise_reference(pairs):
 
 def test_gin_graph_embedding_invariant_to_atom_order():
     torch.manual_seed(0)
-    gin = GIN(num_layers=3, emb_dim=32).eval()
+    gin = GIN(num_layers=3, emb_dim=32, **GIN_FEATURES).eval()
     g = smiles_to_graph(DRUGS[1])
     perm = torch.randperm(g.num_nodes)
     inv = torch.empty_like(perm)

@@ -15,7 +15,7 @@ import molgen
 from molgen.cli import main
 from molgen.data.conformers import geom_pairs, qm9_pairs
 from molgen.data.moleculenet import embedded_dir, load_moleculenet, scaffold_split
-from molgen.models.molecule_classifier import GraphMVPEncoder, MoleculeClassifier
+from molgen.models.graphmvp.classifier import GraphMVPEncoder, MoleculeClassifier
 
 TINY = ["pipeline=graphmvp", "pretrain.max_molecules=24", "pretrain.epochs=2", "trainer.batch_size=8",
         "model.num_layers=2", "model.emb_dim=16", "model.schnet_filters=8", "model.schnet_interactions=1",
@@ -86,7 +86,7 @@ def test_one_class_test_split_and_bad_task_are_one_line_errors(tmp_path, capsys)
 
 def test_load_rejects_a_pretrainer_of_another_kind(tmp_path):
     from molgen.errors import CheckpointError
-    from molgen.pipelines.graphmvp import load_model
+    from molgen.checkpoint import load_model
 
     with pytest.raises(CheckpointError, match="unknown kind"):
         load_model({"molgen": {"pipeline": "graphmvp", "kind": "sampler"}, "state_dict": {}})
@@ -97,7 +97,7 @@ def test_shipped_pretrained_encoder_embeds_offline():
     encoder = molgen.load("graphmvp-pretrained")
     emb = encoder.embed(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
     assert emb.shape == (3, 300) and torch.isfinite(emb).all()
-    assert (molgen.api.resolve_checkpoint("graphmvp-pretrained").stat().st_size) <= 20 * 2**20
+    assert (molgen.checkpoint.resolve("graphmvp-pretrained").stat().st_size) <= 20 * 2**20
 
 
 def test_geom_rdkit_folder_reader(tmp_path):

@@ -11,10 +11,10 @@ from torch_geometric.loader import DataLoader
 
 from molgen.errors import ConfigError
 from molgen.generative import remove_mean
-from molgen.models.propmolflow import PropMolFlow, WithProperty, bond_tokens
-from molgen.models.propmolflow_net import GauntEndpointNet
-from molgen.models.sild import SiLD
-from molgen.models.sild_nets import GauntLatentEncoder
+from molgen.models.propmolflow.model import PropMolFlow, WithProperty, bond_tokens
+from molgen.models.propmolflow.net import GauntEndpointNet
+from molgen.models.sild.model import SiLD
+from molgen.models.sild.nets import GauntLatentEncoder
 from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import random_orthogonal

@@ -6,7 +6,7 @@ from torch_geometric.loader import DataLoader
 
 from molgen.errors import ConfigError
 from molgen.generative import remove_mean
-from molgen.models.propmolflow import PropMolFlow, WithProperty, bond_tokens
+from molgen.models.propmolflow.model import PropMolFlow, WithProperty, bond_tokens
 from molgen.nn.molecule_net import complete_graph
 
 TINY = dict(s_dim=32, v_dim=4, edge_dim=16, n_layers=3, rbf_dim=8)
@@ -131,7 +131,8 @@ def test_sampling_argument_errors(real_graphs):
 
 def test_checkpoint_round_trip_through_molgen_load(real_graphs, tmp_path):
     import molgen
-    from molgen.training import export_weights, fit
+    from molgen.checkpoint import export_weights
+    from molgen.training import fit
 
     torch.manual_seed(0)
     model = PropMolFlow(**TINY, property_name="mu", property_mean=1.0, property_std=0.5)

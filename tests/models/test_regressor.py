@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
 
-from molgen.models.propmolflow import WithProperty
+from molgen.models.propmolflow.model import WithProperty
 from molgen.models.regressor import GVPRegressor, per_atom_count_baseline
 
 

@@ -5,7 +5,7 @@ import torch
 from torch_geometric.data import Batch
 
 from molgen.errors import ConfigError
-from molgen.models.sild import SiLD, bond_labels
+from molgen.models.sild.model import SiLD, bond_labels
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import random_orthogonal
 
@@ -119,7 +119,7 @@ def test_sample_returns_rdkit_molecules_deterministically(real_graphs):
 
 
 def test_conditional_sampling_and_weights_only_checkpoint(real_graphs, tmp_path):
-    from molgen.pipelines.sild import load_model
+    from molgen.checkpoint import load_model
 
     model = small_model(property_name="gap", property_mean=5.0, property_std=1.0)
     model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 0])

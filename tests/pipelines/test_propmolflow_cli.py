@@ -121,7 +121,7 @@ def test_killed_training_resumes(tmp_path, tiny_propmolflow):
 
 def test_checkpoint_of_another_pipeline_is_refused(finished, run_args, tmp_path):
     args, _ = run_args
-    cpd = molgen.api.checkpoints_dir() / "cpdiffusion_ss-cath.ckpt"
+    cpd = molgen.checkpoint.checkpoints_dir() / "cpdiffusion_ss-cath.ckpt"
     if not cpd.exists():
         pytest.skip("no shipped checkpoint of another pipeline")
     r = molgen_run([*args, "stage=sample", f"ckpt={cpd}", f"out={tmp_path}"])

@@ -7,6 +7,7 @@ import torch
 from molgen.config import compose
 from molgen.data.io import read_molecules
 from molgen.errors import CheckpointError, ConfigError
+from molgen.pipelines.shared.regressor import regressor as shared_regressor
 from molgen.runner import StageContext
 
 
@@ -41,7 +42,7 @@ def test_train_regressor_sample_conditional(featurized, tmp_path, tiny_propmolfl
     run = tmp_path
     m = propmolflow.train(cfg, _ctx("train", run, {"featurize": featurized}))
     assert m["steps"] == 2 and (run / "train" / "model.ckpt").exists() and (run / "train" / "last.ckpt").exists()
-    r = propmolflow.regressor(cfg, _ctx("regressor", run, {"featurize": featurized}))
+    r = shared_regressor(cfg, _ctx("regressor", run, {"featurize": featurized}))
     assert r["property"] == "gap" and r["mae_unit"] == "meV" and (run / "regressor" / "regressor.ckpt").exists()
     assert {"regressor_mae", "naive_shuffled_mae", "atoms_only_mae"} <= set(r)
     s = propmolflow.sample(cfg, _ctx("sample", run, {"train": run / "train"}))
@@ -67,7 +68,7 @@ def test_unconditional_train_resume_and_regressor_skip(featurized, tmp_path, tin
     from molgen.pipelines import propmolflow
 
     cfg = compose(["pipeline=propmolflow", *TINY])
-    assert "skipped" in propmolflow.regressor(cfg, _ctx("regressor", tmp_path, {"featurize": featurized}))
+    assert "skipped" in shared_regressor(cfg, _ctx("regressor", tmp_path, {"featurize": featurized}))
     propmolflow.train(cfg, _ctx("train", tmp_path, {"featurize": featurized}))
     cfg_more = compose(["pipeline=propmolflow", *TINY, "trainer.max_steps=4", "trainer.max_epochs=3"])
     ctx = _ctx("train", tmp_path, {"featurize": featurized})

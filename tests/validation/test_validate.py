@@ -107,10 +107,10 @@ def test_folder_of_xyz_files_infers_bonds(tmp_path, handmade):
 def test_run_from_pipeline_config(tmp_path):
     """What a pipeline's validate stage does: the validate config group -> validate(), scalar metrics back."""
     from molgen.config import compose
-    from molgen.validation.cli import run_from_config
+    from molgen.validation.api import validate_from_config
 
     cfg = compose(["validate.posebusters=false", "validate.distributions=false"])
-    metrics = run_from_config(DATA / "handmade.sdf", cfg.validate, out=tmp_path, reference={"CCO"}).scalar_metrics()
+    metrics = validate_from_config(DATA / "handmade.sdf", cfg.validate, out=tmp_path, reference={"CCO"}).scalar_metrics()
     assert metrics["n_molecules"] == 8 and 0 < metrics["novelty"] < 1
     assert all(not isinstance(v, (dict, list)) for v in metrics.values())
     assert (tmp_path / "report.md").exists() and (tmp_path / "metrics.json").exists()

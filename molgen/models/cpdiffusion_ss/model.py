@@ -4,12 +4,12 @@ Hu, Tan, Han, Zheng, Hong, Zhou (ICML-W / BIBM 2024), https://github.com/riacd/C
 
 Three parts, trained one after the other (``phase``):
 
-1. ``mlm``: the residue encoder (:class:`~molgen.models.protein_lm.ProteinLM`) by masked language modelling
+1. ``mlm``: the residue encoder (:class:`~molgen.models.cpdiffusion_ss.protein_lm.ProteinLM`) by masked language modelling
    (skipped when ESM2 is used; ESM2 is frozen as in the paper).
 2. ``autoencoder``: attention pooling (one latent per SS element) + the autoregressive decoder
-   (:class:`~molgen.models.ss_decoder.SSDecoder`) by teacher forcing, the encoder frozen.
-3. ``diffusion``: the EGNN denoiser (:class:`~molgen.models.ss_egnn.SSGraphDenoiser`) on the SS graph by
-   x0-prediction on standardised element latents (:class:`~molgen.models.latent_diffusion.GaussianDiffusion`).
+   (:class:`~molgen.models.cpdiffusion_ss.decoder.SSDecoder`) by teacher forcing, the encoder frozen.
+3. ``diffusion``: the EGNN denoiser (:class:`~molgen.models.cpdiffusion_ss.denoiser.SSGraphDenoiser`) on the SS graph by
+   x0-prediction on standardised element latents (:class:`~molgen.generative.latent_diffusion.GaussianDiffusion`).
 
 Generation for a template SS graph: DDPM (or DDIM) sampling of element latents -> de-standardise -> decode.
 The latent standardisation (per-dimension mean/std of the training latents, stored as buffers) is an addition
@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import to_dense_batch
 
-from molgen.models.latent_diffusion import GaussianDiffusion
-from molgen.models.protein_lm import VOCAB, AttentionPooling, ProteinLM, mlm_corrupt
-from molgen.models.ss_decoder import SSDecoder
-from molgen.models.ss_egnn import SSGraphDenoiser
+from molgen.generative.latent_diffusion import GaussianDiffusion
+from molgen.data.protein_tokens import VOCAB
+from molgen.models.cpdiffusion_ss.protein_lm import AttentionPooling, ProteinLM, mlm_corrupt
+from molgen.models.cpdiffusion_ss.decoder import SSDecoder
+from molgen.models.cpdiffusion_ss.denoiser import SSGraphDenoiser
 
 PHASES = ("mlm", "autoencoder", "diffusion")
 
@@ -57,7 +58,7 @@ class CPDiffusionSS(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if esm_model:
-            from molgen.models.protein_lm import ESM2Encoder
+            from molgen.models.cpdiffusion_ss.protein_lm import ESM2Encoder
 
             self.encoder = ESM2Encoder(esm_model)
         else:

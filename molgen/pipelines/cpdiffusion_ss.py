@@ -146,10 +146,12 @@ def _attach_latents(model, items: list[dict], batch_size: int = 32) -> None:
 
 
 def train(cfg: DictConfig, ctx) -> dict:
+    from molgen.checkpoint import metadata, save
     from molgen.data.ss_dataset import position_scale, protein_item
-    from molgen.models.cpdiffusion_ss import CPDiffusionSS
-    from molgen.models.ss_composition_baseline import SSCompositionSampler
-    from molgen.models.ss_predictor import SSPredictor
+    from molgen.models.cpdiffusion_ss.designer import CPDiffusionSSDesigner
+    from molgen.models.cpdiffusion_ss.model import CPDiffusionSS
+    from molgen.models.cpdiffusion_ss.composition_baseline import SSCompositionSampler
+    from molgen.models.cpdiffusion_ss.ss_predictor import SSPredictor
     from molgen.training import fit
 
     torch.set_num_threads(cpu_threads())
@@ -161,7 +163,7 @@ def train(cfg: DictConfig, ctx) -> dict:
     model_args.update(lr=float(cfg.trainer.lr), pos_scale=position_scale(train_p))
     esm = m.get("esm_model")
     if esm:
-        from molgen.models.protein_lm import esm2_available
+        from molgen.models.cpdiffusion_ss.protein_lm import esm2_available
 
         name = "esm2_t33_650M_UR50D" if esm == "auto" else str(esm)
         why = esm2_available(name)
@@ -217,14 +219,12 @@ def train(cfg: DictConfig, ctx) -> dict:
     if model_args.get("esm_model"):  # ESM2 weights stay in the user's local cache, not in the checkpoint
         state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
     ckpt = {"state_dict": state, "oracle_state_dict": oracle.state_dict(),
-            "molgen": {"pipeline": PIPELINE, "format": 1, "model_args": model_args, "oracle_args": oracle_args,
-                       "composition": composition.state(), "train_sequences": [p.sequence for p in train_p],
-                       "data": str(cfg.data.name), "metrics": {k: v for k, v in metrics.items()
-                                                               if isinstance(v, (int, float, str))}}}
-    out = ctx.dir / "cpdiffusion_ss.ckpt"
-    torch.save(ckpt, out.with_suffix(".tmp"))
-    out.with_suffix(".tmp").replace(out)
-    torch.save(ckpt, ctx.dir / "last.ckpt")
+            "molgen": metadata(PIPELINE, CPDiffusionSSDesigner, model_args, oracle_args=oracle_args,
+                               composition=composition.state(), train_sequences=[p.sequence for p in train_p],
+                               data=str(cfg.data.name),
+                               metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})}
+    out = save(ckpt, ctx.dir / "cpdiffusion_ss.ckpt")
+    save(ckpt, ctx.dir / "last.ckpt")
     metrics["checkpoint_mb"] = round(out.stat().st_size / 1e6, 2)
     (ctx.dir / "report.md").write_text(
         f"Encoder: {metrics['encoder']}. Decoder recovery on held-out (val) chains from their element latents: "
@@ -242,7 +242,7 @@ def _train_evaluation(model, oracle, proteins, split, items) -> dict:
 
     from molgen.data.ss_dataset import collate
     from molgen.evaluation.ss_metrics import q3, sequence_identity
-    from molgen.models.protein_lm import VOCAB, decode
+    from molgen.data.protein_tokens import VOCAB, decode
 
     model.eval().set_phase("autoencoder")
     b = collate(items["val"])
@@ -264,25 +264,18 @@ def _train_evaluation(model, oracle, proteins, split, items) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ sample
-def load_model(ckpt: dict):
-    """Rebuild the :class:`CPDiffusionSSDesigner` from a checkpoint dict (``molgen.load`` calls this)."""
-    from molgen.models.cpdiffusion_ss_designer import designer_from_checkpoint
-
-    return designer_from_checkpoint(ckpt)
-
-
 def _designer(cfg: DictConfig, ctx):
-    from molgen.api import read_checkpoint
+    from molgen.checkpoint import load_model
 
     path = Path(cfg.ckpt) if cfg.ckpt else ctx.input("train") / "cpdiffusion_ss.ckpt"
-    return load_model(read_checkpoint(path))
+    return load_model(path, pipeline=PIPELINE)
 
 
 def sample(cfg: DictConfig, ctx) -> dict:
     from Bio import SeqIO
 
     from molgen.data.proteins import load_template
-    from molgen.models.cpdiffusion_ss_designer import METHODS
+    from molgen.models.cpdiffusion_ss.designer import METHODS
 
     torch.set_num_threads(cpu_threads())
     s = cfg.sample

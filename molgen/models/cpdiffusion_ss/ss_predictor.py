@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from molgen.data.proteins import SS3
-from molgen.models.protein_lm import PAD, VOCAB, encode, pad_batch
+from molgen.data.protein_tokens import PAD, VOCAB, encode, pad_batch
 
 
 class SSPredictor(pl.LightningModule):

@@ -7,7 +7,7 @@ GeoLDM (Xu et al., ICML 2023, https://arxiv.org/abs/2305.01140) in two phases:
    scalars :math:`z_h`; a decoder maps latents back to positions, types and charges. Loss:
    :math:`\|\hat x - x\|^2 + \mathrm{CE}(\text{types}) + \mathrm{CE}(\text{charges}) + \beta\,\mathrm{KL}(q\|\mathcal N(0, I))`
    with GeoLDM's :math:`\beta = 0.01`. Unlike the released GeoLDM (whose encoder stays random and frozen; its
-   issue #3), the encoder is trained. A :class:`~molgen.models.sild_nets.BondHead` learns bond orders from
+   issue #3), the encoder is trained. A :class:`~molgen.models.sild.nets.BondHead` learns bond orders from
    (types, charges, geometry) on the training molecules, with positions jittered so it tolerates decoded
    geometry; it turns any decoded molecule into a bonded RDKit molecule.
 2. **Latent diffusion.** :class:`~molgen.generative.diffusion.EquivariantDiffusion` (EDM: ``polynomial_2``,
@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 from molgen.conditioning import PropertyEmbedding, PropertySampler
 from molgen.data.graph import MoleculeVocab, from_dense
 from molgen.data.molecule import Molecule
-from molgen.errors import ConfigError
+from molgen.errors import CheckpointError, ConfigError
 from molgen.generative.diffusion import EquivariantDiffusion
 from molgen.generative.gaussian_path import centred_gaussian, remove_mean
-from molgen.models.sild_nets import BondHead, EquivariantDenoiser, GauntLatentEncoder, LatentDecoder, LatentEncoder
+from molgen.models.sild.nets import BondHead, EquivariantDenoiser, GauntLatentEncoder, LatentDecoder, LatentEncoder
 from molgen.nn.molecule_net import complete_graph
 
 ENCODERS = ("egnn", "gaunt", "none")
@@ -124,6 +124,17 @@ class SiLD(pl.LightningModule):
         if self.property_column is None:
             raise ConfigError("a conditional SiLD needs property_column set to train")
         return data.y[:, self.property_column].float()
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "SiLD":
+        """Rebuild a trained SiLD (autoencoder + latent diffusion) for sampling."""
+        model = cls(**ckpt["molgen"]["model_args"])
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"SiLD checkpoint does not match the model: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
+        model.set_phase("diffusion")
+        return model
 
     def set_phase(self, phase: str) -> None:
         """Select the trainable part: the autoencoder and bond head, or the denoiser."""

@@ -1,7 +1,7 @@
 """Trajectory forecasting as a Lightning module: ATOM, EGNO or the static baseline behind one interface.
 
 :class:`TrajectoryForecaster` wraps a network ``net(x0, v0, z, mask) -> [B, P, N, 3]`` (see
-:mod:`molgen.models.atom`, :mod:`molgen.models.egno`) and trains it with the S2T objective, the mean squared
+:mod:`molgen.models.atom.network`, :mod:`molgen.models.atom.egno`) and trains it with the S2T objective, the mean squared
 error over all P future frames (masked for padding atoms). Validation logs ``val/loss`` (S2T) and ``val/s2s``
 (the last frame). Metrics follow EGNO's ``nn.MSELoss``: the mean over atoms *and* x/y/z of the squared
 error, in Angstrom^2.
@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 
 from molgen.errors import DataError
-from molgen.models.atom import ATOM
-from molgen.models.egno import EGNO, StaticBaseline
+from molgen.models.atom.network import ATOM
+from molgen.models.atom.egno import EGNO, StaticBaseline
 
 #: name -> network class (the ``model.name`` config key)
 NETWORKS = {"atom": ATOM, "egno": EGNO, "static": StaticBaseline}
@@ -60,6 +60,15 @@ class TrajectoryForecaster(pl.LightningModule):
         self.automatic_optimization = optimizer != "muon"
         self.protocol = dict(protocol or {"delta_frame": 3000, "n_targets": 8, "heavy_only": True,
                                           "time_step_fs": 0.5})
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "TrajectoryForecaster":
+        """Rebuild from a checkpoint; ``molecules`` lists the molecules it was trained on."""
+        info = ckpt["molgen"]
+        model = cls(**info["model_args"])
+        model.load_state_dict(ckpt["state_dict"])
+        model.molecules = list(info.get("molecules", []))
+        return model
 
     def forward(self, x0, v0, z, mask=None) -> torch.Tensor:
         if not self.hparams.center:

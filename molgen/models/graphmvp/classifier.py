@@ -21,7 +21,7 @@ from scipy.stats import rankdata
 from torch import nn
 from torch_geometric.data import Batch
 
-from molgen.data.moleculenet import parse_smiles, mol_to_graph
+from molgen.data.moleculenet import GIN_FEATURES, mol_to_graph, parse_smiles
 from molgen.errors import DataError
 from molgen.nn.gin import GIN
 
@@ -85,7 +85,7 @@ class MoleculeClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.task_names = list(task_names)
-        self.gin = GIN(num_layers, emb_dim, dropout)
+        self.gin = GIN(num_layers, emb_dim, dropout, **GIN_FEATURES)
         self.head = nn.Linear(emb_dim, num_tasks)
         self._outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
         self.best_scores: dict[str, float] = {"val_roc_auc": float("-inf"), "test_roc_auc": float("nan"),
@@ -177,7 +177,15 @@ class GraphMVPEncoder(nn.Module):
 
     def __init__(self, num_layers: int = 5, emb_dim: int = 300):
         super().__init__()
-        self.gin = GIN(num_layers, emb_dim, dropout=0.0)
+        self.gin = GIN(num_layers, emb_dim, dropout=0.0, **GIN_FEATURES)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "GraphMVPEncoder":
+        """The encoder of an exported encoder or of a whole pretrainer checkpoint (its ``gin.*`` weights)."""
+        args = ckpt["molgen"].get("model_args", {})
+        model = cls(int(args.get("num_layers", 5)), int(args.get("emb_dim", 300)))
+        model.gin.load_state_dict({k[len("gin."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("gin.")})
+        return model
 
     @property
     def dim(self) -> int:

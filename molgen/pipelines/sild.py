@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
-from molgen.stages.molecules import check_validate, validate_generated
-from molgen.pipelines.propmolflow import REGRESSOR
-from molgen.stages.qm9 import FEATURIZE, PROPERTY_NAMES
+from molgen.pipelines.shared.molecules import check_validate, validate_generated
+from molgen.pipelines.shared.qm9 import FEATURIZE, PROPERTY_NAMES
+from molgen.pipelines.shared.regressor import REGRESSOR
 
 PIPELINE = "sild"
 PHASE_KEYS = ("max_epochs", "max_steps", "max_time", "lr", "ema_decay", "batch_size")
@@ -70,8 +70,9 @@ def model_arguments(cfg: DictConfig, train_ds) -> tuple[dict, int | None]:
 
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.graph import GraphDataset
-    from molgen.models.sild import SiLD
-    from molgen.training import export_weights, fit
+    from molgen.models.sild.model import SiLD
+    from molgen.checkpoint import export_weights
+    from molgen.training import fit
 
     torch.set_num_threads(cpu_threads())
     feat = ctx.input("featurize")
@@ -118,33 +119,17 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     return metrics
 
 
-def load_model(checkpoint: dict):
-    """Rebuild a trained SiLD model from a weights-only checkpoint dict (``molgen.load`` calls this)."""
-    from molgen.models.sild import SiLD
-
-    info = checkpoint.get("molgen", {})
-    if info.get("pipeline") != PIPELINE:
-        raise CheckpointError(f"not a SiLD checkpoint (pipeline '{info.get('pipeline')}')")
-    model = SiLD(**info["model_args"])
-    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"SiLD checkpoint does not match the model: missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}")
-    model.set_phase("diffusion")
-    return model.eval()
-
-
 def _checkpoint(cfg: DictConfig, ctx: StageContext) -> Path:
     return Path(str(cfg.ckpt)).expanduser() if cfg.ckpt else ctx.input("train") / "last.ckpt"
 
 
 def sample(cfg: DictConfig, ctx: StageContext) -> dict:
-    import molgen
+    from molgen.checkpoint import load_model
     from molgen.data.graph import GraphDataset
     from molgen.data.io import sdf_writable, write_sdf
 
     torch.set_num_threads(cpu_threads())
-    model = molgen.load(_checkpoint(cfg, ctx), pipeline=PIPELINE)
+    model = load_model(_checkpoint(cfg, ctx), pipeline=PIPELINE)
     s = cfg.sample
     prop, value = cfg.condition.property, cfg.condition.value
     if prop and prop != model.hparams.property_name:
@@ -191,7 +176,7 @@ STAGES = [
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
     Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,
-          description="the shared molecule validation suite on sample/samples.pt (molgen.stages.molecules)"),
+          description="the shared molecule validation suite on sample/samples.pt (molgen.pipelines.shared.molecules)"),
 ]
 
-__all__ = ["STAGES", "load_model", "PROPERTY_NAMES"]
+__all__ = ["STAGES", "PROPERTY_NAMES"]

@@ -20,6 +20,23 @@ PROPERTY_NAMES = ("alpha", "gap", "homo", "lumo", "mu", "Cv")
 SPLIT_FILES = {"generator": "generator.pt", "regressor": "regressor.pt", "valid": "valid.pt", "test": "test.pt"}
 
 
+def load_split(ctx: StageContext, name: str, required: bool = True) -> GraphDataset | None:
+    """One split written by the featurize stage (``generator.pt``, ``valid.pt``, ...); None if optional and absent."""
+    path = ctx.input("featurize") / name
+    if not path.exists() and not required:
+        return None
+    return GraphDataset.load(path)
+
+
+def graph_loaders(train_set, val_set, batch_size: int, num_workers: int = 0):
+    """PyG loaders for a training set (shuffled) and an optional validation set."""
+    from torch_geometric.loader import DataLoader
+
+    train = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=num_workers)
+    val = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=num_workers) if val_set else None
+    return train, val
+
+
 def featurize_qm9(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.qm9 import load_qm9
 

@@ -127,8 +127,10 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from torch_geometric.loader import DataLoader
 
     from molgen.data.packed import PackedGraphs
-    from molgen.models.graphmvp import GraphMVPPretrainer
-    from molgen.training import export_weights, fit
+    from molgen.models.graphmvp.pretrainer import GraphMVPPretrainer
+    from molgen.checkpoint import export_weights
+    from molgen.models.graphmvp.classifier import GraphMVPEncoder
+    from molgen.training import fit
 
     _set_threads()
     pairs = PackedGraphs.load(ctx.input("featurize") / "pairs.pt")
@@ -142,13 +144,10 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     metrics = fit(module, loader, None, tcfg, ctx.dir, pipeline=PIPELINE, model_args=module.model_args(),
                   extra_metadata={"kind": "pretrainer", "pretrain_data": str(pairs.meta.get("source")),
                                   "pretrain_pairs": len(pairs), "variant": str(cfg.model.name)},
-                  resume=ctx.resuming)
-    slim = torch.load(export_weights(ctx.dir / "last.ckpt", ctx.dir / "encoder.ckpt.full"), weights_only=True)
-    slim["state_dict"] = {k: v for k, v in slim["state_dict"].items() if k.startswith("gin.")}
-    slim["molgen"] = {**slim["molgen"], "kind": ENCODER_KIND,
-                      "model_args": {"num_layers": int(cfg.model.num_layers), "emb_dim": int(cfg.model.emb_dim)}}
-    torch.save(slim, ctx.dir / "encoder.ckpt")
-    (ctx.dir / "encoder.ckpt.full").unlink()
+                  resume=ctx.resuming, target=GraphMVPEncoder)  # molgen.load(train/last.ckpt) -> its encoder
+    export_weights(ctx.dir / "last.ckpt", ctx.dir / "encoder.ckpt", keep="gin.", kind=ENCODER_KIND,
+                   target=GraphMVPEncoder,
+                   model_args={"num_layers": int(cfg.model.num_layers), "emb_dim": int(cfg.model.emb_dim)})
     curves = _epoch_losses(ctx.dir)
     rows = [f"| {k} | {v[0]:.4f} | {v[-1]:.4f} |" for k, v in curves.items() if v]
     (ctx.dir / "report.md").write_text("\n".join([
@@ -179,9 +178,9 @@ def _encoder_path(cfg: DictConfig, ctx: StageContext) -> Path:
 
 
 def _load_encoder_state(path: Path) -> tuple[dict, dict]:
-    from molgen.api import read_checkpoint
+    from molgen.checkpoint import read
 
-    ckpt = read_checkpoint(path)
+    ckpt = read(path)
     if ckpt["molgen"].get("pipeline") != PIPELINE or ckpt["molgen"].get("kind") not in (ENCODER_KIND, "pretrainer"):
         raise CheckpointError(f"{path}: not a GraphMVP pretrained-encoder checkpoint "
                               f"(pipeline={ckpt['molgen'].get('pipeline')}, kind={ckpt['molgen'].get('kind')})")
@@ -206,8 +205,9 @@ def finetune_one(data, split, init_state: dict | None, seed: int, fcfg: dict, mo
     from torch_geometric.loader import DataLoader
 
     from molgen.data.moleculenet import labelled_graphs
-    from molgen.models.molecule_classifier import MoleculeClassifier
-    from molgen.training import export_weights, fit
+    from molgen.models.graphmvp.classifier import MoleculeClassifier
+    from molgen.checkpoint import export_weights
+    from molgen.training import fit
 
     torch.manual_seed(seed)
     train_idx, valid_idx, test_idx = split
@@ -244,7 +244,7 @@ def finetune_one(data, split, init_state: dict | None, seed: int, fcfg: dict, mo
 def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     """Fine-tune on every requested set x init x seed; ``results.json`` gathers the best-validation scores."""
     from molgen.data.moleculenet import load_moleculenet, scaffold_split
-    from molgen.models.molecule_classifier import mean_roc_auc
+    from molgen.models.graphmvp.classifier import mean_roc_auc
 
     _set_threads()
     fcfg = _plain(cfg.finetune)
@@ -366,30 +366,3 @@ STAGES = [
     Stage("validate", validate, config_keys=("validate",), needs=("finetune",),
           description="benchmark table: ROC-AUC mean (std) over seeds beside GraphMVP's published figures"),
 ]
-
-
-def load_model(ckpt: dict):
-    """Rebuild a GraphMVP model from a weights-only checkpoint dict.
-
-    ``kind == "pretrained_encoder"`` (train/encoder.ckpt, ``molgen.load("graphmvp-pretrained")``) ->
-    :class:`~molgen.models.molecule_classifier.GraphMVPEncoder` (``.embed(smiles)``);
-    ``kind == "classifier"`` (finetune/<set>/<init>-seed<k>/classifier.ckpt) ->
-    :class:`~molgen.models.molecule_classifier.MoleculeClassifier` (``.predict(smiles)``);
-    ``kind == "pretrainer"`` (train/last.ckpt) -> its encoder, as for ``pretrained_encoder``.
-    """
-    from molgen.models.molecule_classifier import GraphMVPEncoder, MoleculeClassifier
-
-    meta = ckpt["molgen"]
-    kind, args, state = meta.get("kind"), dict(meta.get("model_args", {})), ckpt["state_dict"]
-    try:
-        if kind in (ENCODER_KIND, "pretrainer"):
-            model = GraphMVPEncoder(int(args.get("num_layers", 5)), int(args.get("emb_dim", 300)))
-            model.gin.load_state_dict({k[len("gin."):]: v for k, v in state.items() if k.startswith("gin.")})
-        elif kind == CLASSIFIER_KIND:
-            model = MoleculeClassifier(**args)
-            model.load_state_dict(state)
-        else:
-            raise CheckpointError(f"GraphMVP checkpoint of unknown kind {kind!r}")
-    except RuntimeError as e:
-        raise CheckpointError(f"GraphMVP checkpoint does not fit its model ({str(e).splitlines()[0][:160]})") from None
-    return model.eval()

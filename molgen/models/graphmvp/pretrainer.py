@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.utils import scatter, subgraph
 
-from molgen.data.moleculenet import MASK_ATOM_INDEX
+from molgen.data.moleculenet import GIN_FEATURES, MASK_ATOM_INDEX
 from molgen.nn.gin import GIN
 from molgen.nn.schnet import SchNetEncoder
 
@@ -78,9 +78,10 @@ class VariationalReconstruction(nn.Module):
         return recon + self.beta * kl
 
 
-def mask_atoms(x: torch.Tensor, batch: torch.Tensor, rate: float, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hu et al.'s AttrMask corruption: ``int(n * rate + 1)`` random atoms per molecule get the mask token.
+def mask_atoms(x: torch.Tensor, batch: torch.Tensor, rate: float, mask_index: int = MASK_ATOM_INDEX,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hu et al.'s AttrMask corruption: ``int(n * rate + 1)`` random atoms per molecule get the mask token
+    ``mask_index`` (the featurizer's, :data:`molgen.data.moleculenet.MASK_ATOM_INDEX`).
 
     Returns:
         (masked ``x [N, 2]``, masked atom indices ``[M]``).
@@ -93,7 +94,7 @@ def mask_atoms(x: torch.Tensor, batch: torch.Tensor, rate: float, generator: tor
         picked.append(s + torch.randperm(n, generator=generator)[:k])
     idx = torch.cat(picked).to(x.device)
     x = x.clone()
-    x[idx, 0] = MASK_ATOM_INDEX
+    x[idx, 0] = mask_index
     x[idx, 1] = 0
     return x, idx
 
@@ -101,13 +102,13 @@ def mask_atoms(x: torch.Tensor, batch: torch.Tensor, rate: float, generator: tor
 class AttrMaskHead(nn.Module):
     """AttrMask (Hu et al. 2020): predict the atom type of masked atoms from the GIN's node representations."""
 
-    def __init__(self, emb_dim: int, rate: float = 0.15):
+    def __init__(self, emb_dim: int, mask_index: int, rate: float = 0.15):
         super().__init__()
-        self.rate = rate
-        self.classifier = nn.Linear(emb_dim, MASK_ATOM_INDEX)
+        self.rate, self.mask_index = rate, mask_index
+        self.classifier = nn.Linear(emb_dim, mask_index)  # every real atom type sits below the mask token
 
     def forward(self, gin: GIN, data) -> torch.Tensor:
-        x, idx = mask_atoms(data.x, data.batch, self.rate)
+        x, idx = mask_atoms(data.x, data.batch, self.rate, self.mask_index)
         h = gin(x, data.edge_index, data.edge_attr)
         return F.cross_entropy(self.classifier(h[idx]), data.x[idx, 0])
 
@@ -122,10 +123,10 @@ class ContextPredHead(nn.Module):
     a positive, the next molecule's context a negative. Molecules with no anchor atom are skipped.
     """
 
-    def __init__(self, emb_dim: int, num_layers: int):
+    def __init__(self, emb_dim: int, num_layers: int, features: dict | None = None):
         super().__init__()
         self.k, self.r1, self.r2 = num_layers, num_layers - 1, num_layers + 2
-        self.context_gin = GIN(num_layers=self.r2 - self.r1, emb_dim=emb_dim)
+        self.context_gin = GIN(num_layers=self.r2 - self.r1, emb_dim=emb_dim, **(features or GIN_FEATURES))
 
     def _distances(self, data, centres: torch.Tensor) -> torch.Tensor:
         """Hop distance ``[N]`` of every atom from its own molecule's centre (inf if unreachable)."""
@@ -202,14 +203,14 @@ class GraphMVPPretrainer(pl.LightningModule):
         if ssl_2d not in SSL_2D:
             raise ValueError(f"ssl_2d={ssl_2d!r}: choose from none, attr_mask, context_pred")
         self.save_hyperparameters()
-        self.gin = GIN(num_layers, emb_dim, dropout=0.0)
+        self.gin = GIN(num_layers, emb_dim, dropout=0.0, **GIN_FEATURES)
         self.schnet = SchNetEncoder(emb_dim, emb_dim, schnet_filters, schnet_interactions, schnet_gaussians,
                                     schnet_cutoff)
         self.vrr_2d_to_3d = VariationalReconstruction(emb_dim, beta)
         self.vrr_3d_to_2d = VariationalReconstruction(emb_dim, beta)
         ssl = None if ssl_2d in (None, "none") else ssl_2d
-        self.ssl_head: nn.Module | None = (AttrMaskHead(emb_dim, mask_rate) if ssl == "attr_mask" else
-                                           ContextPredHead(emb_dim, num_layers) if ssl == "context_pred" else None)
+        self.ssl_head: nn.Module | None = (AttrMaskHead(emb_dim, MASK_ATOM_INDEX, mask_rate) if ssl == "attr_mask" else
+                                           ContextPredHead(emb_dim, num_layers, GIN_FEATURES) if ssl == "context_pred" else None)
 
     def losses(self, data) -> dict[str, torch.Tensor]:
         """Every loss term of one batch (``loss`` is the weighted total)."""

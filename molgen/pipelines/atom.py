@@ -183,7 +183,8 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from torch.utils.data import DataLoader, default_collate
 
-    from molgen.models.forecaster import TrajectoryForecaster
+    from molgen.checkpoint import metadata, save
+    from molgen.models.atom.forecaster import TrajectoryForecaster
     from molgen.training import fit
 
     torch.set_num_threads(max(1, cpu_threads()))
@@ -193,10 +194,9 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     extra = {"molecules": meta["molecules"], "holdout": meta["holdout"], "data": str(cfg.data.name)}
     module = TrajectoryForecaster(**args)
     if args["network"] == "static":  # nothing to train: a checkpoint that load() can rebuild
-        ckpt = {"state_dict": module.state_dict(), "molgen": {"pipeline": PIPELINE, "format": 1,
-                                                              "model_args": args, **extra}}
+        ckpt = {"state_dict": module.state_dict(), "molgen": metadata(PIPELINE, module, args, **extra)}
         for name in ("last.ckpt", "best.ckpt"):
-            torch.save(ckpt, ctx.dir / name)
+            save(ckpt, ctx.dir / name)
         return {"parameters": 0, "epochs": 0}
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if args["optimizer"] == "muon":
@@ -221,25 +221,11 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
                extra_metadata=extra, resume=ctx.resuming)
 
 
-def load_model(checkpoint: dict):
-    """Rebuild the :class:`~molgen.models.forecaster.TrajectoryForecaster` of a checkpoint (``molgen.load``)."""
-    from molgen.models.forecaster import TrajectoryForecaster
-
-    info = checkpoint["molgen"]
-    try:
-        model = TrajectoryForecaster(**info["model_args"])
-        model.load_state_dict(checkpoint["state_dict"])
-    except (TypeError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint does not match the atom pipeline's model ({str(e).splitlines()[0][:200]})") from None
-    model.molecules = list(info.get("molecules", []))
-    return model.eval()
-
-
 def _checkpoint_path(cfg: DictConfig, ctx: StageContext) -> Path:
     if cfg.ckpt:
-        from molgen.api import resolve_checkpoint
+        from molgen.checkpoint import resolve
 
-        return resolve_checkpoint(cfg.ckpt)
+        return resolve(cfg.ckpt)
     folder = ctx.input("train")
     for name in ("best.ckpt", "last.ckpt"):
         if (folder / name).is_file():
@@ -249,16 +235,13 @@ def _checkpoint_path(cfg: DictConfig, ctx: StageContext) -> Path:
 
 # ---------------------------------------------------------------------------------------------- sample
 def sample(cfg: DictConfig, ctx: StageContext) -> dict:
-    from molgen.api import read_checkpoint
+    from molgen.checkpoint import load_model
 
     torch.set_num_threads(max(1, cpu_threads()))
     windows = read_windows(ctx.input("featurize"))
     meta, test = windows["meta"], windows["test"]
     path = _checkpoint_path(cfg, ctx)
-    ckpt = read_checkpoint(path)
-    if ckpt["molgen"]["pipeline"] != PIPELINE:
-        raise CheckpointError(f"{path}: checkpoint of pipeline '{ckpt['molgen']['pipeline']}', not '{PIPELINE}'")
-    model = load_model(ckpt)
+    model = load_model(path, pipeline=PIPELINE)
     if int(model.protocol["n_targets"]) != test["targets"].shape[1]:
         raise CheckpointError(f"{path}: model predicts {model.protocol['n_targets']} frames, data has "
                               f"{test['targets'].shape[1]}")
@@ -302,8 +285,8 @@ def write_trajectories(out: Path, test: dict, pred: torch.Tensor, meta: dict, re
 
 # ---------------------------------------------------------------------------------------------- validate
 def validate(cfg: DictConfig, ctx: StageContext) -> dict:
-    from molgen.models.forecaster import masked_mse
-    from molgen.md.evaluation import equivariance_error, plot_error_curves, plot_overlay
+    from molgen.models.atom.forecaster import masked_mse
+    from molgen.evaluation.trajectories import equivariance_error, plot_error_curves, plot_overlay
 
     windows = read_windows(ctx.input("featurize"))
     meta, test = windows["meta"], windows["test"]
@@ -345,9 +328,9 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
              "x_t.", "", "| molecule | test windows | S2S | S2T | static S2S | static S2T |", "|---|---|---|---|---|---|",
              *rows, "", "![per-frame error](./error_curves.png)", "", "![overlay](./overlay.png)"]
     if preds.get("network") in ("atom", "egno"):
-        from molgen.api import read_checkpoint
+        from molgen.checkpoint import load_model
 
-        model = load_model(read_checkpoint(preds["checkpoint"]))
+        model = load_model(preds["checkpoint"], pipeline=PIPELINE)
         n = min(64, len(test["x0"]))
         err = equivariance_error(model, test["x0"][:n], test["v0"][:n], test["z"][:n], test["mask"][:n],
                                  n_rotations=int(cfg.validate.n_rotations), seed=int(cfg.seed))

@@ -1,7 +1,7 @@
 """The user-facing CPDiffusion-SS object returned by ``molgen.load``: ``designer.sample(template, n)``.
 
-It bundles the trained :class:`~molgen.models.cpdiffusion_ss.CPDiffusionSS`, the offline SS oracle
-(:class:`~molgen.models.ss_predictor.SSPredictor`), the SS-composition baseline and the training sequences
+It bundles the trained :class:`~molgen.models.cpdiffusion_ss.model.CPDiffusionSS`, the offline SS oracle
+(:class:`~molgen.models.cpdiffusion_ss.ss_predictor.SSPredictor`), the SS-composition baseline and the training sequences
 (for novelty). ``sample`` reads a template (PDB/mmCIF path or :class:`~molgen.data.proteins.Protein`), runs DSSP,
 builds its SS graph, generates sequences and returns Biopython ``SeqRecord`` objects whose ``annotations`` hold
 the template's SS plan, the oracle's predicted SS of the design and the consistency scores.
@@ -18,10 +18,10 @@ from molgen.data.proteins import Protein, element_string, load_template, ss_grap
 from molgen.data.ss_dataset import collate, graph_item
 from molgen.errors import DataError
 from molgen.evaluation.ss_metrics import ss_composition_mse, ss_identity
-from molgen.models.cpdiffusion_ss import CPDiffusionSS
-from molgen.models.protein_lm import decode as decode_tokens
-from molgen.models.ss_composition_baseline import SSCompositionSampler
-from molgen.models.ss_predictor import SSPredictor
+from molgen.models.cpdiffusion_ss.model import CPDiffusionSS
+from molgen.data.protein_tokens import decode as decode_tokens
+from molgen.models.cpdiffusion_ss.composition_baseline import SSCompositionSampler
+from molgen.models.cpdiffusion_ss.ss_predictor import SSPredictor
 
 METHODS = ("cpdiffusion_ss", "vanilla_decoder", "ss_composition")
 ORACLE_NAME = "in-project sequence->SS3 predictor (conv + BiGRU, trained on the training chains' DSSP)"
@@ -46,6 +46,17 @@ class CPDiffusionSSDesigner:
         self.composition = composition
         self.train_sequences = list(train_sequences or [])
         self.info = info or {}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "CPDiffusionSSDesigner":
+        return designer_from_checkpoint(ckpt)
+
+    def eval(self) -> "CPDiffusionSSDesigner":
+        """Inference mode for every network (the designer is always used in inference)."""
+        self.model.eval()
+        if self.oracle is not None:
+            self.oracle.eval()
+        return self
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
@@ -120,7 +131,7 @@ class CPDiffusionSSDesigner:
 
 
 def designer_from_checkpoint(ckpt: dict) -> CPDiffusionSSDesigner:
-    """Rebuild the designer from a weights-only checkpoint dict (see ``pipelines/cpdiffusion_ss.py``)."""
+    """Rebuild the designer from a weights-only checkpoint dict (what :func:`molgen.checkpoint.build_model` calls)."""
     info = ckpt["molgen"]
     model = CPDiffusionSS(**info["model_args"])
     # an ESM2-based model stores no encoder weights: they come from the local fair-esm cache

@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from molgen.models.protein_lm import AA_OFFSET, BOS, EOS, PAD, VOCAB, SinusoidalPositions
+from molgen.data.protein_tokens import AA_OFFSET, BOS, EOS, PAD, VOCAB
+from molgen.models.cpdiffusion_ss.protein_lm import SinusoidalPositions
 
 
 class SSDecoder(nn.Module):

@@ -17,16 +17,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from molgen.conditioning import report_unit
 from molgen.data.graph import GraphDataset
 from molgen.runner import StageContext, read_state, say
 
-MEV_PROPERTIES = ("gap", "homo", "lumo")
-
-
-def _unit(prop: str) -> tuple[float, str]:
-    from molgen.conditioning import PROPERTIES
-
-    return (1000.0, "meV") if prop in MEV_PROPERTIES else (1.0, PROPERTIES[prop].unit)
 
 
 def _reference(cfg: DictConfig, ctx: StageContext):
@@ -39,21 +33,19 @@ def _reference(cfg: DictConfig, ctx: StageContext):
 
 def property_section(mols, prop: str, ctx: StageContext) -> tuple[dict, list[str]]:
     """Regressor predictions for the generated molecules, their MAE to the targets, baselines and a histogram."""
-    from molgen.api import read_checkpoint
-    from molgen.config import pipeline_module
+    from molgen.checkpoint import load_model
 
     ckpt_path = ctx.input("regressor") / "regressor.ckpt"
     if not ckpt_path.exists():
         return {"property_mae": None, "property_note": "no regressor checkpoint"}, []
-    ckpt = read_checkpoint(ckpt_path)
-    regressor = pipeline_module(ckpt["molgen"]["pipeline"]).load_model(ckpt)
+    regressor = load_model(ckpt_path, kind="regressor")
     pred = regressor.predict(mols)
     target = np.array([m.properties.get(prop, np.nan) for m in mols], dtype=float)
     for m, p in zip(mols, pred):
         if np.isfinite(p):
             m.properties[f"pred_{prop}"] = float(p)
     ok = np.isfinite(pred) & np.isfinite(target)
-    scale, unit = _unit(prop)
+    scale, unit = report_unit(prop)
     mae = float(np.abs(pred[ok] - target[ok]).mean() * scale) if ok.any() else None
     base = (read_state(ctx.input("regressor")) or {}).get("metrics", {})
     metrics = {"property": prop, "property_mae": mae, "property_mae_unit": unit, "property_mae_n": int(ok.sum()),
@@ -129,9 +121,9 @@ def validate_generated(cfg: DictConfig, ctx: StageContext) -> dict:
     lines: list[str] = []
     if prop and ctx.has_input("regressor"):
         extra, lines = property_section(mols, prop, ctx)
-    from molgen.validation.cli import run_from_config
+    from molgen.validation.api import validate_from_config
 
-    result = run_from_config(mols, cfg.validate, out=ctx.dir, reference=_reference(cfg, ctx),
+    result = validate_from_config(mols, cfg.validate, out=ctx.dir, reference=_reference(cfg, ctx),
                              title=f"{cfg.pipeline.name}: {len(mols)} generated molecules")
     metrics = {**result.scalar_metrics(), **extra}
     lines += compare_section(cfg, ctx, metrics)

@@ -30,7 +30,7 @@ from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
 from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
 from molgen.generative.solvers import time_grid
-from molgen.models.propmolflow_net import EndpointNet, GauntEndpointNet
+from molgen.models.propmolflow.net import EndpointNet, GauntEndpointNet
 from molgen.nn.molecule_net import complete_graph
 
 #: Trunks of the endpoint network (``model.backbone``).
@@ -69,7 +69,7 @@ class PropMolFlow(pl.LightningModule):
         schedule: interpolant schedule name (linear).
         stochasticity, temperature: CTMC sampling defaults (10, 0.05).
         backbone: the trunk of the endpoint network, ``gvp`` (FlowMol2's GVP network, the paper's) or ``gaunt``
-            (:class:`~molgen.models.propmolflow_net.GauntEndpointNet`, for comparison; uses s_dim, edge_dim,
+            (:class:`~molgen.models.propmolflow.net.GauntEndpointNet`, for comparison; uses s_dim, edge_dim,
             rbf_dim, rbf_max and the ``gaunt_*`` sizes, ignores v_dim, n_layers, n_cp_feats, message_norm).
         gaunt_lmax, gaunt_hidden, gaunt_layers, gaunt_correlation: the Gaunt trunk's highest degree, channels per
             degree, layers and many-body correlation order (2, 32, 3, 2).
@@ -124,7 +124,7 @@ class PropMolFlow(pl.LightningModule):
             return None
         if not hasattr(batch, "value"):
             raise ValueError(f"conditional model on '{self.property_name}': batches need a 'value' field "
-                             "(wrap the data set with molgen.models.propmolflow.WithProperty)")
+                             "(wrap the data set with molgen.models.propmolflow.model.WithProperty)")
         return batch.value.reshape(-1)
 
     def forward(self, batch) -> dict[str, torch.Tensor]:

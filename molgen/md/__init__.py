@@ -1,1 +1,0 @@
-"""Molecular-dynamics forecasting helpers: evaluation (errors, pictures, equivariance)."""
