@@ -18,9 +18,12 @@ from omegaconf import OmegaConf
 
 from molgen.errors import ConfigError, MolgenError
 
-USAGE = """usage: molgen run pipeline=NAME [stage=STAGE] [key=value ...]
+USAGE = """usage: molgen [-v] run pipeline=NAME [stage=STAGE] [key=value ...]
        molgen run --help
-       molgen validate FILE_OR_FOLDER [key=value ...]   (see `molgen validate --help`)
+       molgen [-v] validate FILE_OR_FOLDER [key=value ...]   (see `molgen validate --help`)
+
+-v shows the warnings of the libraries molgen drives (RDKit, Lightning, ...); by default they are counted
+in the reports.
 """
 
 
@@ -54,13 +57,15 @@ def cmd_run(args: list[str]) -> int:
         print(_run_help())
         return 0
     from molgen.config import compose, pipeline_module
-    from molgen.runner import run_stages, say, write_run_report
+    from molgen.runner import launch_rank, run_stages, say, write_run_report
 
     cfg = compose(args)
     module = pipeline_module(cfg.pipeline.name)
     run_dir = Path(cfg.out) / cfg.run
     say(f"molgen: pipeline={cfg.pipeline.name} stage={cfg.stage} run folder={run_dir}")
     run_stages(module.STAGES, cfg, run_dir, target=str(cfg.stage))
+    if launch_rank() != 0:  # a distributed follower: rank 0 writes the report
+        return 0
     report = write_run_report(run_dir, module.STAGES, cfg, title=f"molgen run: {cfg.pipeline.name}")
     print(f"report: {report}", flush=True)
     return 0
@@ -137,9 +142,15 @@ def cmd_validate(args: list[str]) -> int:
         from molgen.validation.api import validate_from_config
     except ModuleNotFoundError as e:
         raise MolgenError(f"molgen validate is not available: {e}") from None
+    from molgen.console import capture_library_output
+
     path, cfg = parse_validate(args)
     out = Path(cfg.out) if cfg.out else Path(f"{path.name.split('.')[0] or 'molecules'}_validation")
-    result = validate_from_config(path, cfg, out)
+    with capture_library_output() as captured:
+        result = validate_from_config(path, cfg, out)
+    if captured.total:
+        print(f"molgen validate: {captured.total} library warnings (RDKit, ...) captured; `molgen -v validate ...` "
+              "shows them", flush=True)
     m = result.metrics
     print(f"molgen validate: {m['n_molecules']} molecules ({m['n_skipped_records']} records skipped), "
           f"molecule stability {100 * m['stability_revised_mol']:.1f}% (PropMolFlow revised + net charge 0), "
@@ -150,8 +161,18 @@ def cmd_validate(args: list[str]) -> int:
     return 0
 
 
+def _start_command(argv: list[str]) -> list[str]:
+    """Settings that belong to a molgen command (not to the library): ``-v`` shows library messages, and
+    Lightning's promotional tips stay off."""
+    if any(a in ("-v", "--verbose") for a in argv):
+        os.environ["MOLGEN_VERBOSE"] = "1"
+        argv = [a for a in argv if a not in ("-v", "--verbose")]
+    os.environ.setdefault("LITLOGGER_DISABLE_TIP", "1")
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _start_command(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

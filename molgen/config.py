@@ -31,8 +31,38 @@ def pipelines() -> list[str]:
     return group_options("pipeline")
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose the configuration for ``overrides`` (Hydra syntax), raising ConfigError with one line."""
+def compose(overrides: list[str] | tuple[str, ...] = (), check: bool = True) -> DictConfig:
+    """Compose the configuration for ``overrides`` (Hydra syntax) and check it against the schema
+    (:mod:`molgen.config_schema`), raising ConfigError with one line."""
+    cfg = _compose(overrides)
+    if check:
+        validate(cfg, overrides)
+    return cfg
+
+
+def _is_group_choice(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key in GROUPS
+
+
+def validate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> None:
+    """Check a composed configuration against the schema: types of the shipped defaults, the Trainer's
+    signature, declared ranges and choices (:func:`molgen.config_schema.check`)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from molgen import config_schema
+
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid configuration: {' '.join(str(e).split())[:300]}") from None
+    choices = [o for o in overrides if _is_group_choice(o)]
+    defaults = values if len(choices) == len(overrides) else OmegaConf.to_container(_compose(choices), resolve=True)
+    config_schema.check(values, defaults)
+
+
+def _compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

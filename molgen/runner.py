@@ -5,13 +5,22 @@ pure function ``fn(cfg, ctx) -> metrics`` of its slice of the configuration and 
 writes files into ``ctx.dir`` and returns a flat dict of metrics. The runner owns everything else:
 
 * **Run folder** ``<out>/<run>/<stage>/`` (``run`` defaults to ``<pipeline>-<data>``).
-* **Caching.** A stage's key hashes its configuration slice (``Stage.config_keys``), the keys of the stages
-  it reads and the content of files named in its configuration (``Stage.file_keys``). A finished stage with
-  the same key is reused and the runner says so.
+* **Caching.** A stage's key hashes the config groups it reads (``Stage.groups``), the keys of the stages it
+  reads and the content of files (and folders) named in its configuration (``Stage.file_keys``). A finished
+  stage with the same key is reused and the runner says so. Options added to the schema after a stage was made
+  (:data:`molgen.config_schema.ADDED`) are hashed only when they differ from the value that reproduces the
+  earlier behaviour, so finished stages stay valid when molgen grows.
 * **Nothing finished is destroyed.** When the key changed, the previous artifact is moved aside to
   ``<stage>@<key8>`` and restored, instead of recomputed, if that key comes back.
 * **Resume.** A stage that started with the same key but did not finish is called again with
   ``ctx.resuming = True`` (training picks up ``last.ckpt``).
+* **One writer.** A stage folder is locked (:class:`filelock.FileLock`) while a process runs it.
+* **Distributed training.** Under DDP (Lightning's launcher, ``torchrun`` or SLURM) the processes of global
+  rank > 0 re-run the same command; :func:`run_stages` makes them *followers*: they write nothing, wait for
+  rank 0 to reach a stage that trains with several processes (a ``_ddp.json`` marker left by
+  :func:`molgen.training.fit`) and join that training; rank 0 alone writes state, artifacts and the report.
+* **Library warnings** (Python warnings, RDKit and Lightning log lines) raised while a stage runs are counted in
+  the stage's state and report section instead of being printed (``MOLGEN_DEBUG=1`` prints them).
 * **Report.** ``<run>/report.md`` and ``<run>/metrics.json`` gather every stage's metrics and report section;
   the CLI prints ``report: <path>`` as its last line.
 """
@@ -28,15 +37,30 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from molgen.config_schema import ADDED, neutral_keys
+from molgen.console import capture_library_output
 from molgen.errors import ConfigError, MolgenError
+from molgen.formatting import fmt, jsonable
 
 STATE_FILE = "_stage.json"
 REPORT_SECTION = "report.md"  # a stage's own Markdown section, inlined in the run report
 
 
+def launch_rank() -> int:
+    """This process's global rank in a distributed launch (0 when not distributed), from the variables that
+    Lightning's launcher (``NODE_RANK``, ``LOCAL_RANK``), ``torchrun`` (``RANK``) and SLURM (``SLURM_PROCID``)
+    set. Any non-zero one makes the process a follower."""
+    for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
+        value = os.environ.get(key, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
 def say(msg: str) -> None:
-    """Print a progress line for the user (stdout, flushed)."""
-    print(msg, flush=True)
+    """Print a progress line for the user (stdout, flushed); silent on distributed followers."""
+    if launch_rank() == 0:
+        print(msg, flush=True)
 
 
 @dataclass(frozen=True)
@@ -46,17 +70,16 @@ class Stage:
     Args:
         name: stage name used on the command line (``stage=<name>``) and as the folder name.
         fn: ``fn(cfg, ctx) -> dict`` doing the work; returns metrics (JSON-serialisable scalars or dicts).
-        config_keys: dotted config keys whose values define the stage's output (its cache key).
+        groups: the config groups the stage reads (``model``, ``trainer``, ``seed``...); all of it is hashed into
+            its cache key. Name a sub-node (``condition.property``) only where the rest of a group cannot change
+            the stage's output (the sampling target does not change a training).
         needs: upstream stages whose artifacts the stage reads (``ctx.input(name)``).
         file_keys: dotted config keys holding file paths whose content is part of the key (e.g. ``ckpt``).
         replaced_by: ``{upstream: config_key}``: when ``config_key`` is set, ``upstream`` is not needed
             (``ckpt=...`` replaces training).
         description: one line for ``molgen run --help``.
-        ignore_keys: dotted keys inside ``config_keys`` that do not change the output (worker counts, ...)
+        ignore_keys: dotted keys inside ``groups`` that do not change the output (worker counts, ...)
             and so stay out of the cache key.
-        neutral_defaults: ``{dotted key: value}`` for options added after artifacts were made, whose value
-            here reproduces the earlier behaviour; the key is hashed only when it holds another value, so adding
-            an option does not invalidate finished trainings.
         check: ``check(cfg)`` raising a MolgenError when the stage cannot run here (a missing optional
             package or weights, a bad option); called for every planned stage before the first one starts, so
             a user learns it before an upstream training runs.
@@ -64,13 +87,12 @@ class Stage:
 
     name: str
     fn: Callable[[DictConfig, "StageContext"], dict]
-    config_keys: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     file_keys: tuple[str, ...] = ()
     replaced_by: dict[str, str] = field(default_factory=dict)
     description: str = ""
     ignore_keys: tuple[str, ...] = ()
-    neutral_defaults: dict[str, Any] = field(default_factory=dict)
     check: Callable[[DictConfig], None] | None = None
 
 
@@ -83,6 +105,7 @@ class StageContext:
     run_dir: Path
     inputs: dict[str, Path]
     resuming: bool = False
+    follower: bool = False
 
     def input(self, name: str) -> Path:
         """Folder of an upstream stage's artifacts (or raise if the stage was replaced by an override)."""
@@ -101,12 +124,12 @@ def _select(cfg: DictConfig, dotted: str) -> Any:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file (streamed); for a folder, of its files' names and sizes."""
+    """sha256 of a file's content (streamed); for a folder, of every file's relative path and content."""
     h = hashlib.sha256()
     if path.is_dir():
         for p in sorted(path.rglob("*")):
             if p.is_file():
-                h.update(f"{p.relative_to(path)}:{p.stat().st_size}".encode())
+                h.update(f"{p.relative_to(path).as_posix()}\0{file_digest(p)}\0".encode())
         return h.hexdigest()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -129,10 +152,15 @@ def _drop(config: dict, dotted: str) -> None:
             return
 
 
-def stage_key(stage: Stage, cfg: DictConfig, upstream: dict[str, str]) -> tuple[str, dict]:
-    """The cache key of ``stage`` under ``cfg`` given its upstream keys; returns (hex digest, what was hashed)."""
-    config = {k: _select(cfg, k) for k in stage.config_keys}
-    neutral = [k for k, v in stage.neutral_defaults.items() if _select(cfg, k) == v]
+def stage_key(stage: Stage, cfg: DictConfig, upstream: dict[str, str],
+              added: dict[str, tuple[int, Any]] | None = None) -> tuple[str, dict]:
+    """The cache key of ``stage`` under ``cfg`` given its upstream keys; returns (hex digest, what was hashed).
+
+    ``added`` (default :data:`molgen.config_schema.ADDED`): options added after schema version 1, left out while
+    they hold the value that reproduces the earlier behaviour."""
+    config = {k: _select(cfg, k) for k in stage.groups}
+    pipeline = str(_select(cfg, "pipeline.name") or "")
+    neutral = neutral_keys(config, pipeline, ADDED if added is None else added)
     for dotted in (*stage.ignore_keys, *neutral):  # e.g. data.perception_processes: how, not what
         _drop(config, dotted)
     material: dict[str, Any] = {"stage": stage.name, "config": config, "upstream": upstream, "files": {}}
@@ -173,20 +201,17 @@ def _set_aside(stage_dir: Path, state: dict | None) -> Path:
     return target
 
 
-def _claim(run_dir: Path, stage: str) -> Path:
-    """Refuse to run a stage that another live process is running in the same run folder (a lock file)."""
-    lock = run_dir / f".{stage}.lock"
+def _claim(run_dir: Path, stage: str):
+    """Lock ``<run>/.<stage>.lock`` for this process (a real file lock, released by the OS if the process dies);
+    refuse with one line when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(run_dir / f".{stage}.lock"), timeout=0)
     try:
-        pid = int(lock.read_text())
-        os.kill(pid, 0)
-        if pid != os.getpid():
-            raise MolgenError(f"{run_dir / stage} is being written by another molgen process (pid {pid}); "
-                              "wait for it or stop it first")
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        pass  # no lock, a garbled one, or its process is gone: take it
-    except PermissionError:
-        raise MolgenError(f"{run_dir / stage} is locked by another user's process") from None
-    lock.write_text(str(os.getpid()))
+        lock.acquire()
+    except Timeout:
+        raise MolgenError(f"{run_dir / stage} is being written by another molgen process; "
+                          "wait for it or stop it first") from None
     return lock
 
 
@@ -222,26 +247,83 @@ def active_needs(stage: Stage, cfg: DictConfig) -> tuple[str, ...]:
     return tuple(d for d in stage.needs if not (d in stage.replaced_by and _select(cfg, stage.replaced_by[d])))
 
 
-def run_stages(stages: list[Stage], cfg: DictConfig, run_dir: Path, target: str = "all") -> dict[str, dict]:
-    """Execute the plan for ``target`` in ``run_dir``; returns ``{stage: state}`` for the stages executed."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def run_stages(stages: list[Stage], cfg: DictConfig, run_dir: Path, target: str = "all",
+               added: dict[str, tuple[int, Any]] | None = None) -> dict[str, dict]:
+    """Execute the plan for ``target`` in ``run_dir``; returns ``{stage: state}`` for the stages executed.
+
+    On a distributed follower (:func:`launch_rank` > 0) this joins rank 0's trainings instead
+    (:func:`follow_stages`) and returns ``{}``."""
     todo = plan(stages, target, cfg)
     for stage in todo:
         if stage.check is not None:
             stage.check(cfg)
     keys: dict[str, str] = {}
-    states: dict[str, dict] = {}
-    for i, stage in enumerate(todo, 1):
+    planned = []
+    for stage in todo:
         needs = active_needs(stage, cfg)
-        key, material = stage_key(stage, cfg, {d: keys[d] for d in needs})
+        key, material = stage_key(stage, cfg, {d: keys[d] for d in needs}, added)
         keys[stage.name] = key
+        planned.append((stage, needs, key, material))
+    if launch_rank() != 0:
+        follow_stages(planned, cfg, run_dir)
+        return {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    states: dict[str, dict] = {}
+    for i, (stage, needs, key, material) in enumerate(planned, 1):
         sdir = run_dir / stage.name
         lock = _claim(run_dir, stage.name)
         try:
-            states[stage.name] = _run_one(stage, cfg, run_dir, sdir, key, material, needs, f"[{i}/{len(todo)}] {stage.name}")
+            states[stage.name] = _run_one(stage, cfg, run_dir, sdir, key, material, needs,
+                                          f"[{i}/{len(planned)}] {stage.name}")
         finally:
-            lock.unlink(missing_ok=True)
+            lock.release()
     return states
+
+
+#: how long a follower waits for rank 0 to reach the stage it trains (seconds; MOLGEN_FOLLOW_TIMEOUT)
+FOLLOW_TIMEOUT = 24 * 3600.0
+DDP_MARKER = "_ddp.json"
+
+
+def follow_stages(planned: list[tuple[Stage, tuple[str, ...], str, dict]], cfg: DictConfig, run_dir: Path) -> None:
+    """A distributed follower: wait for rank 0 to finish each stage, and join every stage training with several
+    processes (a :data:`DDP_MARKER` in its folder) by running it with ``ctx.follower = True``; the trainings raise
+    :class:`molgen.training.FollowerFinished` on this rank when done, so nothing is written here.
+
+    A process spawned by Lightning's launcher for one training (``MOLGEN_DDP_FIT`` set by rank 0) joins that one
+    training and returns; a process started by the user's launcher (``torchrun``, ``srun``) follows the whole
+    plan."""
+    from molgen.training import FollowerFinished
+
+    spawned_for = os.environ.get("MOLGEN_DDP_FIT")
+    timeout = float(os.environ.get("MOLGEN_FOLLOW_TIMEOUT", FOLLOW_TIMEOUT))
+    for stage, needs, key, _ in planned:
+        sdir = run_dir / stage.name
+        deadline = time.time() + timeout
+        joined: set[str] = set()
+        while True:
+            state = read_state(sdir) if sdir.exists() else None
+            if state and state.get("key") == key and state.get("status") == "complete":
+                break
+            markers = [m for m in sdir.rglob(DDP_MARKER) if str(m.parent) not in joined] if sdir.exists() else []
+            if spawned_for and not markers and Path(spawned_for).is_relative_to(sdir):
+                markers = [Path(spawned_for) / DDP_MARKER]
+            if state and state.get("key") == key and state.get("status") == "running" and markers:
+                ctx = StageContext(stage, sdir, run_dir, {d: run_dir / d for d in needs}, resuming=True,
+                                   follower=True)
+                try:
+                    with capture_library_output():
+                        stage.fn(cfg, ctx)
+                except FollowerFinished:
+                    pass
+                if spawned_for:
+                    return
+                joined.update(str(m.parent) for m in markers)
+                continue
+            if time.time() > deadline:
+                raise MolgenError(f"distributed follower (rank {launch_rank()}): rank 0 did not reach {sdir} "
+                                  f"within {timeout:.0f} s")
+            time.sleep(1.0)
 
 
 def _run_one(stage: Stage, cfg: DictConfig, run_dir: Path, sdir: Path, key: str, material: dict,
@@ -268,14 +350,13 @@ def _run_one(stage: Stage, cfg: DictConfig, run_dir: Path, sdir: Path, key: str,
     say(f"{prefix}: {'resuming' if resuming else 'running'} -> {sdir}")
     ctx = StageContext(stage, sdir, run_dir, {d: run_dir / d for d in needs}, resuming)
     t0 = time.time()
-    metrics = stage.fn(cfg, ctx) or {}
-    state.update(status="complete", finished=_now(), seconds=round(time.time() - t0, 2), metrics=_jsonable(metrics))
+    with capture_library_output() as captured:
+        metrics = stage.fn(cfg, ctx) or {}
+    state.update(status="complete", finished=_now(), seconds=round(time.time() - t0, 2), metrics=jsonable(metrics))
+    if captured.total:
+        state["library_messages"] = captured.summary()
     _write_state(sdir, state)
     return state
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def write_run_report(run_dir: Path, stages: list[Stage], cfg: DictConfig, title: str) -> Path:
@@ -290,6 +371,9 @@ def write_run_report(run_dir: Path, stages: list[Stage], cfg: DictConfig, title:
         metrics[stage.name] = state.get("metrics", {})
         lines += [f"## {stage.name}", "", f"Folder: `{stage.name}/` · {state.get('seconds', 0):.1f} s · "
                   f"finished {state.get('finished')}", ""]
+        messages = state.get("library_messages")
+        if messages:
+            lines += [_messages_line(messages), ""]
         section = sdir / REPORT_SECTION
         if section.exists():
             text = section.read_text()
@@ -298,7 +382,7 @@ def write_run_report(run_dir: Path, stages: list[Stage], cfg: DictConfig, title:
             lines += [text.strip(), ""]
         elif state.get("metrics"):
             lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in state["metrics"].items() if not isinstance(v, (dict, list))]
+            lines += [f"| {k} | {fmt(v)} |" for k, v in state["metrics"].items() if not isinstance(v, (dict, list))]
             lines.append("")
     lines += ["## Configuration", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).strip(), "```", ""]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -307,10 +391,12 @@ def write_run_report(run_dir: Path, stages: list[Stage], cfg: DictConfig, title:
     return report
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def _messages_line(messages: dict) -> str:
+    """One line on the library warnings a stage raised (counted, not printed)."""
+    parts = ", ".join(f"{n} from {src}" for src, n in sorted(messages.get("by_source", {}).items()))
+    examples = "; ".join(f"`{e}`" for e in messages.get("examples", [])[:3])
+    return (f"Library messages while this stage ran: {messages.get('total', 0)} ({parts}; shown with "
+            f"`MOLGEN_DEBUG=1`). Examples: {examples}")
 
 
 def cpu_threads() -> int:

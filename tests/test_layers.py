@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "molgen.evaluation": 2,
     "molgen.models": 3,
     "molgen.config": 4,
+    "molgen.config_schema": 4,
+    "molgen.console": 4,
     "molgen.checkpoint": 4,
     "molgen.training": 4,
     "molgen.runner": 4,
@@ -69,7 +71,9 @@ def imports_of(path: Path, name: str | None = None) -> list[tuple[str, int]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if target.split(".")[0] == "molgen":
+            if target == "molgen":  # `from molgen import x` imports molgen.x (the package root is loaded anyway)
+                out += [(f"molgen.{a.name}", node.lineno) for a in node.names]
+            elif target.split(".")[0] == "molgen":
                 out.append((target, node.lineno))
                 # `from molgen import pipelines` / `from molgen.models import atom` import submodules
                 out += [(f"{target}.{a.name}", node.lineno) for a in node.names

@@ -99,30 +99,38 @@ def test_report_and_metrics_side_by_side(tmp_path):
 
 
 def test_stage_held_by_another_live_process_is_refused(tmp_path):
-    import os
+    import subprocess
+    import sys
 
     from molgen.errors import MolgenError
 
-    (tmp_path / ".make.lock").write_text(str(os.getppid()))  # a live process that is not us
-    with pytest.raises(MolgenError, match="another molgen process"):
-        run_stages(STAGES, cfg(), tmp_path)
-    assert not (tmp_path / "make").exists()
-    (tmp_path / ".make.lock").write_text("999999999")  # a stale lock of a dead process is taken over
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+        "sys.stdin.readline()"), str(tmp_path / ".make.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"   # a live process holds the stage
+        with pytest.raises(MolgenError, match="another molgen process"):
+            run_stages(STAGES, cfg(), tmp_path)
+        assert not (tmp_path / "make").exists()
+    finally:
+        holder.communicate("\n", timeout=30)               # it ends: the OS releases its lock
+    (tmp_path / ".make.lock").write_text("12345")            # a leftover lock file of a dead process is no lock
     run_stages(STAGES, cfg(), tmp_path)
-    assert not (tmp_path / ".make.lock").exists()
+    assert read_state(tmp_path / "make")["status"] == "complete"
 
 
 def test_an_option_added_with_a_neutral_default_keeps_finished_artifacts(tmp_path):
-    stages = [STAGES[0], Stage("total", _total, ("total",), needs=("make",), ignore_keys=("total.crash",),
-                               neutral_defaults={"total.method": "sum"})]
-    run_stages(stages, cfg(), tmp_path)            # made before the option existed
+    stages = [STAGES[0], Stage("total", _total, ("total",), needs=("make",), ignore_keys=("total.crash",))]
+    added = {"total.method": (2, "sum")}            # the schema, version 2: a new option and its neutral value
+    run_stages(stages, cfg(), tmp_path, added=added)            # made before the option existed
     CALLS.clear()
     grown = cfg()
     grown.total.method = "sum"                      # the new option at the value that reproduces the old output
-    run_stages(stages, grown, tmp_path)
+    run_stages(stages, grown, tmp_path, added=added)
     assert CALLS == []                              # still reused
     grown.total.method = "product"
-    run_stages(stages, grown, tmp_path)
+    run_stages(stages, grown, tmp_path, added=added)
     assert CALLS == [("total", False)]              # another value is a real change
 
 
@@ -134,3 +142,25 @@ def test_checks_run_before_any_stage(tmp_path):
     with pytest.raises(ConfigError, match="cannot run here"):
         run_stages(guarded, cfg(), tmp_path)
     assert CALLS == [] and not (tmp_path / "make").exists()
+
+
+def test_a_folder_input_is_keyed_by_content_not_names_and_sizes(tmp_path):
+    from molgen.runner import file_digest
+
+    folder = tmp_path / "structures"
+    folder.mkdir()
+    (folder / "a.pdb").write_text("ATOM      1  CA  ALA A   1       0.000   0.000   0.000")
+    before = file_digest(folder)
+    (folder / "a.pdb").write_text("ATOM      1  CA  ALA A   1       1.000   0.000   0.000")  # same size
+    assert file_digest(folder) != before
+    (folder / "a.pdb").write_text("ATOM      1  CA  ALA A   1       0.000   0.000   0.000")
+    assert file_digest(folder) == before
+
+
+def test_a_follower_rank_writes_nothing_and_joins_no_finished_stage(tmp_path, monkeypatch):
+    run_stages(STAGES, cfg(), tmp_path)               # rank 0 finished everything
+    CALLS.clear()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_stages(STAGES, cfg(), tmp_path) == {}
+    assert CALLS == [] and sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -344,12 +344,12 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 STAGES = [
-    Stage("featurize", featurize, config_keys=("data",),
+    Stage("featurize", featurize, groups=("data",),
           description="trajectories -> EGNO-protocol windows (or simulate them with GFN2-xTB)"),
-    Stage("train", train, config_keys=("model", "trainer"), needs=("featurize",),
+    Stage("train", train, groups=("model", "trainer"), needs=("featurize",),
           description="train ATOM / EGNO (static baseline: no training)"),
-    Stage("sample", sample, config_keys=("sample", "ckpt"), needs=("featurize", "train"), file_keys=("ckpt",),
+    Stage("sample", sample, groups=("sample", "ckpt"), needs=("featurize", "train"), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="predict the P future frames of every test window"),
-    Stage("validate", validate, config_keys=("validate", "seed"), needs=("featurize", "sample"),
+    Stage("validate", validate, groups=("validate", "seed"), needs=("featurize", "sample"),
           description="S2S / S2T vs the static baseline, error curves, overlay, equivariance"),
 ]

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +150,7 @@ def train(cfg: DictConfig, ctx) -> dict:
     from molgen.models.cpdiffusion_ss.model import CPDiffusionSS
     from molgen.models.cpdiffusion_ss.composition_baseline import SSCompositionSampler
     from molgen.models.cpdiffusion_ss.ss_predictor import SSPredictor
-    from molgen.training import fit
+    from molgen.training import fit_phase
 
     torch.set_num_threads(cpu_threads())
     proteins, split = read_featurized(ctx.input("featurize"))
@@ -177,8 +175,6 @@ def train(cfg: DictConfig, ctx) -> dict:
     bs = int(m.batch_size)
     metrics: dict = {"pos_scale": model_args["pos_scale"], "encoder": "ESM2 " + esm if model_args.get("esm_model") else "in-project protein LM"}
     for phase in ("mlm", "autoencoder", "diffusion"):
-        folder = ctx.dir / phase
-        done = folder / "done.json"
         if phase == "mlm" and model_args.get("esm_model"):
             continue
         model.set_phase(phase)
@@ -188,31 +184,19 @@ def train(cfg: DictConfig, ctx) -> dict:
             model.latent_mean.copy_(z.mean(0))
             model.latent_std.copy_(z.std(0).clamp_min(1e-4))
             model.train()
-        if done.exists():
-            state = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-            model.load_state_dict(state)
-            metrics.update({f"{phase}/{k}": v for k, v in json.loads(done.read_text()).items()})
-            say(f"train: phase {phase} already finished, weights loaded from {folder / 'last.ckpt'}")
-            continue
         say(f"train: phase {phase} ({m.epochs[phase]} epochs)")
         pb = int(m.batch_size_diffusion) if phase == "diffusion" else bs
         crop = None if phase == "diffusion" else m.get("crop")
-        res = fit(model, _loader(items["train"], pb, True, crop), _loader(items["val"], pb, False, crop),
-                  _phase_trainer(cfg, m.epochs[phase]), folder, pipeline=PIPELINE, model_args=model_args,
-                  resume=ctx.resuming)
-        done.write_text(json.dumps(res))
+        res = fit_phase(model, phase, _loader(items["train"], pb, True, crop), _loader(items["val"], pb, False, crop),
+                        _phase_trainer(cfg, m.epochs[phase]), ctx.dir, pipeline=PIPELINE, model_args=model_args)
+        if res.pop("skipped", None):
+            say(f"train: phase {phase} already finished, weights loaded from {ctx.dir / phase / 'last.ckpt'}")
         metrics.update({f"{phase}/{k}": v for k, v in res.items()})
     # ---- the oracle: sequence -> SS3, trained on the same training chains
     oracle_args = {"dim": int(m.oracle.dim), "hidden": int(m.oracle.hidden), "lr": float(m.oracle.lr)}
     oracle = SSPredictor(**oracle_args)
-    folder = ctx.dir / "oracle"
-    if (folder / "done.json").exists():
-        oracle.load_state_dict(torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"])
-    else:
-        res = fit(oracle, _loader(items["train"], bs, True, m.get("crop")), _loader(items["val"], bs, False),
-                  _phase_trainer(cfg, m.oracle.epochs), folder, pipeline=PIPELINE + "_oracle",
-                  model_args=oracle_args, resume=ctx.resuming)
-        (folder / "done.json").write_text(json.dumps(res))
+    fit_phase(oracle, "oracle", _loader(items["train"], bs, True, m.get("crop")), _loader(items["val"], bs, False),
+              _phase_trainer(cfg, m.oracle.epochs), ctx.dir, pipeline=PIPELINE + "_oracle", model_args=oracle_args)
     metrics.update(_train_evaluation(model, oracle, proteins, split, items))
     composition = SSCompositionSampler.fit([p.sequence for p in train_p], [p.ss3 for p in train_p])
     state = model.state_dict()
@@ -432,13 +416,13 @@ def _structures(v, oracle: str, rows: list[dict], ctx) -> dict:
 
 
 STAGES = [
-    Stage("featurize", featurize, config_keys=("data",), description="read chains, DSSP, SS graphs, homology split"),
-    Stage("train", train, config_keys=("model", "trainer", "seed"), needs=("featurize",),
+    Stage("featurize", featurize, groups=("data",), description="read chains, DSSP, SS graphs, homology split"),
+    Stage("train", train, groups=("model", "trainer", "seed"), needs=("featurize",),
           description="protein LM (MLM) -> pooling + decoder -> EGNN latent diffusion; SS oracle"),
-    Stage("sample", sample, config_keys=("sample", "template", "seed"), needs=("featurize", "train"),
+    Stage("sample", sample, groups=("sample", "template", "seed"), needs=("featurize", "train"),
           file_keys=("ckpt", "template"), replaced_by={"train": "ckpt", "featurize": "template"},
           description="designs per template: CPDiffusion-SS, vanilla decoder, SS-composition baseline"),
-    Stage("validate", validate, config_keys=("validate",), needs=("sample", "train"),
+    Stage("validate", validate, groups=("validate",), needs=("sample", "train"),
           file_keys=("ckpt", "validate.structures_dir"), replaced_by={"train": "ckpt"},
           description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I; oracle: predictor, "
                       "ESMFold or given structures (DSSP, TM-score diversity)", check=check_oracle),

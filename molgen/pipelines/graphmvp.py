@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -355,14 +354,14 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
 # --------------------------------------------------------------------------------------------- API
 STAGES = [
     Stage("featurize", featurize,
-          config_keys=("data.root", "pretrain.data", "pretrain.smiles_from", "pretrain.max_molecules",
+          groups=("data.root", "pretrain.data", "pretrain.smiles_from", "pretrain.max_molecules",
                        "pretrain.mmff", "pretrain.root", "pretrain.n_conformers", "pretrain.seed"),
           description="3D pretraining pairs: ETKDG+MMFF conformers, QM9 DFT geometries or GEOM (pretrain.data)"),
-    Stage("train", train, config_keys=("model", "trainer"), needs=("featurize",),
+    Stage("train", train, groups=("model", "trainer"), needs=("featurize",),
           description="GraphMVP pretraining of the GIN with SchNet (EBM-NCE + VRR [+ AttrMask/ContextPred])"),
-    Stage("finetune", finetune, config_keys=("data.root", "finetune", "model.num_layers", "model.emb_dim"),
+    Stage("finetune", finetune, groups=("data.root", "finetune", "model"),
           needs=("train",), file_keys=("ckpt",), replaced_by={"train": "ckpt"},
           description="fine-tune on MoleculeNet scaffold splits (finetune.task=bbbp|all, seeds), predict test sets"),
-    Stage("validate", validate, config_keys=("validate",), needs=("finetune",),
+    Stage("validate", validate, groups=("validate",), needs=("finetune",),
           description="benchmark table: ROC-AUC mean (std) over seeds beside GraphMVP's published figures"),
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
@@ -148,16 +148,14 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
 # ============================================================================================ loading
 STAGES = [
     FEATURIZE,
-    Stage("train", train, config_keys=("model", "trainer", "condition.property", "condition.embedding",
+    Stage("train", train, groups=("model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"), needs=("featurize",),
-          neutral_defaults={"model.backbone": "gvp", "model.gaunt_lmax": 2, "model.gaunt_hidden": 32,
-                            "model.gaunt_layers": 3, "model.gaunt_correlation": 2},
           description="train the PropMolFlow generator on the generator half (last/best/model.ckpt)"),
     REGRESSOR,
-    Stage("sample", sample, config_keys=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),
+    Stage("sample", sample, groups=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"},
           description="draw sample.n molecules (samples.sdf with the target as SD tag, samples.xyz)"),
-    Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
+    Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,
           description="the validation suite + property MAE with the regressor (report.md/html, molecules.csv)"),
 ]

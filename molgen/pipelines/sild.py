@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from molgen.errors import CheckpointError, ConfigError
+from molgen.errors import ConfigError
 from molgen.runner import Stage, StageContext, cpu_threads, say
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
 from molgen.pipelines.shared.qm9 import FEATURIZE, PROPERTY_NAMES
@@ -72,7 +72,7 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.graph import GraphDataset
     from molgen.models.sild.model import SiLD
     from molgen.checkpoint import export_weights
-    from molgen.training import fit
+    from molgen.training import fit_phase
 
     torch.set_num_threads(cpu_threads())
     feat = ctx.input("featurize")
@@ -93,8 +93,8 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
         model.hparams.lr = float(pcfg.get("lr", 1e-3))
         train_loader, val_loader = _loaders(tr, va, int(pcfg["batch_size"]), int(pcfg.get("num_workers", 0)))
         say(f"  phase {phase}: {sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable parameters")
-        m = fit(model, train_loader, val_loader, pcfg, ctx.dir / phase, pipeline=PIPELINE, model_args=model_args,
-                extra_metadata={"phase": phase}, resume=True)
+        m = fit_phase(model, phase, train_loader, val_loader, pcfg, ctx.dir, pipeline=PIPELINE,
+                      model_args=model_args, extra_metadata={"phase": phase})
         metrics[phase] = {k: v for k, v in m.items() if k != "resumed_from"}
         if phase == "autoencoder":
             recon = model.reconstruction_metrics(val_loader)
@@ -166,15 +166,14 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
 
 STAGES = [
     FEATURIZE,
-    Stage("train", train, config_keys=("data", "model", "trainer", "condition.property", "condition.embedding",
+    Stage("train", train, groups=("data", "model", "trainer", "condition.property", "condition.embedding",
                                        "condition.gaussian_expansion", "seed"),
-          needs=("featurize",), neutral_defaults={"model.gaunt_lmax": 2, "model.gaunt_hidden": 32,
-                                                  "model.gaunt_layers": 2, "model.gaunt_correlation": 2},
+          needs=("featurize",),
           description="autoencoder, then latent diffusion (resumable)"),
-    Stage("sample", sample, config_keys=("sample", "seed", "condition"), needs=("train",), file_keys=("ckpt",),
+    Stage("sample", sample, groups=("sample", "seed", "condition"), needs=("train",), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
-    Stage("validate", validate_generated, config_keys=("validate",), needs=("sample", "featurize", "regressor"),
+    Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,
           description="the shared molecule validation suite on sample/samples.pt (molgen.pipelines.shared.molecules)"),
 ]

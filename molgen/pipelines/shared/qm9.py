@@ -61,5 +61,5 @@ def featurize_qm9(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 #: The featurize stage as every QM9 generator declares it (worker counts do not change the artifact).
-FEATURIZE = Stage("featurize", featurize_qm9, config_keys=("data",), ignore_keys=("data.perception_processes",),
+FEATURIZE = Stage("featurize", featurize_qm9, groups=("data",), ignore_keys=("data.perception_processes",),
                   description="QM9 -> generator/regressor halves, valid, test (GraphDataset .pt) + training SMILES")

@@ -73,5 +73,5 @@ def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 #: The evaluator stage, shared with the other QM9 generators (SiLD) so every generator is judged by one regressor.
-REGRESSOR = Stage("regressor", regressor, config_keys=("regressor", "condition.property", "seed"), needs=("featurize",),
+REGRESSOR = Stage("regressor", regressor, groups=("regressor", "condition.property", "seed"), needs=("featurize",),
                   description="train the GVP property regressor on the other half; EDM baselines (skipped if unconditional)")
