@@ -126,3 +126,13 @@ def test_checkpoint_of_another_pipeline_is_refused(finished, run_args, tmp_path)
         pytest.skip("no shipped checkpoint of another pipeline")
     r = molgen_run([*args, "stage=sample", f"ckpt={cpd}", f"out={tmp_path}"])
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "PropMolFlow" in r.stderr
+
+
+def test_console_shows_no_library_warnings_and_the_report_counts_them(finished):
+    r, run_dir = finished
+    console = r.stdout + r.stderr
+    for noise in ("Explicit valence", "Warning:", "GPU available", "Tip:"):
+        assert noise not in console, noise
+    state = json.loads((run_dir / "train" / "_stage.json").read_text())
+    assert state["library_messages"]["total"] >= 1 and state["library_messages"]["examples"]
+    assert "Library messages while this stage ran" in (run_dir / "report.md").read_text()
