@@ -130,7 +130,7 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
     assert m["quantum_jobs_computed"] == 0 and m["quantum_jobs_reused_from_store"] == 5
 
 
-@pytest.mark.slow  # starting a dask LocalCluster takes ~30-60 s on a loaded 2-core machine
+# the scaling path the README promises for validation (a local dask.distributed cluster): runs in CI
 def test_dask_engine_uses_the_same_store(tmp_path, handmade):
     pytest.importorskip("distributed")
     mols = [handmade["ethanol"], handmade["acetonitrile"]]
