@@ -30,17 +30,42 @@ from typing import Any, Iterable
 
 from molgen.errors import ConfigError
 
-VERSION = 2
+VERSION = 3
 
 #: keys added after schema version 1 -> (version, the value that reproduces the earlier behaviour, or a
-#: ``{pipeline: value}`` mapping where the pipelines' defaults differ)
+#: ``{pipeline: value}`` mapping where the pipelines' defaults differ). Keys are looked up in the version-2
+#: layout of :func:`canonical`.
 ADDED: dict[str, tuple[int, Any]] = {
     "model.backbone": (2, "gvp"),
     "model.gaunt_lmax": (2, 2),
     "model.gaunt_hidden": (2, 32),
     "model.gaunt_layers": (2, {"propmolflow": 3, "sild": 2}),
     "model.gaunt_correlation": (2, 2),
+    "model._target_": (3, {"propmolflow": "molgen.models.propmolflow.model.PropMolFlow"}),
 }
+
+_PROPMOLFLOW_NETS = {"molgen.models.propmolflow.net.EndpointNet": ("gvp", {}),
+                     "molgen.models.propmolflow.net.GauntEndpointNet": (
+                         "gaunt", {"lmax": "gaunt_lmax", "hidden": "gaunt_hidden", "n_layers": "gaunt_layers",
+                                   "correlation": "gaunt_correlation"})}
+
+
+def canonical(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
+    """A stage's hashed config slice in the layout of schema version 2, where version 3 moved things (the
+    PropMolFlow backbone became an injected spec, ``model/backbone``): finished stages keep their keys."""
+    model = config.get("model")
+    if pipeline != "propmolflow" or not isinstance(model, dict) or not isinstance(model.get("backbone"), dict):
+        return config
+    model = dict(model)
+    spec = dict(model.pop("backbone"))
+    target = str(spec.pop("_target_", ""))
+    if target not in _PROPMOLFLOW_NETS:
+        model["backbone"] = {"_target_": target, **spec}
+        return {**config, "model": model}
+    name, renamed = _PROPMOLFLOW_NETS[target]
+    model["backbone"] = name
+    model.update({renamed.get(k, k): v for k, v in spec.items()})
+    return {**config, "model": model}
 
 #: molgen's own training options, accepted beside the Trainer's arguments in a trainer group
 TRAINING_OPTIONS = {"batch_size", "lr", "ema_decay", "num_workers", "val_every_n_epochs", "checkpoint_every_n_steps",
@@ -118,7 +143,6 @@ RULES: dict[str, Rule] = {
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),
     "condition.embedding": Rule(str, choices=("concatenate", "sum", "multiply", "concatenate_sum",
                                               "concatenate_multiply")),
-    "model.backbone": Rule(str, choices=("gvp", "gaunt")),
     "model.encoder": Rule(str),
     "validate.workers": _count(1),
     "validate.timeout": _positive(),
@@ -293,6 +317,8 @@ def _check_against_default(key: str, value: Any, defaults: dict) -> str | None:
     kind = next(k for k in (bool, int, float, str, list, dict, object) if isinstance(default, k))
     if kind is object:
         return None
+    if kind is dict and isinstance(value, str) and "_target_" in default:
+        return (f"{key}={value}: {key} is a config group; choose it with {key.replace('.', '/')}={value}")
     ok = isinstance(value, (list, tuple)) if kind is list else _is_kind(value, kind)
     return None if ok else f"{key}={value}: expected {_kind_name(kind)} (default {default})"
 

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from molgen.config_schema import ADDED, neutral_keys
+from molgen.config_schema import ADDED, canonical, neutral_keys
 from molgen.console import capture_library_output
 from molgen.errors import ConfigError, MolgenError
 from molgen.formatting import fmt, jsonable
@@ -158,8 +158,8 @@ def stage_key(stage: Stage, cfg: DictConfig, upstream: dict[str, str],
 
     ``added`` (default :data:`molgen.config_schema.ADDED`): options added after schema version 1, left out while
     they hold the value that reproduces the earlier behaviour."""
-    config = {k: _select(cfg, k) for k in stage.groups}
     pipeline = str(_select(cfg, "pipeline.name") or "")
+    config = canonical({k: _select(cfg, k) for k in stage.groups}, pipeline)
     neutral = neutral_keys(config, pipeline, ADDED if added is None else added)
     for dotted in (*stage.ignore_keys, *neutral):  # e.g. data.perception_processes: how, not what
         _drop(config, dotted)

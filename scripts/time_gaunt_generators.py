@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {"propmolflow": ("model.backbone", ("gvp", "gaunt")), "sild": ("model.encoder", ("egnn", "gaunt"))}
+VARIANTS = {"propmolflow": ("model/backbone", ("gvp_small", "gaunt")), "sild": ("model.encoder", ("egnn", "gaunt"))}
 
 
 def build(pipeline: str, overrides: list[str], featurized: Path, phase: str = "autoencoder"):
@@ -34,10 +34,11 @@ def build(pipeline: str, overrides: list[str], featurized: Path, phase: str = "a
     data = GraphDataset.load(featurized / "generator.pt")
     torch.manual_seed(int(cfg.seed))
     if pipeline == "propmolflow":
-        from molgen.models.propmolflow.model import PropMolFlow, WithProperty
+        from molgen.models.propmolflow.model import WithProperty
         from molgen.pipelines.propmolflow import build_model_args
+        from molgen.spec import build as build_spec
 
-        model = PropMolFlow(**build_model_args(cfg, data))
+        model = build_spec(build_model_args(cfg, data))
         loader = DataLoader(WithProperty(data, None), batch_size=int(cfg.trainer.batch_size), shuffle=False)
         loss_fn = lambda batch: model(batch)["loss"]  # noqa: E731
     else:

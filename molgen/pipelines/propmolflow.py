@@ -30,9 +30,11 @@ PIPELINE = "propmolflow"
 
 # ============================================================================================ train
 def build_model_args(cfg: DictConfig, generator_set) -> dict[str, Any]:
-    """PropMolFlow constructor arguments from the config and the training data (plain values only)."""
+    """The model spec (``_target_`` and constructor arguments, plain values only) from the ``model`` group and
+    what the training data adds (vocabulary, property statistics, largest molecule)."""
     model_cfg = dict(plain(cfg.model))
     model_cfg.pop("name", None)
+    model_cfg.setdefault("_target_", "molgen.models.propmolflow.model.PropMolFlow")
     prop = cfg.condition.get("property")
     args = {**model_cfg, "vocab": generator_set.vocab.as_dict(), "property_name": prop,
             "embedding": str(cfg.condition.get("embedding", "concatenate")),
@@ -60,15 +62,17 @@ def fit_sampler(model, generator_set) -> None:
 
 
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
-    from molgen.models.propmolflow.model import PropMolFlow, WithProperty
     from molgen.checkpoint import export_weights
+    from molgen.models.propmolflow.model import WithProperty
+    from molgen.spec import build
     from molgen.training import fit
 
     torch.set_num_threads(cpu_threads())
     gen_set, val_set = load_split(ctx, "generator.pt"), load_split(ctx, "valid.pt", required=False)
-    args = build_model_args(cfg, gen_set)
+    spec = build_model_args(cfg, gen_set)
     torch.manual_seed(int(cfg.seed))
-    model = PropMolFlow(**args)
+    model = build(spec)                                   # the model group's _target_ with these arguments
+    args = model.model_args
     fit_sampler(model, gen_set)
     prop = args["property_name"]
     trainer_cfg = {**plain(cfg.trainer), "seed": int(cfg.seed)}

@@ -19,7 +19,8 @@ from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import random_orthogonal
 
-GAUNT = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone="gaunt", gaunt_lmax=2, gaunt_hidden=12, gaunt_layers=2)
+GAUNT_NET = {"_target_": "molgen.models.propmolflow.net.GauntEndpointNet", "lmax": 2, "hidden": 12, "n_layers": 2}
+GAUNT = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone=GAUNT_NET)
 
 
 def _state(graphs, n_mol=3, seed=0):
@@ -119,12 +120,14 @@ def test_sild_gaunt_encoder_is_se3_equivariant(real_graphs):
 
 
 def test_unknown_backbone_or_encoder_is_one_config_error():
+    with pytest.raises(ConfigError, match=r"molgen.models.propmolflow.net.EGNNEndpointNet: .*"):
+        PropMolFlow(backbone={"_target_": "molgen.models.propmolflow.net.EGNNEndpointNet"})
     with pytest.raises(ConfigError, match=r"model.backbone=egnn: unknown backbone \(choose from gvp, gaunt\)"):
-        PropMolFlow(backbone="egnn")
+        PropMolFlow.from_checkpoint({"molgen": {"model_args": {"backbone": "egnn"}}, "state_dict": {}})
     with pytest.raises(ConfigError, match="unknown encoder"):
         SiLD(encoder="gauntt")
     with pytest.raises(ConfigError, match="lmax >= 1"):
-        PropMolFlow(**{**GAUNT, "gaunt_lmax": 0})
+        PropMolFlow(**{**GAUNT, "backbone": {**GAUNT_NET, "lmax": 0}})
 
 
 def test_gaunt_propmolflow_trains_and_round_trips_through_molgen_load(real_graphs, tmp_path):
@@ -140,9 +143,9 @@ def test_gaunt_propmolflow_trains_and_round_trips_through_molgen_load(real_graph
     assert metrics["steps"] == 2 and "train/loss" in metrics      # fit() drops non-finite metrics
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    assert ckpt["molgen"]["model_args"]["backbone"] == "gaunt"
+    assert ckpt["molgen"]["model_args"]["backbone"] == GAUNT_NET                 # the spec, plain values
     loaded = molgen.load(tmp_path / "last.ckpt", pipeline="propmolflow")
-    assert isinstance(loaded.net, GauntEndpointNet) and loaded.hparams.gaunt_hidden == 12
+    assert isinstance(loaded.net, GauntEndpointNet) and loaded.hparams.backbone["hidden"] == 12
     model.eval()
     a, c, dense, pos, t, batch = _state(real_graphs)
     value = torch.tensor([5.0, 6.0, 7.0])
@@ -153,7 +156,7 @@ def test_gaunt_propmolflow_trains_and_round_trips_through_molgen_load(real_graph
 
 
 TINY_CLI = ["pipeline=propmolflow", "data.max_molecules=60", "model.s_dim=16", "model.edge_dim=8", "model.rbf_dim=8",
-            "model.gaunt_hidden=8", "model.gaunt_layers=1", "trainer.max_steps=2", "trainer.max_epochs=1",
+            "trainer.max_steps=2", "trainer.max_epochs=1",
             "trainer.batch_size=4", "trainer.val_every_n_epochs=1", "stage=train"]
 
 
@@ -163,20 +166,23 @@ def _molgen_run(args):
 
 
 def test_cli_selects_the_backbone_and_refuses_unknown_names(tmp_path):
-    """`molgen run ... model.backbone=gaunt`: a 2-step run with finite loss whose checkpoint rebuilds the Gaunt
-    net; `model.backbone=nope`: exit code 2 and one error line naming the key."""
+    """`molgen run ... model/backbone=gaunt`: a 2-step run with finite loss whose checkpoint rebuilds the Gaunt
+    net; `model/backbone=nope`: exit code 2 and one error line naming the group."""
     import json
 
     import molgen
 
-    bad = _molgen_run([*TINY_CLI, f"out={tmp_path}", "run=tiny", "model.backbone=nope"])
+    bad = _molgen_run([*TINY_CLI, f"out={tmp_path}", "run=tiny", "model/backbone=nope"])
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1] == "error: model.backbone=nope: unknown backbone (choose from gvp, gaunt)"
-    ok = _molgen_run([*TINY_CLI, f"out={tmp_path}", "run=tiny", "model.backbone=gaunt"])
+    last = bad.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "model/backbone" in last and "nope" in last and "gaunt" in last, last
+    assert not (tmp_path / "tiny").exists()                        # refused before anything ran
+    ok = _molgen_run([*TINY_CLI, f"out={tmp_path}", "run=tiny", "model/backbone=gaunt", "model.backbone.hidden=8",
+                      "model.backbone.n_layers=1"])
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "featurize: reusing" in ok.stdout                       # the failed run kept its finished stage
+    assert "featurize: running" in ok.stdout                       # the bad name stopped the first run before any stage
     metrics = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["train"]
     assert metrics["steps"] == 2 and "train/loss" in metrics      # fit() drops non-finite metrics
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     model = molgen.load(tmp_path / "tiny" / "train" / "model.ckpt")
-    assert isinstance(model.net, GauntEndpointNet) and model.hparams.gaunt_layers == 1
+    assert isinstance(model.net, GauntEndpointNet) and model.hparams.backbone["n_layers"] == 1

@@ -6,10 +6,10 @@ from torch_geometric.loader import DataLoader
 
 from molgen.errors import ConfigError
 from molgen.generative import remove_mean
-from molgen.models.propmolflow.model import PropMolFlow, WithProperty, bond_tokens
+from molgen.models.propmolflow.model import GVP_BACKBONE, PropMolFlow, WithProperty, bond_tokens
 from molgen.nn.molecule_net import complete_graph
 
-TINY = dict(s_dim=32, v_dim=4, edge_dim=16, n_layers=3, rbf_dim=8)
+TINY = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone={**GVP_BACKBONE, "v_dim": 4, "n_layers": 3})
 
 
 def random_rotation(seed: int, proper: bool = True) -> torch.Tensor:
@@ -71,7 +71,7 @@ def test_a_mirror_image_is_not_a_symmetry_with_cross_products(real_graphs):
     P = random_rotation(2, proper=False)
     for n_cp, symmetric in ((4, False), (0, True)):
         torch.manual_seed(0)
-        net = PropMolFlow(**{**TINY, "n_cp_feats": n_cp}).double().net
+        net = PropMolFlow(**{**TINY, "backbone": {**TINY["backbone"], "n_cp_feats": n_cp}}).double().net
         x1, la, _, _ = _run(net, a, c, dense, pos, t, batch)
         x1m, lam, _, _ = _run(net, a, c, dense, pos @ P.T, t, batch)
         assert torch.allclose(x1 @ P.T, x1m, atol=1e-8) == symmetric

@@ -17,6 +17,7 @@ temperature 0.05, 100 steps by default.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -30,11 +31,34 @@ from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
 from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
 from molgen.generative.solvers import time_grid
-from molgen.models.propmolflow.net import EndpointNet, GauntEndpointNet
 from molgen.nn.molecule_net import complete_graph
+from molgen.spec import build
 
-#: Trunks of the endpoint network (``model.backbone``).
-BACKBONES = ("gvp", "gaunt")
+#: The paper's endpoint network (FlowMol2's GVP trunk, :class:`~molgen.models.propmolflow.net.EndpointNet`) with
+#: its QM9 sizes: the ``backbone`` spec used when none is given (``molgen/configs/model/backbone/gvp.yaml``).
+GVP_BACKBONE = {"_target_": "molgen.models.propmolflow.net.EndpointNet", "v_dim": 16, "n_layers": 8,
+                "n_cp_feats": 4, "message_norm": 100.0}
+GAUNT_BACKBONE = "molgen.models.propmolflow.net.GauntEndpointNet"
+
+
+def upgrade_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments recorded before the backbone was injected (flat ``v_dim``, ``n_layers``,
+    ``n_cp_feats``, ``message_norm``, ``backbone="gvp"|"gaunt"`` and ``gaunt_*`` keys: the shipped
+    ``propmolflow-qm9`` and format-1 checkpoints) in today's layout, with the backbone as a spec."""
+    args = dict(args)
+    if isinstance(args.get("backbone"), Mapping):
+        return args
+    name = args.pop("backbone", "gvp")
+    gvp = {k: args.pop(k) for k in ("v_dim", "n_layers", "n_cp_feats", "message_norm") if k in args}
+    gaunt = {k[len("gaunt_"):]: args.pop(k) for k in list(args) if k.startswith("gaunt_")}
+    if name == "gvp":
+        args["backbone"] = {**GVP_BACKBONE, **gvp}
+    elif name == "gaunt":
+        renamed = {"lmax": "lmax", "hidden": "hidden", "layers": "n_layers", "correlation": "correlation"}
+        args["backbone"] = {"_target_": GAUNT_BACKBONE, **{renamed[k]: v for k, v in gaunt.items()}}
+    else:
+        raise ConfigError(f"model.backbone={name}: unknown backbone (choose from gvp, gaunt)")
+    return args
 
 
 def bond_tokens(edge_index: torch.Tensor, num_nodes: int, bond_index: torch.Tensor,
@@ -54,10 +78,13 @@ class PropMolFlow(pl.LightningModule):
 
     Args:
         vocab: :meth:`MoleculeVocab.as_dict` (elements, charges, bond types).
-        s_dim, v_dim, edge_dim, n_layers: node scalars (256), node vectors (16), edge features (128), GVPConv layers (8).
+        s_dim, edge_dim: node scalars (256) and edge features (128), shared by every backbone.
         rbf_dim, rbf_max: distance RBF (32 on [0, 14] Angstrom).
-        n_cp_feats: cross-product vector features per GVP (4; makes the network SE(3)- not E(3)-equivariant).
-        message_norm: divisor of summed messages (100).
+        backbone: the endpoint network as a spec ``{"_target_": class path, **its own arguments}``, built with
+            the vocabulary sizes, ``s_dim``, ``edge_dim``, ``rbf_dim``, ``rbf_max`` and the property embedding
+            (default :data:`GVP_BACKBONE`: the paper's GVP network, 16 vectors, 8 layers, 4 cross-product
+            features, message norm 100; ``molgen.models.propmolflow.net.GauntEndpointNet`` with ``lmax``,
+            ``hidden``, ``n_layers``, ``correlation`` for the Gaunt trunk).
         weight_x, weight_a, weight_c, weight_e: loss weights (3.0, 0.4, 1.0, 2.0).
         property_name: conditioning property (one of ``molgen.conditioning.PROPERTIES``) or None.
         embedding: property embedding method (concatenate, sum, multiply, concatenate_sum, concatenate_multiply).
@@ -68,40 +95,28 @@ class PropMolFlow(pl.LightningModule):
         align_prior: Hungarian + Kabsch alignment of the prior to the data during training.
         schedule: interpolant schedule name (linear).
         stochasticity, temperature: CTMC sampling defaults (10, 0.05).
-        backbone: the trunk of the endpoint network, ``gvp`` (FlowMol2's GVP network, the paper's) or ``gaunt``
-            (:class:`~molgen.models.propmolflow.net.GauntEndpointNet`, for comparison; uses s_dim, edge_dim,
-            rbf_dim, rbf_max and the ``gaunt_*`` sizes, ignores v_dim, n_layers, n_cp_feats, message_norm).
-        gaunt_lmax, gaunt_hidden, gaunt_layers, gaunt_correlation: the Gaunt trunk's highest degree, channels per
-            degree, layers and many-body correlation order (2, 32, 3, 2).
     """
 
-    def __init__(self, vocab: dict | None = None, s_dim: int = 256, v_dim: int = 16, edge_dim: int = 128,
-                 n_layers: int = 8, rbf_dim: int = 32, rbf_max: float = 14.0, n_cp_feats: int = 4,
-                 message_norm: float = 100.0, weight_x: float = 3.0, weight_a: float = 0.4, weight_c: float = 1.0,
-                 weight_e: float = 2.0, property_name: str | None = None, embedding: str = "concatenate",
-                 gaussian_expansion: bool = False, property_mean: float = 0.0, property_std: float = 1.0,
-                 max_atoms: int = 29, n_bins: int = 1000, lr: float = 2.5e-4, weight_decay: float = 1e-12,
-                 align_prior: bool = True, schedule: str = "linear", stochasticity: float = 10.0,
-                 temperature: float = 0.05, backbone: str = "gvp", gaunt_lmax: int = 2, gaunt_hidden: int = 32,
-                 gaunt_layers: int = 3, gaunt_correlation: int = 2):
+    def __init__(self, vocab: dict | None = None, s_dim: int = 256, edge_dim: int = 128, rbf_dim: int = 32,
+                 rbf_max: float = 14.0, backbone: Mapping[str, Any] | None = None, weight_x: float = 3.0,
+                 weight_a: float = 0.4, weight_c: float = 1.0, weight_e: float = 2.0, property_name: str | None = None,
+                 embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
+                 property_std: float = 1.0, max_atoms: int = 29, n_bins: int = 1000, lr: float = 2.5e-4,
+                 weight_decay: float = 1e-12, align_prior: bool = True, schedule: str = "linear",
+                 stochasticity: float = 10.0, temperature: float = 0.05):
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ConfigError(f"model.backbone={backbone}: unknown backbone (choose from {', '.join(BACKBONES)})")
+        backbone = dict(backbone or GVP_BACKBONE)
         self.save_hyperparameters()
+        self.hparams.backbone = backbone
         self.vocab = MoleculeVocab.from_dict(vocab) if vocab else MoleculeVocab()
         if property_name is not None:
             check_property(property_name)
         self.property_name = property_name
         prop = (PropertyEmbedding(property_name, s_dim, embedding, gaussian_expansion, property_mean, property_std)
                 if property_name else None)
-        kinds = (self.vocab.n_atom_types, self.vocab.n_charges, self.vocab.n_bond_types)
-        if backbone == "gvp":
-            self.net = EndpointNet(*kinds, s_dim, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats,
-                                   message_norm, prop)
-        else:
-            self.net = GauntEndpointNet(*kinds, s_dim, edge_dim, rbf_dim, rbf_max, lmax=gaunt_lmax,
-                                        hidden=gaunt_hidden, n_layers=gaunt_layers, correlation=gaunt_correlation,
-                                        property_embedding=prop)
+        self.net = build(backbone, n_atom_types=self.vocab.n_atom_types, n_charges=self.vocab.n_charges,
+                         n_bond_types=self.vocab.n_bond_types, s_dim=s_dim, edge_dim=edge_dim, rbf_dim=rbf_dim,
+                         rbf_max=rbf_max, property_embedding=prop)
         self.sampler = PropertySampler(max_atoms, n_bins, conditional=property_name is not None)
         sched = get_schedule(schedule)
         self.path = GaussianPath(sched)
@@ -109,10 +124,17 @@ class PropMolFlow(pl.LightningModule):
                      "e": MaskingCTMC(self.vocab.n_bond_types, sched)}
         self.weights = {"x": weight_x, "a": weight_a, "c": weight_c, "e": weight_e}
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "PropMolFlow":
+        """Rebuild from a checkpoint of any format (older layouts through :func:`upgrade_args`)."""
+        model = cls(**upgrade_args(ckpt["molgen"]["model_args"]))
+        model.load_state_dict(ckpt["state_dict"])
+        return model
+
     @property
     def model_args(self) -> dict[str, Any]:
         """Plain constructor arguments (weights-only safe) that rebuild this model."""
-        return dict(self.hparams)
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.hparams.items()}
 
     @property
     def conditional(self) -> bool:
