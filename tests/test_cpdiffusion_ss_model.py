@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 from molgen.data.proteins import assign_ss, read_structure
 from molgen.data.ss_dataset import collate, crop_item, protein_item
 from molgen.models.cpdiffusion_ss.model import CPDiffusionSS
-from molgen.generative.latent_diffusion import GaussianDiffusion
+from molgen.generative.latent_diffusion import LatentDiffusion as GaussianDiffusion
 from molgen.data.protein_tokens import AA_OFFSET, EOS, VOCAB, decode
 
 DATA = Path(__file__).parent / "data" / "cpdiffusion_ss"

@@ -1,205 +1,183 @@
-r"""EDM-style variational diffusion on point clouds with invariant features (Hoogeboom et al. 2022).
+r"""Variance-preserving Gaussian diffusion on a :class:`~molgen.generative.schedule.NoiseSchedule`: the forward
+process and the one implementation of the two reverse samplers (used by SiLD and CPDiffusion-SS).
 
-Equivariant Diffusion for Molecule Generation, https://arxiv.org/abs/2203.17003, in the variational-diffusion
-parameterisation of Kingma et al. 2021 (https://arxiv.org/abs/2107.00630). A sample is a molecule's atoms:
-equivariant positions ``x [n, 3]`` (kept in the zero-centre-of-mass subspace) and invariant features
-``h [n, k]`` (GeoLDM's latents, or EDM's scaled one-hot atom types). Forward process, variance preserving:
+**Forward process.** :math:`q(z_k \mid x) = \mathcal N(\alpha_k x, \sigma_k^2 I)` (:func:`q_sample`). Between a
+level ``t`` and a less noisy level ``s`` (``s`` may be the data itself: :math:`\alpha_s = 1, \sigma_s = 0`):
 
 .. math::
-    z_t = \alpha_t\,[x, h] + \sigma_t\,\epsilon,\qquad \alpha_t^2 + \sigma_t^2 = 1,\qquad
-    \gamma_t = \log(\sigma_t^2 / \alpha_t^2)
+    q(z_t \mid z_s) = \mathcal N(\alpha_{t|s} z_s,\ \sigma_{t|s}^2 I),\qquad
+    \alpha_{t|s} = \alpha_t / \alpha_s,\qquad \sigma_{t|s}^2 = 1 - \bar\alpha_t / \bar\alpha_s .
 
-with :math:`\epsilon_x` a zero-centre-of-mass Gaussian per molecule. A network predicts :math:`\epsilon`; the
-training loss is EDM's simple L2, :math:`\|\epsilon - \hat\epsilon(z_t, t)\|^2` averaged over the molecule's
-coordinates. Because the prior and the noise are rotation invariant and the network is equivariant, the learned
-density is invariant under rotations and translations of ``x``.
+**Parametrisations.** A network sees :math:`z_t` and predicts either the noise :math:`\hat\epsilon`
+(``prediction="eps"``, EDM) or the data :math:`\hat x` (``"x0"``, CPDiffusion-SS); they are the same
+information, :math:`z_t = \alpha_t \hat x + \sigma_t \hat\epsilon`. Every reverse step is therefore affine in
+:math:`z_t` and the prediction (:class:`Transition`):
 
-Sampling: ``ancestral`` is EDM's :math:`p(z_s \mid z_t)` (exact for any ``s < t``, so fewer steps means a
-strided chain); ``ddim`` is the deterministic DDIM update (Song et al. 2021, https://arxiv.org/abs/2010.02502,
-:math:`\eta = 0`), the probability-flow ODE discretised in :math:`\gamma`.
+.. math::
+    z_s = c_z\, z_t + c_{\mathrm{pred}}\, \widehat{\mathrm{pred}} + \mathrm{std}\cdot n,\qquad n \sim \mathcal N(0, I).
+
+**Samplers** (:func:`transition`, :func:`sample`), for any ``s < t`` (fewer levels = a strided chain):
+
+* ``ancestral`` (Ho et al. 2020, https://arxiv.org/abs/2006.11239; EDM's :math:`p(z_s \mid z_t)`): the mean of the
+  posterior :math:`q(z_s \mid z_t, x = \hat x)`,
+
+  .. math::
+      \mu = \frac{\alpha_s \sigma_{t|s}^2}{\sigma_t^2}\,\hat x + \frac{\alpha_{t|s}\sigma_s^2}{\sigma_t^2}\,z_t
+          = \frac{z_t}{\alpha_{t|s}} - \frac{\sigma_{t|s}^2}{\alpha_{t|s}\sigma_t}\,\hat\epsilon,
+
+  with std ``small`` :math:`\sigma_{t|s}\sigma_s/\sigma_t` (the posterior's; EDM) or ``large``
+  :math:`\sigma_{t|s}` (the forward step's, Ho et al.'s "fixed large"; CPDiffusion-SS), and no noise on the
+  step to the data.
+* ``ddim`` (Song et al. 2021, https://arxiv.org/abs/2010.02502):
+  :math:`z_s = \alpha_s \hat x + \sqrt{\sigma_s^2 - \mathrm{std}^2}\,\hat\epsilon + \mathrm{std}\cdot n` with
+  :math:`\mathrm{std} = \eta\,\sigma_{t|s}\sigma_s/\sigma_t`; :math:`\eta = 0` is deterministic (the
+  probability-flow ODE discretised in :math:`\gamma`), :math:`\eta = 1` is the ancestral sampler with the small
+  variance.
+
+The chain visits the given levels, noisiest first, and ends with the step to the data, which returns the last
+prediction of :math:`x`. Coefficients are computed in float64 from the schedule and applied to the state in its
+own dtype.
 """
 from __future__ import annotations
 
-from typing import Protocol
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
-from molgen.generative.gaussian_path import centred_gaussian, remove_mean
+from molgen.generative.schedule import NoiseSchedule
 
 SAMPLERS = ("ancestral", "ddim")
+PREDICTIONS = ("eps", "x0")
+VARIANCES = ("small", "large")
+
+#: ``(z_t [N, ...], level) -> prediction [N, ...]`` (noise or data, see ``prediction``)
+Predictor = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-def polynomial_alphas2(timesteps: int, power: float = 2.0, precision: float = 1e-5) -> np.ndarray:
-    r"""EDM's ``polynomial_2`` schedule: :math:`\alpha_t^2` on the grid ``t = 0, 1/T, ..., 1``.
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    r""":math:`z_k = \alpha_k x_0 + \sigma_k \epsilon`, one level per row.
 
-    :math:`\alpha^2(t) = (1 - t^{p})^2`, made safe by clipping each step's ratio
-    :math:`\alpha^2_{k}/\alpha^2_{k-1}` at 0.001 and squeezing into ``[precision, 1 - precision]``
-    (:math:`\alpha^2 \leftarrow (1 - 2s)\alpha^2 + s`).
+    Shapes: ``x0, noise [N, ...]``, ``k [N]`` long -> ``[N, ...]`` in ``x0``'s dtype.
+    """
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    a = schedule.alpha(k).to(x0.dtype).reshape(shape)
+    s = schedule.sigma(k).to(x0.dtype).reshape(shape)
+    return a * x0 + s * noise
+
+
+@dataclass(frozen=True)
+class Transition:
+    r"""One reverse step :math:`z_s = c_z z_t + c_{\mathrm{pred}} \widehat{\mathrm{pred}} + \mathrm{std}\cdot n`."""
+
+    c_z: float
+    c_pred: float
+    std: float
+
+    def __call__(self, z_t: torch.Tensor, pred: torch.Tensor,
+                 noise: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Apply the step; ``noise()`` is drawn only when ``std > 0``. Shapes: ``z_t, pred [N, ...]``."""
+        z_s = self.c_z * z_t + self.c_pred * pred
+        return z_s + self.std * noise() if self.std > 0 else z_s
+
+
+def _check(sampler: str, prediction: str, variance: str) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction '{prediction}' (choose from {', '.join(PREDICTIONS)})")
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance '{variance}' (choose from {', '.join(VARIANCES)})")
+
+
+def transition(alpha_bar_t: float, alpha_bar_s: float, sampler: str = "ancestral", prediction: str = "eps",
+               variance: str = "small", eta: float = 0.0) -> Transition:
+    r"""The coefficients of one reverse step from level ``t`` to a less noisy ``s`` (see the module docstring).
+
+    Args:
+        alpha_bar_t: :math:`\bar\alpha_t` in ``(0, 1)``.
+        alpha_bar_s: :math:`\bar\alpha_s` in ``(alpha_bar_t, 1]``; 1 is the step to the data.
+        sampler: ``ancestral`` | ``ddim``.
+        prediction: what the network predicts, ``eps`` | ``x0``.
+        variance: the ancestral sampler's step variance, ``small`` | ``large`` (ignored by ``ddim``).
+        eta: DDIM's noise scale (ignored by ``ancestral``).
+    """
+    _check(sampler, prediction, variance)
+    if not 0.0 < alpha_bar_t < alpha_bar_s <= 1.0:
+        raise ValueError(f"need 0 < alpha_bar_t < alpha_bar_s <= 1, got {alpha_bar_t}, {alpha_bar_s}")
+    a_t, a_s = math.sqrt(alpha_bar_t), math.sqrt(alpha_bar_s)
+    var_t, var_s = 1.0 - alpha_bar_t, 1.0 - alpha_bar_s                           # sigma_t^2, sigma_s^2
+    s_t = math.sqrt(var_t)
+    var_ts = -math.expm1(math.log(alpha_bar_t) - math.log(alpha_bar_s))           # sigma_{t|s}^2
+    small = math.sqrt(var_ts * var_s / var_t)                                    # sigma_{t|s} sigma_s / sigma_t
+    if sampler == "ddim":
+        std = eta * small
+        c_eps = math.sqrt(max(var_s - std ** 2, 0.0))                             # z_s = a_s x + c_eps eps + std n
+        if prediction == "eps":                                                   # x = (z_t - s_t eps) / a_t
+            return Transition(a_s / a_t, c_eps - a_s * s_t / a_t, std)
+        return Transition(c_eps / s_t, a_s - c_eps * a_t / s_t, std)             # eps = (z_t - a_t x) / s_t
+    a_ts = a_t / a_s
+    std = 0.0 if alpha_bar_s == 1.0 else (small if variance == "small" else math.sqrt(var_ts))
+    if prediction == "eps":
+        return Transition(1.0 / a_ts, -var_ts / (a_ts * s_t), std)
+    return Transition(a_ts * var_s / var_t, a_s * var_ts / var_t, std)
+
+
+def level_grid(num_levels: int, n: int) -> list[int]:
+    """``n`` evenly spaced levels from ``num_levels - 1`` down to 0, rounded to the nearest level (EDM's grid:
+    ``np.round`` of a float64 ``linspace``); repeats are dropped, so ``n > num_levels`` gives every level once,
+    and ``n = 1`` gives the noisiest level only."""
+    if n < 1:
+        raise ValueError(f"need at least one level, got {n}")
+    if n == 1:
+        return [num_levels - 1]
+    grid = np.unique(np.round(np.linspace(0, num_levels - 1, n)).astype(int))[::-1]
+    return [int(v) for v in grid]
+
+
+@torch.no_grad()
+def sample(schedule: NoiseSchedule, predict: Predictor, z: torch.Tensor, levels: Sequence[int],
+           sampler: str = "ancestral", prediction: str = "eps", variance: str = "small", eta: float = 0.0,
+           to_data: bool = True, generator: torch.Generator | None = None,
+           noise: Callable[[], torch.Tensor] | None = None,
+           project: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: bool = False) -> torch.Tensor:
+    r"""Run the reverse chain from ``z`` at ``levels[0]`` through ``levels`` (strictly decreasing) to the data.
+
+    Args:
+        predict: ``(z_t, level) -> prediction`` (noise or data, as ``prediction`` says, in ``z``'s dtype);
+            called once per step.
+        z: the starting state at ``levels[0]``, ``[N, ...]`` (the prior sample when ``levels[0]`` is the noisiest).
+        levels: the noise levels to visit, e.g. :func:`level_grid`.
+        sampler, prediction, variance, eta: see :func:`transition`.
+        to_data: end with the step from ``levels[-1]`` to the data (else return :math:`z` at ``levels[-1]``).
+        generator: RNG of the default noise.
+        noise: draws one fresh standard-noise tensor like ``z`` (default: i.i.d. Gaussian on ``generator``'s
+            device, moved to ``z``'s); called only on steps with ``std > 0``, in step order.
+        project: applied to the state after every step (e.g. removing the centre of mass).
 
     Returns:
-        ``[timesteps + 1]`` float64, decreasing from ``1 - precision`` to ``precision``.
+        ``[N, ...]``, the state after the last step.
     """
-    t = np.linspace(0.0, 1.0, timesteps + 1)
-    alphas2 = (1.0 - t ** power) ** 2
-    ratio = np.clip(alphas2 / np.concatenate([[1.0], alphas2[:-1]]), 0.001, 1.0)
-    alphas2 = np.cumprod(ratio)
-    return (1.0 - 2.0 * precision) * alphas2 + precision
+    _check(sampler, prediction, variance)
+    levels = [int(v) for v in levels]
+    if not levels or any(b >= a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"levels must be a non-empty strictly decreasing sequence, got {levels}")
+    if noise is None:
+        shape, dtype, device = z.shape, z.dtype, z.device
+        draw_on = generator.device if generator is not None else device
 
+        def noise() -> torch.Tensor:
+            return torch.randn(shape, generator=generator, dtype=dtype, device=draw_on).to(device)
 
-class PolynomialNoiseSchedule(nn.Module):
-    r"""A fixed noise schedule on ``T`` steps, looked up at continuous ``t`` in ``[0, 1]`` (rounded to the grid).
-
-    Args:
-        timesteps: ``T`` (EDM/GeoLDM: 1000).
-        power: the polynomial power (``polynomial_2``: 2).
-        precision: ``s``, the floor of :math:`\alpha^2` and :math:`\sigma^2` (EDM: 1e-5).
-    """
-
-    def __init__(self, timesteps: int = 1000, power: float = 2.0, precision: float = 1e-5):
-        super().__init__()
-        if timesteps < 1:
-            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-        self.timesteps, self.power, self.precision = int(timesteps), float(power), float(precision)
-        a2 = polynomial_alphas2(self.timesteps, self.power, self.precision)
-        gamma = np.log(1.0 - a2) - np.log(a2)                                  # log(sigma^2 / alpha^2)
-        self.register_buffer("gamma_table", torch.tensor(gamma, dtype=torch.float32), persistent=False)
-
-    def gamma(self, t: torch.Tensor) -> torch.Tensor:
-        """:math:`\\gamma_t` for ``t`` in ``[0, 1]`` (any shape)."""
-        k = torch.round(t.clamp(0, 1) * self.timesteps).long()
-        return self.gamma_table[k]
-
-    @staticmethod
-    def alpha(gamma: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(torch.sigmoid(-gamma))
-
-    @staticmethod
-    def sigma(gamma: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(torch.sigmoid(gamma))
-
-    def extra_repr(self) -> str:
-        return f"timesteps={self.timesteps}, power={self.power}, precision={self.precision}"
-
-
-class Denoiser(Protocol):
-    """``(x_t [n,3], h_t [n,k], t [B], batch [n], num_graphs, context) -> (eps_x [n,3], eps_h [n,k])``."""
-
-    def __call__(self, x_t: torch.Tensor, h_t: torch.Tensor, t: torch.Tensor, batch: torch.Tensor,
-                 num_graphs: int, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-class EquivariantDiffusion(nn.Module):
-    r"""The diffusion process over ``(x, h)`` and its two samplers (see the module docstring).
-
-    Args:
-        timesteps: ``T`` (1000).
-        power: schedule power (2).
-        precision: schedule floor (1e-5).
-
-    Shapes:
-        x ``[n, 3]`` (zero mean per molecule), h ``[n, k]``, batch ``[n]`` sorted molecule index.
-    """
-
-    def __init__(self, timesteps: int = 1000, power: float = 2.0, precision: float = 1e-5):
-        super().__init__()
-        self.schedule = PolynomialNoiseSchedule(timesteps, power, precision)
-
-    @property
-    def timesteps(self) -> int:
-        return self.schedule.timesteps
-
-    def noise(self, batch: torch.Tensor, num_graphs: int, k: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standard noise: zero-centre-of-mass Gaussian positions ``[n, 3]`` and Gaussian features ``[n, k]``."""
-        eps_x = centred_gaussian(batch, generator, num_graphs)
-        eps_h = torch.randn(batch.shape[0], k, generator=generator).to(batch.device)
-        return eps_x, eps_h
-
-    def loss(self, denoiser: Denoiser, x: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, num_graphs: int,
-             context: torch.Tensor | None = None, t: torch.Tensor | None = None,
-             noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        r"""EDM's simple L2 loss per molecule, :math:`\frac{1}{N(3+k)}\|\epsilon - \hat\epsilon\|^2`.
-
-        Args:
-            t: ``[B]`` times in ``[0, 1]``; default uniform on the grid ``{0, 1/T, ..., 1}``.
-            noise: ``(eps_x, eps_h)``; default fresh noise.
-
-        Returns:
-            ``[B]`` loss per molecule.
-        """
-        if t is None:
-            t = torch.randint(0, self.timesteps + 1, (num_graphs,), device=x.device).float() / self.timesteps
-        eps_x, eps_h = noise if noise is not None else self.noise(batch, num_graphs, h.shape[1])
-        gamma = self.schedule.gamma(t)[batch].unsqueeze(-1)                      # [n, 1]
-        alpha, sigma = self.schedule.alpha(gamma), self.schedule.sigma(gamma)
-        x_t = alpha * x + sigma * eps_x                                           # [n, 3]
-        h_t = alpha * h + sigma * eps_h                                           # [n, k]
-        pred_x, pred_h = denoiser(x_t, h_t, t, batch, num_graphs, context)
-        err = ((pred_x - eps_x) ** 2).sum(-1) + ((pred_h - eps_h) ** 2).sum(-1)   # [n]
-        per_graph = x.new_zeros(num_graphs).index_add_(0, batch, err)
-        n_atoms = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(x.dtype)
-        return per_graph / (n_atoms * (3 + h.shape[1]))
-
-    def time_grid(self, steps: int) -> list[int]:
-        """``steps + 1`` integer times from ``T`` down to 0 (evenly spaced, no repeats)."""
-        if not 1 <= steps <= self.timesteps:
-            raise ValueError(f"steps must be in 1..{self.timesteps}, got {steps}")
-        grid = np.unique(np.round(np.linspace(0, self.timesteps, steps + 1)).astype(int))[::-1]
-        return [int(v) for v in grid]
-
-    @torch.no_grad()
-    def sample(self, denoiser: Denoiser, batch: torch.Tensor, num_graphs: int, k: int,
-               context: torch.Tensor | None = None, steps: int | None = None, sampler: str = "ancestral",
-               generator: torch.Generator | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``(x [n, 3], h [n, k])`` from the model for molecules laid out by ``batch``.
-
-        Args:
-            steps: number of denoising steps (default ``T``; fewer gives a strided chain).
-            sampler: ``ancestral`` (stochastic, EDM) or ``ddim`` (deterministic).
-            generator: torch RNG for reproducible samples.
-        """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
-        grid = self.time_grid(steps or self.timesteps)
-        T = float(self.timesteps)
-        z_x, z_h = self.noise(batch, num_graphs, k, generator)
-
-        def gammas(step: int) -> torch.Tensor:
-            return self.schedule.gamma_table[step]
-
-        def eps_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            t = torch.full((num_graphs,), step / T, device=batch.device)
-            return denoiser(z_x, z_h, t, batch, num_graphs, context)
-
-        pairs = list(zip(grid[:-1], grid[1:]))
-        for t_step, s_step in tqdm(pairs, desc=f"sampling ({sampler}, {len(pairs)} steps)", disable=not progress,
-                                   leave=False):
-            g_t, g_s = gammas(t_step), gammas(s_step)
-            e_x, e_h = eps_at(t_step)
-            a_t, s_t = self.schedule.alpha(g_t), self.schedule.sigma(g_t)
-            a_s, s_s = self.schedule.alpha(g_s), self.schedule.sigma(g_s)
-            if sampler == "ddim":
-                z_x = a_s * (z_x - s_t * e_x) / a_t + s_s * e_x
-                z_h = a_s * (z_h - s_t * e_h) / a_t + s_s * e_h
-            else:
-                # q(z_t | z_s): alpha_{t|s} = a_t / a_s, sigma^2_{t|s} = 1 - alpha^2_{t|s}  (variance preserving)
-                sigma2_ts = -torch.expm1(F.softplus(g_s) - F.softplus(g_t))
-                a_ts = a_t / a_s
-                mu_x = z_x / a_ts - sigma2_ts / (a_ts * s_t) * e_x
-                mu_h = z_h / a_ts - sigma2_ts / (a_ts * s_t) * e_h
-                std = torch.sqrt(sigma2_ts) * s_s / s_t
-                n_x, n_h = self.noise(batch, num_graphs, k, generator)
-                z_x, z_h = mu_x + std * n_x, mu_h + std * n_h
-            z_x = remove_mean(z_x, batch, num_graphs)
-        # final denoising at t = 0: the posterior mean of the data given z_0
-        e_x, e_h = eps_at(0)
-        g0 = gammas(0)
-        a0, s0 = self.schedule.alpha(g0), self.schedule.sigma(g0)
-        x = remove_mean((z_x - s0 * e_x) / a0, batch, num_graphs)
-        h = (z_h - s0 * e_h) / a0
-        return x, h
-
+    abar = schedule.alpha_bar_table.detach().to("cpu", torch.float64)
+    targets: list[int | None] = levels[1:] + ([None] if to_data else [])
+    steps = list(zip(levels, targets))
+    for t, s in tqdm(steps, desc=f"sampling ({sampler}, {len(steps)} steps)", disable=not progress, leave=False):
+        step = transition(float(abar[t]), 1.0 if s is None else float(abar[s]), sampler, prediction, variance, eta)
+        z = step(z, predict(z, t), noise)
+        if project is not None:
+            z = project(z)
+    return z

@@ -2,8 +2,8 @@ r"""The continuous path for atom positions: a centred Gaussian prior, aligned to
 
 .. math::
     x_0 \sim \mathcal N(0, I) \text{ with zero centre of mass},\qquad
-    x_t = (1-\alpha_t)\,x_0 + \alpha_t\,x_1,\qquad
-    u_t(x_t \mid \hat x_1) = \frac{\dot\alpha_t}{1-\alpha_t}\,(\hat x_1 - x_t)
+    x_t = (1-\kappa_t)\,x_0 + \kappa_t\,x_1,\qquad
+    u_t(x_t \mid \hat x_1) = \frac{\dot\kappa_t}{1-\kappa_t}\,(\hat x_1 - x_t)
 
 (conditional flow matching, Lipman et al. 2023, https://arxiv.org/abs/2210.02747; endpoint parameterisation as in
 FlowMol, https://arxiv.org/abs/2404.19739). During training PropMolFlow pairs each prior sample with its molecule
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from molgen.generative.schedule import LinearSchedule, Schedule
+from molgen.generative.schedule import InterpolantSchedule, LinearInterpolant
 
 
 def remove_mean(x: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None) -> torch.Tensor:
@@ -76,21 +76,21 @@ class GaussianPath:
     """Straight-line (affine) path between the centred Gaussian prior and the data.
 
     Args:
-        schedule: ``alpha_t`` (default linear, ``alpha_t = t``).
+        schedule: the interpolant ``kappa_t`` (default linear, ``kappa_t = t``).
     """
 
-    def __init__(self, schedule: Schedule | None = None):
-        self.schedule = schedule or LinearSchedule()
+    def __init__(self, schedule: InterpolantSchedule | None = None):
+        self.schedule = schedule or LinearInterpolant()
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
-        """``x_t = (1 - alpha_t) x0 + alpha_t x1`` with ``t [n]`` per atom."""
-        a = self.schedule.alpha(t).unsqueeze(-1)                        # [n, 1]
+        """``x_t = (1 - kappa_t) x0 + kappa_t x1`` with ``t [n]`` per atom."""
+        a = self.schedule.kappa(t).unsqueeze(-1)                        # [n, 1]
         return PathSample(x0, x1, t, (1 - a) * x0 + a * x1)
 
     def velocity(self, x_t: torch.Tensor, x1_hat: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """The marginal velocity from the predicted endpoint (undefined at ``alpha_t = 1``). ``[n, 3]``."""
+        """The marginal velocity from the predicted endpoint (undefined at ``kappa_t = 1``). ``[n, 3]``."""
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
-        a, da = self.schedule.alpha(t), self.schedule.d_alpha(t)
+        a, da = self.schedule.kappa(t), self.schedule.d_kappa(t)
         scale = da / (1 - a)
         if scale.dim():
             scale = scale.unsqueeze(-1)

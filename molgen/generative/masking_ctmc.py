@@ -3,21 +3,21 @@ https://arxiv.org/abs/2402.04997), as FlowMol2/PropMolFlow use it for atom types
 
 Every token of a categorical feature with ``K`` classes lives in ``{0..K-1} ∪ {MASK}`` (``MASK = K``).
 
-* **Prior / corruption.** At time t a token shows its true class with probability :math:`\alpha_t` and MASK
-  otherwise: :math:`p_t(x_t \mid x_1) = \alpha_t\,\delta_{x_1} + (1-\alpha_t)\,\delta_{MASK}`.
+* **Prior / corruption.** At time t a token shows its true class with probability :math:`\kappa_t` and MASK
+  otherwise: :math:`p_t(x_t \mid x_1) = \kappa_t\,\delta_{x_1} + (1-\kappa_t)\,\delta_{MASK}`.
 * **Loss.** Cross-entropy of the predicted endpoint distribution :math:`p_\theta(x_1 \mid x_t)` on the tokens
   that are still masked (the unmasked ones are already known).
 * **Sampling step** from t to t + dt with stochasticity :math:`\eta` (Campbell et al. eq. for the masking
   rate matrix with detailed-balance noise): draw :math:`\hat x_1 \sim p_\theta(\cdot \mid x_t)` (sharpened by a
   temperature); a masked token jumps to :math:`\hat x_1` with probability
-  :math:`\mathrm{d}t\,(\dot\alpha_t + \eta\,\alpha_t)/(1-\alpha_t)`; an unmasked token is re-masked with
+  :math:`\mathrm{d}t\,(\dot\kappa_t + \eta\,\kappa_t)/(1-\kappa_t)`; an unmasked token is re-masked with
   probability :math:`\mathrm{d}t\,\eta`. The last step only unmasks (every token ends unmasked).
 """
 from __future__ import annotations
 
 import torch
 
-from molgen.generative.schedule import LinearSchedule, Schedule
+from molgen.generative.schedule import InterpolantSchedule, LinearInterpolant
 
 
 class MaskingCTMC:
@@ -25,15 +25,15 @@ class MaskingCTMC:
 
     Args:
         n_classes: ``K``, real classes; the mask token is index ``K``.
-        schedule: ``alpha_t`` (default linear).
+        schedule: the interpolant ``kappa_t`` (default linear).
     """
 
-    def __init__(self, n_classes: int, schedule: Schedule | None = None):
+    def __init__(self, n_classes: int, schedule: InterpolantSchedule | None = None):
         if n_classes < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         self.n_classes = n_classes
         self.mask_index = n_classes
-        self.schedule = schedule or LinearSchedule()
+        self.schedule = schedule or LinearInterpolant()
 
     def prior(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
         """All-mask tokens, long ``shape``."""
@@ -41,7 +41,7 @@ class MaskingCTMC:
 
     def corrupt(self, x1: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample ``x_t ~ p_t(. | x1)``: ``x1 [...]`` long, ``t`` broadcastable to it -> ``x_t [...]`` long."""
-        keep = torch.rand(x1.shape, generator=generator).to(x1.device) < self.schedule.alpha(t)
+        keep = torch.rand(x1.shape, generator=generator).to(x1.device) < self.schedule.kappa(t)
         return torch.where(keep, x1, torch.full_like(x1, self.mask_index))
 
     def is_masked(self, x_t: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ class MaskingCTMC:
             ``x_{t+dt} [m]``.
         """
         tt = torch.as_tensor(t, dtype=torch.float64)
-        a, da = float(self.schedule.alpha(tt)), float(self.schedule.d_alpha(tt))
+        a, da = float(self.schedule.kappa(tt)), float(self.schedule.d_kappa(tt))
         probs = torch.softmax(logits.double() / temperature, -1).cpu()               # [m, K]
         x1_hat = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(x_t.device)  # [m]
         u = torch.rand(x_t.shape, generator=generator).to(x_t.device)                 # [m]

@@ -2,7 +2,7 @@
 
 A solver advances positions from ``t`` to ``s`` given ``predict(x, t) -> (x1_hat, extra)``; ``extra`` (the
 categorical logits) is that of the first evaluation, which the CTMC step then uses. Euler needs one network
-evaluation per step; Heun (explicit trapezoid) two, except on the last step where the velocity at ``alpha=1``
+evaluation per step; Heun (explicit trapezoid) two, except on the last step where the velocity at ``kappa=1``
 is undefined and it falls back to Euler.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ class HeunSolver:
         x1_hat, extra = predict(x_t, t)
         u_t = path.velocity(x_t, x1_hat, t)
         x_euler = x_t + (s - t) * u_t
-        if float(path.schedule.alpha(torch.tensor(s))) >= 1.0 - 1e-6:
+        if float(path.schedule.kappa(torch.tensor(s))) >= 1.0 - 1e-6:
             return x_euler, extra
         x1_hat_s, _ = predict(x_euler, s)
         return x_t + 0.5 * (s - t) * (u_t + path.velocity(x_euler, x1_hat_s, s)), extra

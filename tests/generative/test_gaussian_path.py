@@ -2,7 +2,7 @@
 import torch
 
 from molgen.generative import GaussianPath, align_prior, centred_gaussian, kabsch_rotation, remove_mean
-from molgen.generative.schedule import CosineSchedule
+from molgen.generative.schedule import CosineInterpolant
 
 
 def _batch():
@@ -24,14 +24,14 @@ def test_interpolant_ends_and_velocity_round_trip():
     batch = _batch()
     g = torch.Generator().manual_seed(1)
     x0, x1 = centred_gaussian(batch, g), remove_mean(torch.randn(17, 3, generator=g), batch)
-    for path in (GaussianPath(), GaussianPath(CosineSchedule())):
+    for path in (GaussianPath(), GaussianPath(CosineInterpolant())):
         assert torch.allclose(path.sample(x0, x1, torch.zeros(17)).x_t, x0)
         assert torch.allclose(path.sample(x0, x1, torch.ones(17)).x_t, x1)
         t = torch.rand(17, generator=g) * 0.9
         x_t = path.sample(x0, x1, t).x_t
-        # the endpoint velocity is dalpha/(1-alpha) (x1 - x_t); integrating it to alpha=1 recovers x1
-        a = path.schedule.alpha(t).unsqueeze(-1)
-        da = path.schedule.d_alpha(t).unsqueeze(-1)
+        # the endpoint velocity is dkappa/(1-kappa) (x1 - x_t); integrating it to kappa=1 recovers x1
+        a = path.schedule.kappa(t).unsqueeze(-1)
+        da = path.schedule.d_kappa(t).unsqueeze(-1)
         v = torch.stack([path.velocity(x_t[k], x1[k], t[k]) for k in range(17)])
         assert torch.allclose(x_t + v * (1 - a) / da, x1, atol=1e-5)
 

@@ -9,7 +9,7 @@ Three parts, trained one after the other (``phase``):
 2. ``autoencoder``: attention pooling (one latent per SS element) + the autoregressive decoder
    (:class:`~molgen.models.cpdiffusion_ss.decoder.SSDecoder`) by teacher forcing, the encoder frozen.
 3. ``diffusion``: the EGNN denoiser (:class:`~molgen.models.cpdiffusion_ss.denoiser.SSGraphDenoiser`) on the SS graph by
-   x0-prediction on standardised element latents (:class:`~molgen.generative.latent_diffusion.GaussianDiffusion`).
+   x0-prediction on standardised element latents (:class:`~molgen.generative.latent_diffusion.LatentDiffusion`).
 
 Generation for a template SS graph: DDPM (or DDIM) sampling of element latents -> de-standardise -> decode.
 The latent standardisation (per-dimension mean/std of the training latents, stored as buffers) is an addition
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import to_dense_batch
 
-from molgen.generative.latent_diffusion import GaussianDiffusion
+from molgen.generative.latent_diffusion import LatentDiffusion
 from molgen.data.protein_tokens import VOCAB
 from molgen.models.cpdiffusion_ss.protein_lm import AttentionPooling, ProteinLM, mlm_corrupt
 from molgen.models.cpdiffusion_ss.decoder import SSDecoder
@@ -66,7 +66,7 @@ class CPDiffusionSS(pl.LightningModule):
         self.pooling = AttentionPooling(self.encoder.dim, latent_dim)
         self.decoder = SSDecoder(latent_dim, dec_dim, dec_layers, dec_heads, 2 * dec_dim, dropout, dec_ss_label)
         self.denoiser = SSGraphDenoiser(latent_dim, egnn_hidden, egnn_layers, egnn_dropout)
-        self.diffusion = GaussianDiffusion(diffusion_steps, schedule)
+        self.diffusion = LatentDiffusion(diffusion_steps, schedule)
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
         self.phase = "mlm"

@@ -10,8 +10,9 @@ GeoLDM (Xu et al., ICML 2023, https://arxiv.org/abs/2305.01140) in two phases:
    issue #3), the encoder is trained. A :class:`~molgen.models.sild.nets.BondHead` learns bond orders from
    (types, charges, geometry) on the training molecules, with positions jittered so it tolerates decoded
    geometry; it turns any decoded molecule into a bonded RDKit molecule.
-2. **Latent diffusion.** :class:`~molgen.generative.diffusion.EquivariantDiffusion` (EDM: ``polynomial_2``,
-   1000 steps, epsilon prediction) on posterior samples of the frozen encoder, with an equivariant denoiser.
+2. **Latent diffusion.** :class:`~molgen.generative.equivariant_diffusion.EquivariantDiffusion` (EDM:
+   ``polynomial_2``, 1000 steps, epsilon prediction) on posterior samples of the frozen encoder, with an
+   equivariant denoiser.
 
 ``encoder="none"`` is the ablation: the same diffusion directly on raw per-atom features (scaled one-hot types
 and charges, EDM's representation), decoded by argmax; the same bond head assigns bonds.
@@ -31,26 +32,14 @@ from molgen.conditioning import PropertyEmbedding, PropertySampler
 from molgen.data.graph import MoleculeVocab, from_dense
 from molgen.data.molecule import Molecule
 from molgen.errors import CheckpointError, ConfigError
-from molgen.generative.diffusion import EquivariantDiffusion
+from molgen.generative.equivariant_diffusion import EquivariantDiffusion
 from molgen.generative.gaussian_path import centred_gaussian, remove_mean
 from molgen.models.sild.nets import BondHead, EquivariantDenoiser, GauntLatentEncoder, LatentDecoder, LatentEncoder
+from molgen.nn.graph import edge_bond_types
 from molgen.nn.molecule_net import complete_graph
 
 ENCODERS = ("egnn", "gaunt", "none")
 PHASES = ("autoencoder", "diffusion")
-
-
-def bond_labels(edge_index: torch.Tensor, bond_index: torch.Tensor, bond_type: torch.Tensor, n: int) -> torch.Tensor:
-    """Bond class of every edge of ``edge_index [2, E]`` (0 = none) from the bonds ``bond_index [2, M]`` (i < j)."""
-    keys = edge_index[0] * n + edge_index[1]                                         # [E]
-    both = torch.cat([bond_index[0] * n + bond_index[1], bond_index[1] * n + bond_index[0]])
-    order = torch.cat([bond_type, bond_type])
-    sorted_keys, perm = both.sort()
-    pos = torch.searchsorted(sorted_keys, keys).clamp(max=max(len(sorted_keys) - 1, 0))
-    hit = sorted_keys[pos] == keys if len(sorted_keys) else torch.zeros_like(keys, dtype=torch.bool)
-    labels = torch.zeros_like(keys)
-    labels[hit] = order[perm[pos[hit]]]
-    return labels
 
 
 class SiLD(pl.LightningModule):
@@ -183,7 +172,7 @@ class SiLD(pl.LightningModule):
             out["type_acc"] = (type_logits.argmax(-1) == data.atom_type).float().mean()
         jitter = torch.randn_like(data.pos) * self.hparams.bond_noise
         bond_logits = self.bond_head(self.atom_features(data.atom_type, data.charge), data.pos + jitter, edge_index)
-        labels = bond_labels(edge_index, data.bond_index, data.bond_type, data.num_nodes)
+        labels = edge_bond_types(edge_index, data.bond_index, data.bond_type, data.num_nodes)
         out["bond"] = F.cross_entropy(bond_logits, labels)
         out["bond_acc"] = (bond_logits.argmax(-1) == labels)[labels > 0].float().mean()
         total = out["bond"]
@@ -211,7 +200,7 @@ class SiLD(pl.LightningModule):
             per_mol_sq = pos.new_zeros(B).index_add_(0, data.batch, sq) / torch.bincount(data.batch, minlength=B)
             wrong = torch.zeros(B, dtype=torch.long).index_add_(0, data.batch, (~ok).long())
             bl = self.bond_head(self.atom_features(tl.argmax(-1), cl.argmax(-1)), pos, ei).argmax(-1)
-            labels = bond_labels(ei, data.bond_index, data.bond_type, data.num_nodes)
+            labels = edge_bond_types(ei, data.bond_index, data.bond_type, data.num_nodes)
             sums["type"] += float(ok.sum()); sums["charge"] += float((cl.argmax(-1) == data.charge).sum())
             sums["sq"] += float(sq.sum()); sums["atoms"] += int(data.num_nodes)
             sums["rmsd"] += float(per_mol_sq.sqrt().sum()); sums["mols"] += B
@@ -226,7 +215,8 @@ class SiLD(pl.LightningModule):
 
     # ------------------------------------------------------------------ diffusion
     def denoise(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None):
-        """The noise prediction on the complete graph (the :class:`~molgen.generative.diffusion.Denoiser` protocol).
+        """The noise prediction on the complete graph (the
+        :class:`~molgen.generative.equivariant_diffusion.Denoiser` protocol).
 
         :math:`\\hat\\epsilon = \\sigma_t z_t + f_\\theta(z_t, t)`: the network learns a residual on top of the exact
         prediction for standard-normal data. Near ``t = 1`` (:math:`\\alpha_T^2 = 10^{-5}`) the sampler divides
@@ -235,7 +225,8 @@ class SiLD(pl.LightningModule):
         """
         if edge_index is None:
             edge_index = complete_graph(batch, num_graphs)[0]
-        sigma = self.diffusion.schedule.sigma(self.diffusion.schedule.gamma(t))[batch].unsqueeze(-1)   # [n, 1]
+        schedule = self.diffusion.schedule
+        sigma = schedule.sigma(schedule.level(t)).to(x_t.dtype)[batch].unsqueeze(-1)                # [n, 1]
         res_x, res_h = self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index)
         return sigma * x_t + res_x, sigma * h_t + res_h
 
