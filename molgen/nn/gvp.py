@@ -26,25 +26,6 @@ def norm_no_nan(x: torch.Tensor, dim: int = -1, keepdim: bool = False, eps: floa
     return torch.sqrt(out) if sqrt else out
 
 
-class GaussianRBF(nn.Module):
-    r"""Radial basis expansion of distances: :math:`\exp(-((d-\mu_k)/\sigma)^2)`, ``n`` centres on
-    ``[d_min, d_max]``, :math:`\sigma = (d_{max}-d_{min})/n` (FlowMol's convention).
-
-    Shapes: ``d [...]`` -> ``[..., n]``.
-    """
-
-    def __init__(self, n: int = 32, d_min: float = 0.0, d_max: float = 14.0):
-        super().__init__()
-        self.register_buffer("centres", torch.linspace(d_min, d_max, n), persistent=False)
-        self.sigma = (d_max - d_min) / n
-
-    def forward(self, d: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-(((d.unsqueeze(-1) - self.centres) / self.sigma) ** 2))
-
-    def __repr__(self) -> str:
-        return f"GaussianRBF({self.centres.numel()}, [{float(self.centres[0])}, {float(self.centres[-1])}])"
-
-
 class GVP(nn.Module):
     r"""One geometric vector perceptron with sigmoid vector gating and optional cross-product features.
 

@@ -11,29 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from molgen.nn.gvp import GVP, GaussianRBF, GVPConv, GVPSequential, norm_no_nan
-
-
-def complete_graph(batch: torch.Tensor, num_graphs: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All directed atom pairs ``(i, j), i != j`` inside each molecule, and each edge's reverse.
-
-    Args:
-        batch: ``[n]`` molecule index of every atom, sorted (PyG convention).
-
-    Returns:
-        ``edge_index [2, E]`` (``E = sum_m N_m (N_m - 1)``), sorted by source then target, and
-        ``reverse [E]`` with ``edge_index[:, reverse[k]] == edge_index.flip(0)[:, k]``.
-    """
-    counts = torch.bincount(batch, minlength=num_graphs or 0)                  # [B]
-    ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])                  # [B + 1]
-    nmax = int(counts.max()) if counts.numel() else 0
-    ar = torch.arange(nmax, device=batch.device)
-    valid = ar.unsqueeze(0) < counts.unsqueeze(1)                             # [B, nmax]
-    pair = valid.unsqueeze(2) & valid.unsqueeze(1) & ~torch.eye(nmax, dtype=torch.bool, device=batch.device)
-    b, i, j = pair.nonzero(as_tuple=True)                                     # [E] each, row-major
-    ids = torch.full(pair.shape, -1, dtype=torch.long, device=batch.device)   # [B, nmax, nmax]
-    ids[b, i, j] = torch.arange(b.numel(), device=batch.device)
-    return torch.stack([ptr[b] + i, ptr[b] + j]), ids[b, j, i]                # [2, E], [E]
+from molgen.nn.graph import complete_graph  # noqa: F401 -- re-exported: the graph these nets run on
+from molgen.nn.gvp import GVP, GVPConv, GVPSequential, norm_no_nan
+from molgen.nn.radial import GaussianRBF
 
 
 def edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

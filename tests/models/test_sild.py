@@ -5,7 +5,8 @@ import torch
 from torch_geometric.data import Batch
 
 from molgen.errors import ConfigError
-from molgen.models.sild.model import SiLD, bond_labels
+from molgen.models.sild.model import SiLD
+from molgen.nn.graph import edge_bond_types as bond_labels
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import random_orthogonal
 

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from molgen.nn.gvp import GVP, GaussianRBF, GVPConv, GVPLayerNorm
+from molgen.nn.gvp import GVP, GVPConv, GVPLayerNorm
 from molgen.nn.molecule_net import complete_graph, edge_geometry
+from molgen.nn.radial import GaussianRBF
 from molgen.testing import random_orthogonal as random_rotation
 
 

@@ -12,7 +12,9 @@ the slot axis, keeping the lowest ``n_modes`` frequencies) and then runs one **E
 
 The temporal layer acts on the invariant features (``h <- h + LeakyReLU(FNO(h))``) and, with real weights
 shared over x/y/z, on the stacked pair ``(x - centroid, v)`` (2 -> 2 channels, residual), which keeps E(3)
-equivariance. A 32-d sinusoidal embedding of the slot index is concatenated to the node features.
+equivariance. A 32-d sinusoidal embedding of the slot index (``sin_cos`` layout of
+:func:`molgen.nn.embeddings.sinusoidal_embedding`) is concatenated to the node features. The EGNN layer is
+:class:`molgen.nn.egnn.EGNNLayer` with ``velocity=True, coord_step="linear"`` on dense (padded) graphs.
 
 Graph (as EGNO's MD17 loader): heavy atoms; bonds where the distance at the input frame is < 1.6 Angstrom,
 plus 2-hop edges; edge attributes ``[Z_i, Z_j] / z_max`` and the hop type. EGNO's hand-written per-molecule
@@ -26,18 +28,12 @@ Shapes:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def slot_embedding(n_slots: int, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of slot indices ``0..P-1`` (Vaswani et al. 2017), ``[P, dim]``."""
-    pos = torch.arange(n_slots, dtype=torch.float32)[:, None]
-    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    return torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=-1)[:, :dim]
+from molgen.nn.egnn import EGNNLayer
+from molgen.nn.embeddings import sinusoidal_embedding
 
 
 class TemporalFourierLayer(nn.Module):
@@ -66,35 +62,18 @@ class TemporalFourierLayer(nn.Module):
         return torch.fft.irfft(out_ft, n=P, dim=1)
 
 
-class EGNNVelocityLayer(nn.Module):
-    """One EGNN layer with velocity on dense (padded) graphs; see the module docstring for the update.
+#: the velocity EGNN layer's sub-network names (EGNO's phi_e, phi_x, phi_v, phi_h)
+_LAYER_NAMES = {"message": "phi_e", "coord": "phi_x", "velocity": "phi_v", "node": "phi_h"}
 
-    Shapes:
-        h ``[G, N, H]``, x/v ``[G, N, 3]``, adj ``[G, N, N]`` bool, e ``[G, N, N, E]`` -> (h, x, v)
+
+def egno_layer(hidden: int, edge_dim: int) -> EGNNLayer:
+    """One EGNN layer with velocity (see the module docstring for the update) as EGNO uses it.
+
+    Shapes: ``layer(h [G, N, H], x [G, N, 3], edge_attr=e [G, N, N, E], v=v [G, N, 3], adj=adj [G, N, N])``
+    -> ``(h, x, v)``.
     """
-
-    def __init__(self, hidden: int, edge_dim: int):
-        super().__init__()
-        self.phi_e = nn.Sequential(nn.Linear(2 * hidden + 1 + edge_dim, hidden), nn.SiLU(),
-                                   nn.Linear(hidden, hidden), nn.SiLU())
-        self.phi_x = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1, bias=False))
-        nn.init.xavier_uniform_(self.phi_x[-1].weight, gain=0.001)
-        self.phi_v = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
-        self.phi_h = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-
-    def forward(self, h, x, v, adj, e):
-        G, N, H = h.shape
-        rij = x[:, :, None] - x[:, None]                                              # [G, N, N, 3]
-        d2 = (rij ** 2).sum(-1, keepdim=True)
-        m = self.phi_e(torch.cat([h[:, :, None].expand(G, N, N, H), h[:, None].expand(G, N, N, H), d2, e], -1))
-        a = adj[..., None].to(h.dtype)
-        m = m * a                                                                     # [G, N, N, H]
-        deg = a.sum(2).clamp(min=1)                                                   # [G, N, 1]
-        trans = (rij * self.phi_x(m)).clamp(-100, 100) * a
-        v = self.phi_v(h) * v + trans.sum(2) / deg
-        x = x + v
-        h = h + self.phi_h(torch.cat([h, m.sum(2)], -1))
-        return h, x, v
+    return EGNNLayer(hidden, edge_attr_dim=edge_dim, attention=False, coord_step="linear", coords_clamp=100.0,
+                     velocity=True, module_names=_LAYER_NAMES)
 
 
 class EGNO(nn.Module):
@@ -111,9 +90,10 @@ class EGNO(nn.Module):
         super().__init__()
         self.n_targets, self.hidden, self.use_time_conv = n_targets, hidden, use_time_conv
         self.cutoff, self.z_max = cutoff, z_max
-        self.register_buffer("slot_emb", slot_embedding(n_targets, time_emb_dim), persistent=False)
+        self.register_buffer("slot_emb", sinusoidal_embedding(torch.arange(n_targets), time_emb_dim, "sin_cos"),
+                             persistent=False)
         self.embed = nn.Linear(2 + time_emb_dim, hidden)
-        self.layers = nn.ModuleList(EGNNVelocityLayer(hidden, 4) for _ in range(n_layers))
+        self.layers = nn.ModuleList(egno_layer(hidden, 4) for _ in range(n_layers))
         self.time_h = nn.ModuleList(TemporalFourierLayer(hidden, hidden, n_modes) for _ in range(n_layers))
         self.time_xv = nn.ModuleList(TemporalFourierLayer(2, 2, n_modes, init_scale=0.1) for _ in range(n_layers))
 
@@ -156,7 +136,8 @@ class EGNO(nn.Module):
                 xv = torch.stack([x - centroid, v], -1)                               # [B, P, N, 3, 2]
                 xv = xv + conv_xv(xv)
                 x, v = (centroid + xv[..., 0]) * m, xv[..., 1] * m
-            hf, xf, vf = layer(h.reshape(B * P, N, -1), x.reshape(B * P, N, 3), v.reshape(B * P, N, 3), adj, e)
+            hf, xf, vf = layer(h.reshape(B * P, N, -1), x.reshape(B * P, N, 3), edge_attr=e, v=v.reshape(B * P, N, 3),
+                               adj=adj)
             h, x, v = hf.view(B, P, N, -1) * m, xf.view(B, P, N, 3) * m, vf.view(B, P, N, 3) * m
         return x
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from molgen.data.protein_tokens import AA_OFFSET, BOS, EOS, PAD, VOCAB
-from molgen.models.cpdiffusion_ss.protein_lm import SinusoidalPositions
+from molgen.nn.embeddings import SinusoidalPositions
 
 
 class SSDecoder(nn.Module):

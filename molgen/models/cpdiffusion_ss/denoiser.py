@@ -10,45 +10,30 @@ reflections and translations of the template:
     e_{ij} \\leftarrow \\mathrm{LN}(e_{ij} + \\phi_e(m_{ij}))
 
 followed by FiLM time conditioning ``h * (1 + scale_l(t)) + shift_l(t)``, LayerNorm and a 4x GELU feed-forward
-block with residual, as in the paper's code. Written here (not PyG's or lucidrains' EGNN) because the edge
-update, the no-coordinate-update variant and per-layer FiLM are not offered together by a maintained library;
-aggregation uses PyG's ``scatter``.
+block with residual, as in the paper's code. The EGNN layer is :class:`molgen.nn.egnn.EGNNLayer` in its
+invariant, edge-updating configuration; the time embedding is :func:`molgen.nn.embeddings.sinusoidal_embedding`
+with the ``cos_sin`` layout (ADM's ``timestep_embedding``).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-from torch_geometric.utils import scatter
+
+from molgen.nn.egnn import EGNNLayer
+from molgen.nn.embeddings import sinusoidal_embedding
+
+#: the layer's sub-network names as this model's checkpoints store them
+_LAYER_NAMES = {"message": "message", "node": "node", "edge": "edge", "edge_norm": "edge_norm"}
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps. Shapes: ``(B,)`` -> ``(B, dim)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+def ss_egnn_layer(dim: int, dropout: float = 0.0) -> EGNNLayer:
+    """One invariant EGNN layer with edge update (messages ``4 dim`` wide, node MLP ``2 dim``).
 
-
-class EGNNLayer(nn.Module):
-    """One invariant EGNN layer with edge update. Shapes: h (N, d), e (E, d), d2 (E, 1) -> (N, d), (E, d)."""
-
-    def __init__(self, dim: int, dropout: float = 0.0):
-        super().__init__()
-        self.message = nn.Sequential(nn.Linear(3 * dim + 1, 4 * dim), nn.SiLU(), nn.Dropout(dropout),
-                                     nn.Linear(4 * dim, dim), nn.SiLU())
-        self.node = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
-        self.edge = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.edge_norm = nn.LayerNorm(dim)
-
-    def forward(self, h: torch.Tensor, e: torch.Tensor, d2: torch.Tensor, edge_index: torch.Tensor):
-        src, dst = edge_index
-        m = self.message(torch.cat([h[dst], h[src], e, d2], dim=-1))
-        agg = scatter(m, dst, dim=0, dim_size=h.shape[0], reduce="sum")
-        h = h + self.node(torch.cat([h, agg], dim=-1))
-        e = self.edge_norm(e + self.edge(m))
-        return h, e
+    Shapes: ``layer(h (N, d), pos (N, 3), edge_index (2, E) as (target, source), e (E, d))`` -> ``(h, pos, e)``.
+    """
+    return EGNNLayer(dim, edge_attr_dim=dim, update_coords=False, attention=False, update_edges=True,
+                     message_hidden=4 * dim, node_hidden=2 * dim, dropout=dropout, distance_last=True,
+                     module_names=_LAYER_NAMES)
 
 
 class SSGraphDenoiser(nn.Module):
@@ -74,7 +59,7 @@ class SSGraphDenoiser(nn.Module):
         self.node_in = nn.Linear(2 * hidden, hidden)
         self.edge_embed = nn.Linear(1, hidden)
         self.time_mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, 4 * hidden))
-        self.layers = nn.ModuleList(EGNNLayer(hidden, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(ss_egnn_layer(hidden, dropout) for _ in range(layers))
         self.film = nn.ModuleList(nn.Linear(4 * hidden, 2 * hidden) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
@@ -89,11 +74,10 @@ class SSGraphDenoiser(nn.Module):
                 edge_attr: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = self.node_in(torch.cat([self.ss_embed(ss), self.latent_embed(z_t)], dim=-1))  # (N, hidden)
         e = self.edge_embed(edge_attr.unsqueeze(-1))  # (E, hidden)
-        src, dst = edge_index
-        d2 = ((pos[dst] - pos[src]) ** 2).sum(-1, keepdim=True)  # (E, 1): the only use of geometry
-        temb = self.time_mlp(timestep_embedding(t, self.hidden).to(z_t.dtype))  # (N, 4 hidden)
+        flow = edge_index.flip(0)  # (target, source): messages flow source -> target
+        temb = self.time_mlp(sinusoidal_embedding(t, self.hidden, "cos_sin").to(z_t.dtype))  # (N, 4 hidden)
         for layer, film, norm, ffn, ffn_norm in zip(self.layers, self.film, self.norms, self.ffn, self.ffn_norms):
-            h, e = layer(h, e, d2, edge_index)
+            h, _, e = layer(h, pos, flow, e)  # geometry enters only as squared distances
             scale, shift = film(temb).chunk(2, dim=-1)
             h = norm(h * (1 + scale) + shift)
             h = ffn_norm(h + ffn(h))

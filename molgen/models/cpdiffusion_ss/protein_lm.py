@@ -19,21 +19,7 @@ from torch_geometric.utils import scatter, softmax
 
 from molgen.data.protein_tokens import AA_OFFSET, MASK, PAD, VOCAB
 from molgen.data.proteins import AMINO_ACIDS
-
-class SinusoidalPositions(nn.Module):
-    """Fixed sinusoidal position encodings (Vaswani et al. 2017). Shapes: (B, L, d) -> (B, L, d)."""
-
-    def __init__(self, dim: int, max_len: int = 4096):
-        super().__init__()
-        pos = torch.arange(max_len).unsqueeze(1)
-        freq = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-        pe = torch.zeros(max_len, dim)
-        pe[:, 0::2] = torch.sin(pos * freq)
-        pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-        self.register_buffer("pe", pe, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[: x.shape[1]].unsqueeze(0)
+from molgen.nn.embeddings import SinusoidalPositions
 
 
 class ProteinLM(nn.Module):

@@ -31,6 +31,7 @@ from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
 from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
 from molgen.generative.solvers import time_grid
+from molgen.nn.graph import edge_bond_types
 from molgen.nn.molecule_net import complete_graph
 from molgen.spec import build
 
@@ -63,14 +64,9 @@ def upgrade_args(args: dict[str, Any]) -> dict[str, Any]:
 
 def bond_tokens(edge_index: torch.Tensor, num_nodes: int, bond_index: torch.Tensor,
                 bond_type: torch.Tensor) -> torch.Tensor:
-    """Bond order (0 = none) of every directed edge of a complete graph sorted by (source, target). ``[E]``."""
-    keys = edge_index[0] * num_nodes + edge_index[1]                                   # [E], ascending
-    e1 = torch.zeros(edge_index.shape[1], dtype=torch.long, device=edge_index.device)
-    if bond_type.numel():
-        i, j = bond_index
-        e1[torch.searchsorted(keys, i * num_nodes + j)] = bond_type
-        e1[torch.searchsorted(keys, j * num_nodes + i)] = bond_type
-    return e1
+    """Bond order (0 = none) of every edge of ``edge_index``: :func:`molgen.nn.graph.edge_bond_types` with this
+    module's former argument order (kept for its importers). ``[E]``."""
+    return edge_bond_types(edge_index, bond_index, bond_type, num_nodes)
 
 
 class PropMolFlow(pl.LightningModule):
@@ -166,7 +162,7 @@ class PropMolFlow(pl.LightningModule):
         c_t = self.ctmc["c"].corrupt(batch.charge, t_atom)                             # [n]
         edge_index, reverse = complete_graph(idx, n_mol)                               # [2, E], [E]
         upper = edge_index[0] < edge_index[1]
-        e1 = bond_tokens(edge_index, x1.shape[0], batch.bond_index, batch.bond_type)[upper]  # [E_u]
+        e1 = edge_bond_types(edge_index, batch.bond_index, batch.bond_type, x1.shape[0])[upper]  # [E_u]
         e_t_upper = self.ctmc["e"].corrupt(e1, t[idx[edge_index[0][upper]]])          # [E_u]
         e_t = torch.empty(edge_index.shape[1], dtype=torch.long, device=x1.device)
         e_t[upper], e_t[reverse[upper]] = e_t_upper, e_t_upper                         # symmetric [E]

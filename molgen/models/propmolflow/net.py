@@ -21,8 +21,8 @@ from torch import nn
 from molgen.conditioning import PropertyEmbedding
 from molgen.generative.gaussian_path import remove_mean
 from molgen.nn.gaunt import GauntBackbone
-from molgen.nn.gvp import GaussianRBF
 from molgen.nn.molecule_net import GVPMoleculeNet
+from molgen.nn.radial import GaussianRBF
 
 
 def _embed(d_in: int, d: int) -> nn.Sequential:

@@ -19,7 +19,7 @@ from torch import nn
 from molgen.generative.gaussian_path import remove_mean
 from molgen.nn.egnn import EGNN
 from molgen.nn.gaunt import GauntBackbone
-from molgen.nn.gvp import GaussianRBF
+from molgen.nn.radial import GaussianRBF
 
 
 class LatentEncoder(nn.Module):

@@ -32,6 +32,7 @@ from molgen.errors import ConfigError
 from molgen.nn.gaunt._basis import num_sh
 from molgen.nn.gaunt._modules import (GauntConvolution, GauntFeatureInteraction, GauntManyBody, degree_matrix,
                                       expand_degrees)
+from molgen.nn.radial import GaussianRBF
 
 
 class DegreeLinear(nn.Module):
@@ -65,20 +66,6 @@ class EquivariantRMSNorm(nn.Module):
         norms = degree_norms(x, self.lmax)  # [N, C, L+1]
         rms = (norms.pow(2).mean(-2, keepdim=True) + self.eps).sqrt()  # [N, 1, L+1]
         return x * expand_degrees(self.scale / rms, self.lmax)
-
-
-class GaussianRBF(nn.Module):
-    """Gaussian radial basis on [0, cutoff] times a smooth cosine cutoff. ``[E] -> [E, n]``."""
-
-    def __init__(self, n: int, cutoff: float) -> None:
-        super().__init__()
-        self.cutoff = cutoff
-        self.register_buffer("centers", torch.linspace(0.0, cutoff, n))
-        self.gamma = (n / cutoff) ** 2
-
-    def forward(self, d: Tensor) -> Tensor:
-        envelope = 0.5 * (torch.cos(math.pi * (d / self.cutoff).clamp(max=1.0)) + 1.0)
-        return torch.exp(-self.gamma * (d[:, None] - self.centers) ** 2) * envelope[:, None]
 
 
 class GauntLayer(nn.Module):
@@ -154,7 +141,7 @@ class GauntBackbone(nn.Module):
                 raise ConfigError(f"GauntBackbone: {name} must be >= 1, got {value}")
         self.lmax, self.hidden_channels, self.edge_dim, self.num_vectors = lmax, hidden_channels, edge_dim, num_vectors
         self.embed = nn.Linear(in_channels, hidden_channels)
-        self.rbf = GaussianRBF(num_radial, cutoff)
+        self.rbf = GaussianRBF(num_radial, 0.0, cutoff, cosine_cutoff=True, persistent=True)
         self.layers = nn.ModuleList(GauntLayer(hidden_channels, lmax, num_radial + edge_dim, correlation,
                                                avg_neighbors) for _ in range(num_layers))
         self.out_scalar = nn.Sequential(nn.Linear(hidden_channels * (lmax + 1), hidden_channels), nn.SiLU(),
