@@ -11,16 +11,20 @@ A model sees a molecule as a :class:`torch_geometric.data.Data` with
 
 PyG batches these (``bond_index`` is offset per molecule because its name contains "index").
 :class:`GraphDataset` stores many molecules as a few concatenated tensors in one ``.pt`` file that loads
-with ``torch.load(weights_only=True)``.
+with ``torch.load(weights_only=True)``; the storage, :class:`PackedGraphStore`, is shared with
+:class:`molgen.data.packed.PackedGraphs` (the GraphMVP pretraining pairs).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
+from torch_geometric.data.collate import collate
+from torch_geometric.data.separate import separate
 
 from molgen.data.molecule import ELEMENTS, Molecule
 from molgen.errors import DataError
@@ -114,17 +118,121 @@ def load_tensors(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-class GraphDataset(torch.utils.data.Dataset):
-    """Molecules encoded with one vocabulary, held as concatenated tensors (fast, weights-only on disk).
+#: ``"format"`` of the files :class:`PackedGraphStore` writes (format 1: the layouts written before, no such key).
+STORE_FORMAT = "molgen.packed_graphs"
+STORE_VERSION = 2
+_Store = TypeVar("_Store", bound="PackedGraphStore")
+
+
+class PackedGraphStore(torch.utils.data.Dataset):
+    """Many small PyG graphs held the way :class:`torch_geometric.data.InMemoryDataset` holds them: every
+    attribute of all graphs concatenated into one tensor plus ``slices`` (per attribute, where each graph's part
+    starts; ``torch_geometric.data.collate`` with ``increment=False``), items cut back out with
+    ``torch_geometric.data.separate``, so a node, edge (``*index``: along the last dimension) or graph-level
+    attribute needs no declaration. Items carry ``num_nodes`` and ``idx`` (Python ints).
+
+    PyG's functions, not ``InMemoryDataset`` itself: its file stores the ``Data`` class (so it does not load with
+    a plain ``torch.load(weights_only=True)``), its ``collate`` gives no slices for a one-graph set, and it
+    brings root/raw/processed folders, transforms and a per-item cache that these in-memory sets do not use.
+
+    File (format 2, :meth:`save`), plain tensors, lists and dicts::
+
+        {"format": STORE_FORMAT, "version": 2, "kind": <class name>, "data": {attribute: tensor},
+         "slices": {attribute: long [n + 1]}, "num_nodes": long [n], "idx": long [n], "meta": dict}
+
+    Subclasses set :attr:`KIND` and read the format-1 file they used to write in :meth:`_from_format1`, so
+    files of earlier runs still load.
 
     Args:
-        tensors: the dict written by :meth:`save` (see :meth:`from_molecules`).
+        tensors: what :meth:`save` writes (or a format-1 dict of the subclass).
     """
 
+    KIND = "graphs"
+
     def __init__(self, tensors: dict):
-        self.t = tensors
-        self.vocab = MoleculeVocab.from_dict(tensors["vocab"])
-        self.property_names: tuple[str, ...] = tuple(tensors["property_names"])
+        if tensors.get("format") != STORE_FORMAT:
+            tensors = self._from_format1(tensors)
+        elif tensors.get("kind") != self.KIND:
+            raise DataError(f"the file holds a {tensors.get('kind')} data set, not a {self.KIND}")
+        elif int(tensors.get("version", 0)) > STORE_VERSION:
+            raise DataError(f"graph data set format {tensors.get('version')} is newer than this molgen reads "
+                            f"({STORE_VERSION})")
+        self.data: dict[str, torch.Tensor] = dict(tensors["data"])
+        self.slices: dict[str, torch.Tensor] = dict(tensors["slices"])
+        self.nodes: torch.Tensor = tensors["num_nodes"]  # [n] node count per graph
+        self.idx: torch.Tensor = tensors["idx"]  # [n] the graphs' idx
+        self.meta: dict = dict(tensors["meta"])
+        self._batch = Data(**self.data)  # what `separate` cuts items from (shares the tensors)
+
+    @classmethod
+    def _collate(cls, graphs: list[Data], keys: list[str] | None = None, idx: list[int] | None = None,
+                 meta: dict | None = None) -> dict:
+        """The format-2 dict of ``graphs``: attributes ``keys`` (default: all of the first graph's),
+        ``idx`` per graph (default: position), ``meta``."""
+        if not graphs:
+            raise DataError("empty data set: no graph to store")
+        keys = [k for k in (graphs[0].keys() if keys is None else keys) if k not in ("num_nodes", "idx")]
+        skip = set(graphs[0].keys()) - set(keys)  # not stored (``num_nodes`` and ``idx`` are, separately)
+        batch, slices, _ = collate(Data, list(graphs), increment=False, add_batch=False, exclude_keys=skip)
+        distinct: list[torch.Tensor] = []  # equal slices (all node attributes, ...) share one tensor: saved once
+        for k in keys:
+            same = [t for t in distinct if t.shape == slices[k].shape and torch.equal(t, slices[k])]
+            slices[k] = same[0] if same else slices[k]
+            distinct += [] if same else [slices[k]]
+        return {"format": STORE_FORMAT, "version": STORE_VERSION, "kind": cls.KIND,
+                "data": {k: batch[k] for k in keys}, "slices": {k: slices[k] for k in keys},
+                "num_nodes": torch.tensor([g.num_nodes for g in graphs], dtype=torch.long),
+                "idx": torch.arange(len(graphs)) if idx is None else torch.tensor(idx, dtype=torch.long),
+                "meta": dict(meta or {})}
+
+    @classmethod
+    def _from_format1(cls, tensors: dict) -> dict:
+        """The format-2 dict of a format-1 file of this class (DataError if it is not one)."""
+        raise DataError(f"not a molgen {cls.KIND} file (no '{STORE_FORMAT}' format key)")
+
+    def state(self) -> dict:
+        """What :meth:`save` writes."""
+        return {"format": STORE_FORMAT, "version": STORE_VERSION, "kind": self.KIND, "data": self.data,
+                "slices": self.slices, "num_nodes": self.nodes, "idx": self.idx, "meta": self.meta}
+
+    def save(self, path: str | Path) -> Path:
+        return save_tensors(self.state(), path)
+
+    @classmethod
+    def load(cls: type[_Store], path: str | Path) -> _Store:
+        """Read a file written by :meth:`save` (either format), weights-only."""
+        return cls(load_tensors(path))
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, i: int) -> Data:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"graph {i} out of range ({n} graphs)")
+        i = int(i) % n
+        d = separate(Data, self._batch, i, self.slices, decrement=False)
+        d.num_nodes = int(self.nodes[i])
+        d.idx = int(self.idx[i])
+        return d
+
+
+class GraphDataset(PackedGraphStore):
+    """Molecules encoded with one vocabulary (:func:`to_graph`), held as concatenated tensors (fast,
+    weights-only on disk; :class:`PackedGraphStore`). Items: ``pos``, ``atom_type``, ``charge``, ``bond_index``,
+    ``bond_type``, ``y`` (``[1, P]``), ``num_nodes`` and ``idx`` (the position).
+
+    Args:
+        tensors: the dict written by :meth:`save` (see :meth:`from_molecules`), or a format-1 one.
+    """
+
+    KIND = "GraphDataset"
+
+    def __init__(self, tensors: dict):
+        super().__init__(tensors)
+        self.vocab = MoleculeVocab.from_dict(self.meta["vocab"])
+        self.property_names: tuple[str, ...] = tuple(self.meta["property_names"])
+        self.names: list[str] = list(self.meta["names"])
 
     @classmethod
     def from_molecules(cls, molecules: list[Molecule], vocab: MoleculeVocab,
@@ -132,46 +240,29 @@ class GraphDataset(torch.utils.data.Dataset):
         graphs = [to_graph(m, vocab, property_names) for m in molecules]
         if not graphs:
             raise DataError("empty data set: no molecule to encode")
-        n_atoms = torch.tensor([g.num_nodes for g in graphs])
-        n_bonds = torch.tensor([g.bond_type.numel() for g in graphs])
-        return cls({
-            "vocab": vocab.as_dict(),
-            "property_names": list(property_names),
-            "names": [m.name or str(i) for i, m in enumerate(molecules)],
-            "atom_ptr": torch.cat([torch.zeros(1, dtype=torch.long), n_atoms.cumsum(0)]),
-            "bond_ptr": torch.cat([torch.zeros(1, dtype=torch.long), n_bonds.cumsum(0)]),
-            "pos": torch.cat([g.pos for g in graphs]),
-            "atom_type": torch.cat([g.atom_type for g in graphs]),
-            "charge": torch.cat([g.charge for g in graphs]),
-            "bond_index": torch.cat([g.bond_index for g in graphs], 1),
-            "bond_type": torch.cat([g.bond_type for g in graphs]),
-            "y": torch.cat([g.y for g in graphs]),
-        })
-
-    def save(self, path: str | Path) -> Path:
-        return save_tensors(self.t, path)
+        return cls(cls._collate(graphs, ["pos", "atom_type", "charge", "bond_index", "bond_type", "y"], meta={
+            "vocab": vocab.as_dict(), "property_names": list(property_names),
+            "names": [m.name or str(i) for i, m in enumerate(molecules)]}))
 
     @classmethod
-    def load(cls, path: str | Path) -> "GraphDataset":
-        return cls(load_tensors(path))
-
-    def __len__(self) -> int:
-        return len(self.t["names"])
+    def _from_format1(cls, t: dict) -> dict:
+        """Format 1: ``atom_ptr``/``bond_ptr`` pointers beside the concatenated tensors."""
+        if "atom_ptr" not in t:
+            return super()._from_format1(t)
+        atoms, bonds, n = t["atom_ptr"], t["bond_ptr"], len(t["names"])
+        slices = {"pos": atoms, "atom_type": atoms, "charge": atoms, "bond_index": bonds, "bond_type": bonds,
+                  "y": torch.arange(n + 1)}
+        return {"data": {k: t[k] for k in slices}, "slices": slices, "num_nodes": atoms.diff(),
+                "idx": torch.arange(n),
+                "meta": {"vocab": t["vocab"], "property_names": t["property_names"], "names": t["names"]}}
 
     def num_atoms(self) -> torch.Tensor:
         """``[len]`` atom count per molecule."""
-        return self.t["atom_ptr"].diff()
+        return self.nodes.clone()
 
     def properties(self) -> torch.Tensor:
         """``[len, P]`` property values (user units)."""
-        return self.t["y"]
-
-    def __getitem__(self, i: int) -> Data:
-        a0, a1 = self.t["atom_ptr"][i], self.t["atom_ptr"][i + 1]
-        b0, b1 = self.t["bond_ptr"][i], self.t["bond_ptr"][i + 1]
-        return Data(pos=self.t["pos"][a0:a1], atom_type=self.t["atom_type"][a0:a1], charge=self.t["charge"][a0:a1],
-                    bond_index=self.t["bond_index"][:, b0:b1], bond_type=self.t["bond_type"][b0:b1],
-                    y=self.t["y"][i : i + 1], num_nodes=int(a1 - a0), idx=i)
+        return self.data["y"]
 
     def molecule(self, i: int) -> Molecule:
         d = self[i]
@@ -179,4 +270,4 @@ class GraphDataset(torch.utils.data.Dataset):
         dense = torch.zeros(n, n, dtype=torch.long)
         dense[d.bond_index[0], d.bond_index[1]] = d.bond_type
         props = {p: float(v) for p, v in zip(self.property_names, d.y[0].tolist())}
-        return from_dense(d.pos, d.atom_type, d.charge, dense, self.vocab, props, self.t["names"][i])
+        return from_dense(d.pos, d.atom_type, d.charge, dense, self.vocab, props, self.names[i])

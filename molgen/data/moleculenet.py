@@ -30,6 +30,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from torch_geometric.data import Data
 
+from molgen.data.embedded import embedded_dir
 from molgen.errors import DataError
 
 # --------------------------------------------------------------------------------------------- features
@@ -126,20 +127,15 @@ DATASETS: dict[str, MoleculeNetSpec] = {
 }
 #: The eight classification sets of Hu et al. / GraphMVP, in the paper's table order.
 BENCHMARK = ("bbbp", "tox21", "toxcast", "sider", "clintox", "muv", "hiv", "bace")
-
-
-def embedded_dir() -> Path:
-    """``data/moleculenet`` (embedded BBBP and ClinTox, see its PROVENANCE.md), installed as ``molgen.embedded``."""
-    from molgen.data.embedded import embedded_dir as _embedded
-
-    return _embedded("moleculenet")
+#: The embedded copy (``embedded_dir(EMBEDDED)``): BBBP and ClinTox, see its PROVENANCE.md.
+EMBEDDED = "moleculenet"
 
 
 def find_csv(name: str, root: str | Path | None = None) -> Path:
     """The CSV of benchmark ``name`` in ``root`` (``.csv`` or ``.csv.gz``, case-insensitive file name)."""
     if name not in DATASETS:
         raise DataError(f"unknown MoleculeNet set '{name}' (choose from {', '.join(DATASETS)})")
-    folder = Path(root).expanduser() if root else embedded_dir()
+    folder = Path(root).expanduser() if root else embedded_dir(EMBEDDED)
     if not folder.is_dir():
         raise DataError(f"MoleculeNet folder not found: {folder}")
     stem = DATASETS[name].file.lower()

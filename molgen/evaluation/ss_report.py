@@ -11,6 +11,7 @@ from molgen.data.proteins import element_string
 from molgen.evaluation.ss_metrics import (consistency, novelty, pairwise_identity, ss_composition_mse,
                                           ss_identity)
 from molgen.evaluation.ss_structures import structure_evaluation
+from molgen.formatting import markdown_table, mean_std
 
 # Table I of Hu et al. 2024 (riacd/CPDiffusion-SS img/result.png): 50 CATH 4.3 test templates x 200 designs,
 # ESMFold + DSSP; mean (std over templates). Columns: TM_new, RMSD, Seq.ID, TM_wt, ID, ID_max, MSE,
@@ -31,9 +32,10 @@ LABELS = {"cpdiffusion_ss": "CPDiffusion-SS (molgen)", "vanilla_decoder": "vanil
           "ss_composition": "SS-composition sampler", "native": "native template sequence"}
 
 
-def _ms(values) -> str:
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    return f"{v.mean():.2f} ({v.std():.2f})" if len(v) else "n/a"
+def _columns(with_structures: bool) -> list[str]:
+    """The per-method columns of ``table.csv`` and of the report's table, in order."""
+    return [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio",
+            *(STRUCTURE_KEYS if with_structures else []), "seconds"]
 
 
 def _finite_mean(values) -> float:
@@ -122,16 +124,14 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
         w = csv.DictWriter(f, fieldnames=list(seq_rows[0]))
         w.writeheader()
         w.writerows(seq_rows)
-    cols = [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio", "seconds"]
-    if structures is not None:
-        cols[-1:-1] = STRUCTURE_KEYS
+    cols = _columns(structures is not None)
     order = [m for m in ("cpdiffusion_ss", *sorted(k for k in per_method if k.startswith("cpdiffusion_ss_")),
                          "vanilla_decoder", "ss_composition", "native") if m in per_method]
     with open(out_dir / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "templates", *cols])
         for m in order:
-            w.writerow([m, len(per_method[m]["ID"]), *[_ms(per_method[m][c]) for c in cols]])
+            w.writerow([m, len(per_method[m]["ID"]), *[mean_std(per_method[m][c]) for c in cols]])
     metrics = {f"{m}/{c}": float(np.nanmean(per_method[m][c])) for m in order for c in cols
                if np.isfinite(per_method[m][c]).any()}
     if structures is not None:
@@ -159,25 +159,21 @@ def _write_report(out_dir: Path, order, per_method, by, train_metrics: dict, row
         head = (f"Oracle: **{oracle}**" + (f", Q3 on the test chains {q3:.1%}" if q3 is not None else "") +
                 ". ESMFold (the paper's route, `validate.oracle=esmfold`) was not used; TM-score diversity needs "
                 "design structures (`validate.oracle=esmfold` or `validate.oracle=structures`): not computed.")
-    extra = " TM div ↓ | TM_wt | pLDDT |" if with_structures else ""
+    cols = _columns(with_structures)
+    ss_heads = ["ID ↑", "ID_max ↑", "MSE ↓", "ID w/o loop ↑", "ID_max w/o loop ↑", "MSE w/o loop ↓",
+                "Seq.ID % ↓"]
     L = [head, "",
          f"{n_t} test templates x {n} designs per method (the paper: 50 x 200). Element-level SS metrics "
          "exactly as the paper's metrics.py; MSE x 100. Mean (std over templates). Seq.ID = mean pairwise "
          "identity among a template's designs (lower = more diverse); novelty = mean highest identity to a "
          "training sequence (lower = more novel).", "",
-         "| method | ID ↑ | ID_max ↑ | MSE ↓ | ID w/o loop ↑ | ID_max w/o loop ↑ | MSE w/o loop ↓ | Seq.ID % ↓ | novelty % ↓ | length / template |"
-         + extra + " s / template |",
-         "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (4 if with_structures else 1)]
-    cols = [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio", "seconds"]
-    if with_structures:
-        cols[-1:-1] = STRUCTURE_KEYS
-    for m in order:
-        L.append(f"| {LABELS.get(m, m)} | " + " | ".join(_ms(per_method[m][c]) for c in cols) + " |")
+         markdown_table(["method", *ss_heads, "novelty % ↓", "length / template",
+                         *(["TM div ↓", "TM_wt", "pLDDT"] if with_structures else []), "s / template"],
+                        [[LABELS.get(m, m), *(mean_std(per_method[m][c]) for c in cols)] for m in order])]
     L += ["", "Paper, Table I (ESMFold + DSSP oracle, 50 CATH 4.3 templates x 200, full-size models), for reference:",
-          "", "| method | ID ↑ | ID_max ↑ | MSE ↓ | ID w/o loop ↑ | ID_max w/o loop ↑ | MSE w/o loop ↓ | Seq.ID % ↓ | TM_new ↓ | TM_wt ↓ |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, v in PAPER_TABLE_I.items():
-        L.append(f"| {name} | {v[4]} | {v[5]} | {v[6]} | {v[7]} | {v[8]} | {v[9]} | {v[2]} | {v[0]} | {v[3]} |")
+          "", markdown_table(["method", *ss_heads, "TM_new ↓", "TM_wt ↓"],  # PAPER_TABLE_I's column order
+                             [[name, *(v[k] for k in (4, 5, 6, 7, 8, 9, 2, 0, 3))]
+                              for name, v in PAPER_TABLE_I.items()])]
     L += ["", "SS plan of the template (per residue, DSSP) next to the oracle's SS of the first designs:", ""]
     shown = sorted({r["template"] for r in rows})[:3]
     for tpl in shown:

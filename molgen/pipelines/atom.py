@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from molgen.data import md17
 from molgen.errors import CheckpointError, ConfigError, DataError
+from molgen.formatting import markdown_table
 from molgen.runner import Stage, StageContext, cpu_threads, say
 
 PIPELINE = "atom"
@@ -146,15 +147,14 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     torch.save({**{k: v for k, v in tensors.items() if v is not None}, "meta": meta, "reference": reference},
                ctx.dir / WINDOWS)
     (ctx.dir / "protocol.json").write_text(json.dumps(meta, indent=2))
-    rows = [f"| {m} | {i['source_frames']} | {i['predicted_atoms']} | {i['candidate_starts']} | {i['n_train']} | "
-            f"{i['n_val']} | {i['n_test']} |{' held out' if i['holdout'] else ''}" for m, i in info.items()]
+    rows = [[f"{m} (held out)" if i["holdout"] else m, i["source_frames"], i["predicted_atoms"], i["candidate_starts"],
+             i["n_train"], i["n_val"], i["n_test"]] for m, i in info.items()]
     (ctx.dir / "report.md").write_text("\n".join([
         f"EGNO protocol on `{data.source}` trajectories ({'xTB dynamics, not DFT' if data.source in ('embedded', 'xtb') else data.source}): "
         f"dT = {protocol.delta_frame} frames ({protocol.delta_frame * time_step / 1000:g} ps), P = {protocol.n_targets}, "
         f"margin {protocol.margin} frames at both ends, {'heavy atoms' if protocol.heavy_only else 'all atoms'}, "
         f"seed {protocol.seed}, fractions {list(protocol.fractions)}, caps {list(protocol.caps)}.", "",
-        "| molecule | source frames | atoms | candidate starts | train | val | test |", "|---|---|---|---|---|---|---|",
-        *rows]))
+        markdown_table(["molecule", "source frames", "atoms", "candidate starts", "train", "val", "test"], rows)]))
     return {"molecules": len(molecules), "margin": protocol.margin, "delta_frame": protocol.delta_frame,
             **{f"n_{s}": int(t["x0"].shape[0]) if t is not None else 0 for s, t in tensors.items()}}
 
@@ -171,7 +171,8 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
     m = cfg.model
     net_args = OmegaConf.to_container(m.network_args, resolve=True) or {}
     net_args["n_targets"] = int(meta["protocol"]["n_targets"])
-    return {"network": str(m.name), "network_args": net_args, "optimizer": str(m.optimizer), "lr": float(m.lr),
+    return {"_target_": str(m.get("_target_", "molgen.models.atom.forecaster.TrajectoryForecaster")),
+            "network": str(m.name), "network_args": net_args, "optimizer": str(m.optimizer), "lr": float(m.lr),
             "weight_decay": float(m.weight_decay), "step_lr_every": int(m.step_lr_every),
             "center": bool(m.get("center", False)),
             "protocol": {"delta_frame": int(meta["protocol"]["delta_frame"]),
@@ -184,15 +185,16 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from torch.utils.data import DataLoader, default_collate
 
     from molgen.checkpoint import metadata, save
-    from molgen.models.atom.forecaster import TrajectoryForecaster
+    from molgen.spec import build
     from molgen.training import fit
 
     torch.set_num_threads(max(1, cpu_threads()))
     windows = read_windows(ctx.input("featurize"))
     meta = windows["meta"]
-    args = model_args_from(cfg, meta)
+    spec = model_args_from(cfg, meta)
     extra = {"molecules": meta["molecules"], "holdout": meta["holdout"], "data": str(cfg.data.name)}
-    module = TrajectoryForecaster(**args)
+    module = build(spec)                                  # the model group's _target_ with these arguments
+    args = {k: v for k, v in spec.items() if k != "_target_"}
     if args["network"] == "static":  # nothing to train: a checkpoint that load() can rebuild
         ckpt = {"state_dict": module.state_dict(), "molgen": metadata(PIPELINE, module, args, **extra)}
         for name in ("last.ckpt", "best.ckpt"):
@@ -313,8 +315,8 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
         metrics[mol] = r
         curves[mol] = (m.mean(0).numpy(), s.mean(0).numpy())
         tag = " (zero-shot)" if mol in meta["holdout"] else ""
-        rows.append(f"| {mol}{tag} | {r['n_test']} | {r['s2s']:.2f} ± {r['s2s_sem']:.2f} | {r['s2t']:.2f} | "
-                    f"{r['static_s2s']:.2f} | {r['static_s2t']:.2f} |")
+        rows.append([f"{mol}{tag}", r["n_test"], f"{r['s2s']:.2f} ± {r['s2s_sem']:.2f}", f"{r['s2t']:.2f}",
+                     f"{r['static_s2s']:.2f}", f"{r['static_s2t']:.2f}"])
     metrics["s2s"] = float(np.mean([v["s2s"] for v in metrics.values()]))
     metrics["s2t"] = float(np.mean([v["s2t"] for k, v in metrics.items() if isinstance(v, dict)]))
     plot_error_curves(curves, offsets_ps, ctx.dir / "error_curves.png", preds.get("network", "model"))
@@ -325,8 +327,8 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
     lines = [f"Test-set errors of `{preds.get('network')}` under the EGNO protocol on {meta['source']} trajectories "
              f"({'xTB dynamics, not MD17 DFT' if meta['source'] in ('embedded', 'xtb') else meta['source']}); MSE over "
              "heavy atoms and x/y/z in 1e-2 A^2; S2S = last frame, S2T = mean over the P frames; static = predict "
-             "x_t.", "", "| molecule | test windows | S2S | S2T | static S2S | static S2T |", "|---|---|---|---|---|---|",
-             *rows, "", "![per-frame error](./error_curves.png)", "", "![overlay](./overlay.png)"]
+             "x_t.", "", markdown_table(["molecule", "test windows", "S2S", "S2T", "static S2S", "static S2T"], rows),
+             "", "![per-frame error](./error_curves.png)", "", "![overlay](./overlay.png)"]
     if preds.get("network") in ("atom", "egno"):
         from molgen.checkpoint import load_model
 

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import CheckpointError, ConfigError, DataError
+from molgen.formatting import markdown_table, mean_std
 from molgen.runner import Stage, StageContext, cpu_threads, say
 
 PIPELINE = "graphmvp"
@@ -148,12 +149,12 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
                    target=GraphMVPEncoder,
                    model_args={"num_layers": int(cfg.model.num_layers), "emb_dim": int(cfg.model.emb_dim)})
     curves = _epoch_losses(ctx.dir)
-    rows = [f"| {k} | {v[0]:.4f} | {v[-1]:.4f} |" for k, v in curves.items() if v]
+    rows = [[k, f"{v[0]:.4f}", f"{v[-1]:.4f}"] for k, v in curves.items() if v]
     (ctx.dir / "report.md").write_text("\n".join([
         f"Pretrained **{cfg.model.name}** on {len(pairs)} pairs ({pairs.meta.get('source')}) for "
         f"{metrics.get('epochs', 0)} epochs ({metrics.get('steps')} steps, {metrics.get('seconds')} s). "
-        "Encoder: [`encoder.ckpt`](./encoder.ckpt).", "", "| loss term | first epoch | last epoch |", "|---|---|---|",
-        *rows, ""]))
+        "Encoder: [`encoder.ckpt`](./encoder.ckpt).", "",
+        markdown_table(["loss term", "first epoch", "last epoch"], rows), ""]))
     metrics.update({f"first_epoch_{k}": v[0] for k, v in curves.items() if v})
     metrics.update({f"last_epoch_{k}": v[-1] for k, v in curves.items() if v})
     return metrics
@@ -286,17 +287,17 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
         results["sets"][name] = entry
     (ctx.dir / "results.json").write_text(json.dumps(results, indent=1))
     metrics: dict = {}
-    lines = ["| set | encoder | test ROC-AUC (%) per seed | mean |", "|---|---|---|---|"]
+    rows = []
     for name, entry in results["sets"].items():
         for key, runs in entry["runs"].items():
             vals = [100 * r["test_roc_auc"] for r in runs]
             metrics[f"{name}/{key}"] = float(np.mean(vals))
-            lines.append(f"| {name} | {ROW_LABEL.get(key, key)} | {', '.join(f'{v:.1f}' for v in vals)} | "
-                         f"{np.mean(vals):.1f} |")
+            rows.append([name, ROW_LABEL.get(key, key), ", ".join(f"{v:.1f}" for v in vals), f"{np.mean(vals):.1f}"])
     (ctx.dir / "report.md").write_text(
         f"Fine-tuned {fcfg['epochs']} epochs per run (paper: 100), batch {fcfg['batch_size']}, lr {fcfg['lr']}, "
         f"dropout {fcfg['dropout']}; test ROC-AUC at the best-validation epoch. Per-run folders hold "
-        "`classifier.ckpt` and `test_predictions.csv`.\n\n" + "\n".join(lines) + "\n")
+        "`classifier.ckpt` and `test_predictions.csv`.\n\n"
+        + markdown_table(["set", "encoder", "test ROC-AUC (%) per seed", "mean"], rows) + "\n")
     return metrics
 
 
@@ -309,8 +310,7 @@ def benchmark_table(results: dict) -> tuple[str, dict]:
     keys: list[str] = []
     for entry in results["sets"].values():
         keys += [k for k in entry["runs"] if k not in keys]
-    head = "| encoder | " + " | ".join(sets) + " | avg |"
-    lines = [head, "|" + "---|" * (len(sets) + 2)]
+    rows = []
     averages = {}
     for key in keys:
         cells, means = [], []
@@ -319,21 +319,18 @@ def benchmark_table(results: dict) -> tuple[str, dict]:
             vals = [100 * r["test_roc_auc"] for r in runs if r["test_roc_auc"] == r["test_roc_auc"]]
             if vals:
                 means.append(float(np.mean(vals)))
-                cells.append(f"{np.mean(vals):.1f} ({np.std(vals):.1f})")
-            else:
-                cells.append("–")
+            cells.append(mean_std(vals, ".1f", none="–"))
         avg = float(np.mean(means)) if len(means) == len(sets) else float("nan")
         averages[key] = avg
-        lines.append(f"| **this run: {ROW_LABEL.get(key, key)}** | " + " | ".join(cells) +
-                     f" | {'–' if math.isnan(avg) else f'{avg:.2f}'} |")
+        rows.append([f"**this run: {ROW_LABEL.get(key, key)}**", *cells, "–" if math.isnan(avg) else f"{avg:.2f}"])
     for key in keys:
         paper = PAPER_ROC_AUC.get(key)
         if paper:
             cells = [f"{paper[s][0]:.1f} ({paper[s][1]:.1f})" if s in paper else "–" for s in sets]
             sub = [paper[s][0] for s in sets if s in paper]
             avg = f"{np.mean(sub):.2f}" if len(sets) < 8 else f"{paper['avg']:.2f}"
-            lines.append(f"| paper: {ROW_LABEL.get(key, key)} | " + " | ".join(cells) + f" | {avg} |")
-    return "\n".join(lines), averages
+            rows.append([f"paper: {ROW_LABEL.get(key, key)}", *cells, avg])
+    return markdown_table(["encoder", *sets, "avg"], rows), averages
 
 
 def validate(cfg: DictConfig, ctx: StageContext) -> dict:

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import ConfigError
+from molgen.formatting import markdown_table
 from molgen.runner import Stage, StageContext, cpu_threads, say
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
 from molgen.pipelines.shared.qm9 import FEATURIZE, PROPERTY_NAMES
@@ -105,16 +106,17 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     lines = ["Two phases trained with `molgen.training.fit` (GeoLDM recipe: autoencoder, then latent diffusion).", "",
              f"Encoder: `{model_args.get('encoder')}`, latent dim {model_args.get('latent_dim')}, "
              f"{metrics['train_molecules']} training molecules.", "",
-             "| phase | epochs | steps | seconds | final val loss |", "|---|---|---|---|---|"]
-    for phase in ("autoencoder", "diffusion"):
-        m = metrics[phase]
-        lines.append(f"| {phase} | {m.get('epochs')} | {m.get('steps')} | {m.get('seconds')} | "
-                     f"{m.get('val/loss', float('nan')):.4f} |")
+             markdown_table(["phase", "epochs", "steps", "seconds", "final val loss"],
+                            [[phase, metrics[phase].get("epochs"), metrics[phase].get("steps"),
+                              metrics[phase].get("seconds"), f"{metrics[phase].get('val/loss', float('nan')):.4f}"]
+                             for phase in ("autoencoder", "diffusion")])]
     lines += ["", "Autoencoder round trip on the validation split (posterior means):", "",
-              "| atom types | charges | position RMSD (A) | molecules with all types right | bond orders of true bonds "
-              "| bond classes (all pairs) |", "|---|---|---|---|---|---|",
-              f"| {rec['atom_type_accuracy']:.4f} | {rec['charge_accuracy']:.4f} | {rec['position_rmsd']:.4f} | "
-              f"{rec['molecule_types_exact']:.4f} | {rec['bond_accuracy']:.4f} | {rec['edge_bond_accuracy']:.4f} |", ""]
+              markdown_table(["atom types", "charges", "position RMSD (A)", "molecules with all types right",
+                              "bond orders of true bonds", "bond classes (all pairs)"],
+                             [[f"{rec[k]:.4f}" for k in ("atom_type_accuracy", "charge_accuracy", "position_rmsd",
+                                                         "molecule_types_exact", "bond_accuracy",
+                                                         "edge_bond_accuracy")]]),
+              ""]
     (ctx.dir / "report.md").write_text("\n".join(lines))
     return metrics
 

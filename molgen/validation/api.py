@@ -18,6 +18,7 @@ import pandas as pd
 
 from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError, DataError
+from molgen.formatting import jsonable
 from molgen.validation.reference import Reference, load_reference
 from molgen.validation.structure import structure_table, summarize_structure, with_bonds
 
@@ -50,7 +51,7 @@ class ValidationResult:
 
     def scalar_metrics(self) -> dict[str, float | int | str | None]:
         """The metrics without nested dicts (what a pipeline stage returns to the runner)."""
-        return {k: v for k, v in _jsonable(self.metrics).items() if not isinstance(v, (dict, list))}
+        return {k: v for k, v in jsonable(self.metrics, finite=True).items() if not isinstance(v, (dict, list))}
 
     def __repr__(self) -> str:
         h = self.metrics.get("headline", {})
@@ -240,20 +241,6 @@ def _count(items: Iterable[str]) -> dict[str, int]:
     return out
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
 SDF_COLUMNS = ("smiles", "valid", "mol_stable", "mol_stable_edm", "mol_stable_lenient", "atom_stable_fraction",
                "open_shell", "n_fragments", "posebusters_pass", "xtb_strain_kcal", "xtb_rmsd_heavy_A",
                "dft_homo_ev", "dft_lumo_ev", "dft_gap_ev", "dft_dipole_debye", "dft_relax_energy_drop_kcal",
@@ -268,7 +255,7 @@ def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, 
 
     out = result.out
     assert out is not None
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result.metrics), indent=2))
+    (out / "metrics.json").write_text(json.dumps(jsonable(result.metrics, finite=True), indent=2))
     result.table.to_csv(out / "molecules.csv", index=False)
     extra = []
     for _, row in result.table.iterrows():

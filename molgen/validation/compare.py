@@ -6,9 +6,11 @@ next to the published QM9 figures of EDM and GeoLDM (Hoogeboom et al. 2022, Tabl
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 from molgen.errors import DataError
+from molgen.formatting import fmt, markdown_table, pct
 
 PUBLISHED = [  # name, samples, sampler, atom stability, molecule stability, validity, validity x uniqueness (EDM rule)
     ("EDM (published, QM9)", "10,000", "ancestral, 1000", 98.7, 82.0, 91.9, 90.7),
@@ -17,8 +19,8 @@ PUBLISHED = [  # name, samples, sampler, atom stability, molecule stability, val
 ]
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.1f} %"
+DASH = "–"  # a figure this table has no value for
+_pct = partial(pct, none=DASH, sep=" ")  # this table's percentages: "85.7 %", missing "–"
 
 
 def row(name: str, sample: dict, validate: dict, sample_seconds: float | None = None) -> dict:
@@ -55,26 +57,23 @@ def side_by_side(rows: list[dict]) -> str:
             "FCD"]
     if prop:
         head += [f"{prop} MAE ({unit})", "regressor floor", "#atoms only", "naive"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         v = r["v"]
-        cells = [r["run"], str(r["n"]), f"{r['sampler']}, {r['steps']}",
-                 "–" if r["s_per_mol"] is None else f"{r['s_per_mol']:.2f}",
+        cells = [r["run"], str(r["n"]), f"{r['sampler']}, {r['steps']}", fmt(r["s_per_mol"], ".2f", none=DASH),
                  _pct(v.get("stability_revised_atom")), _pct(v.get("stability_revised_mol")),
                  f"{_pct(v.get('stability_edm_atom'))} / {_pct(v.get('stability_edm_mol'))}",
                  _pct(v.get("validity_largest_fragment")), _pct(v.get("uniqueness")), _pct(v.get("novelty")),
-                 _pct(v.get("valid_x_unique")), _pct(v.get("closed_shell_ratio")),
-                 "–" if v.get("fcd") is None else f"{v['fcd']:.2f}"]
+                 _pct(v.get("valid_x_unique")), _pct(v.get("closed_shell_ratio")), fmt(v.get("fcd"), ".2f", none=DASH)]
         if prop:
-            cells += [f"{v.get(k):.0f}" if v.get(k) is not None else "–"
+            cells += [fmt(v.get(k), ".0f", none=DASH)
                       for k in ("property_mae", "regressor_floor_mae", "atoms_only_mae", "naive_shuffled_mae")]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
     for name, n, sampler, a, mo, val, vu in PUBLISHED:
-        cells = [name, n, sampler, "–", "–", "–", f"{a} % / {mo} %", f"{val} %", "–", "–",
-                 f"{vu} %", "–", "–"] + (["–"] * 4 if prop else [])
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append([name, n, sampler, DASH, DASH, DASH, f"{a} % / {mo} %", f"{val} %", DASH, DASH,
+                     f"{vu} %", DASH, DASH] + ([DASH] * 4 if prop else []))
     note = ("Revised = PropMolFlow's rule (explicit valence minus formal charge equals the neutral valence, net "
             "charge 0) on the generated bonds; EDM rule = bonds from distances (EDM's tables), the rule of the "
             "published rows. Validity = largest fragment sanitizes. Property MAE: the same GVP regressor (trained "
             "on QM9's Db half) for every run; floor = the regressor on real Da molecules.")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return markdown_table(head, body) + "\n\n" + note + "\n"

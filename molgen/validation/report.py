@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from molgen.data.molecule import Molecule
+from molgen.formatting import fmt, markdown_cells, markdown_table, pct
 
 STABILITY_ROWS = [
     ("EDM (distance-inferred bonds, neutral valences)", "stability_edm_atom", "stability_edm_mol"),
@@ -20,16 +21,9 @@ STABILITY_ROWS = [
 ]
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
-    return str(v)
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+def _num(v) -> str:
+    """A metric in a table: 4 significant digits, small values in scientific notation, None as n/a."""
+    return fmt(v, none="n/a", sci_below=1e-3)
 
 
 def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> dict[str, bytes]:
@@ -57,7 +51,7 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
             m.get("validity_largest_fragment")]
     ax.bar(labels, [v or 0 for v in vals], color=["#888", "#8ab", "#7a7", "#2a6", "#b84", "#68c", "#46a"])
     for k, v in enumerate(vals):
-        ax.text(k, (v or 0) + 0.01, _pct(v), ha="center", fontsize=8)
+        ax.text(k, (v or 0) + 0.01, pct(v), ha="center", fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("fraction of molecules")
     ax.set_title("Molecule stability under three definitions, closed shells, validity")
@@ -113,19 +107,17 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
     L = [f"# {title}", "", f"{m.get('n_molecules', 0)} molecules read from {m.get('source')}"
          f"{'; ' + str(m['n_skipped_records']) + ' unreadable records skipped ' + str(m.get('skipped_reasons')) if m.get('n_skipped_records') else ''}."
          f" Reference: {m.get('reference') or 'none (no novelty, no distribution distances)'}."
-         f" Time: {m.get('seconds')} s.", "", "## Headline figures", "", "| figure | value | definition |",
-         "|---|---|---|"]
-    for k, h in m.get("headline", {}).items():
-        L.append(f"| {k} | {_pct(h['value'])} | {h['definition']} (`{h['metric']}`) |")
+         f" Time: {m.get('seconds')} s.", "", "## Headline figures", "",
+         markdown_table(["figure", "value", "definition"],
+                        [[k, pct(h["value"]), f"{h['definition']} (`{h['metric']}`)"]
+                         for k, h in m.get("headline", {}).items()])]
     L += ["", "## Stability under three definitions", "",
-          "| definition | atom stability | molecule stability |", "|---|---|---|"]
-    for name, a, mol in STABILITY_ROWS:
-        L.append(f"| {name} | {_pct(m.get(a))} | {_pct(m.get(mol))} |")
-    L += ["", "## Structure", "", "| metric | value |", "|---|---|"]
+          markdown_table(["definition", "atom stability", "molecule stability"],
+                         [[name, pct(m.get(a)), pct(m.get(mol))] for name, a, mol in STABILITY_ROWS])]
     keys = ["closed_shell_ratio", "even_electron_ratio", "net_charge_zero_ratio", "validity",
             "validity_largest_fragment", "validity_edm", "connected_ratio", "fragments_mean", "uniqueness",
             "valid_x_unique", "novelty", "novelty_of_valid"]
-    L += [f"| {k} | {_fmt(m.get(k))} |" for k in keys if k in m]
+    L += ["", "## Structure", "", markdown_table(["metric", "value"], [[k, _num(m.get(k))] for k in keys if k in m])]
     for name in ("stability.png", "histograms.png"):
         if name in images:
             L += ["", f"![{name}]({images[name]})"]
@@ -135,18 +127,18 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
         L += ["", "## Geometry: PoseBusters (\"mol\" configuration)", "",
               "Pass rates among molecules RDKit can sanitize (invalid molecules are not tested)."
               + (" **Fast mode: the internal-energy ratio test was not run** (`posebusters=fast`)." if fast else ""),
-              "", "| test | pass rate |", "|---|---|"]
-        L += [f"| {k.removeprefix('posebusters_')} | {_pct(v)} |" for k, v in pb.items()]
+              "", markdown_table(["test", "pass rate"],
+                                 [[k.removeprefix("posebusters_"), pct(v)] for k, v in pb.items()])]
     if m.get("w1_bond_length_A") is not None:
         L += ["", "## Geometry: distribution distances to the reference", "",
-              "| metric | value |", "|---|---|"]
-        L += [f"| {k} | {_fmt(m.get(k))} |" for k in ("w1_bond_length_A", "w1_bond_angle_deg", "w1_torsion_deg",
-                                                     "tv_atom_types", "tv_bond_types")]
+              markdown_table(["metric", "value"], [[k, _num(m.get(k))] for k in (
+                  "w1_bond_length_A", "w1_bond_angle_deg", "w1_torsion_deg", "tv_atom_types", "tv_bond_types")])]
         per = m.get("distribution_per_type", {}).get("bond", {})
         if per:
-            L += ["", "| bond type | W1 (A) | mean generated | mean reference | n generated |", "|---|---|---|---|---|"]
-            for key, v in sorted(per.items(), key=lambda kv: -kv[1]["n_gen"])[:12]:
-                L.append(f"| {key} | {v['w1']:.4f} | {v['mean_gen']:.3f} | {v['mean_ref']:.3f} | {v['n_gen']} |")
+            L += ["", markdown_table(
+                ["bond type", "W1 (A)", "mean generated", "mean reference", "n generated"],
+                [[key, f"{v['w1']:.4f}", f"{v['mean_gen']:.3f}", f"{v['mean_ref']:.3f}", v["n_gen"]]
+                 for key, v in sorted(per.items(), key=lambda kv: -kv[1]["n_gen"])[:12]])]
         if "distributions.png" in images:
             L += ["", f"![distributions]({images['distributions.png']})"]
     L += ["", "## Distribution: FCD", ""]
@@ -157,18 +149,17 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
     q = {k: v for k, v in m.items() if k.startswith(("xtb_", "dft_"))}
     if q:
         L += ["", "## Quantum chemistry (xTB GFN2 via tblite; DFT B3LYP/6-31G(2df,p) via PySCF)", "",
-              "| metric | value |", "|---|---|"]
-        L += [f"| {k} | {_fmt(v) if not isinstance(v, dict) else (', '.join(f'{a}: {b}' for a, b in v.items()) or 'none')} |"
-              for k, v in q.items()]
+              markdown_table(["metric", "value"], [
+                  [k, _num(v) if not isinstance(v, dict) else (", ".join(f"{a}: {b}" for a, b in v.items()) or "none")]
+                  for k, v in q.items()])]
         if "dft_vs_target.png" in images:
             L += ["", f"![dft]({images['dft_vs_target.png']})"]
     bad = result.table[~result.table["mol_stable"].astype(bool)]
     if len(bad):
         L += ["", f"## Molecules failing the headline stability rule ({len(bad)}, first 20)", "",
-              "| index | name | formula | net charge | open shell | unstable atoms |", "|---|---|---|---|---|---|"]
-        for _, r in bad.head(20).iterrows():
-            L.append(f"| {r['index']} | {r['name']} | {r['formula']} | {r['net_charge']} | {r['open_shell']} | "
-                     f"{r['unstable_atoms']} |")
+              markdown_table(["index", "name", "formula", "net charge", "open shell", "unstable atoms"],
+                             [[f"{r[c]}" for c in ("index", "name", "formula", "net_charge", "open_shell",
+                                                   "unstable_atoms")] for _, r in bad.head(20).iterrows()])]
     L += ["", "Files: `metrics.json`, `molecules.csv` (one row per molecule), `molecules.sdf` (annotated).", ""]
     return "\n".join(L)
 
@@ -179,7 +170,7 @@ def _md_to_html(md: str, title: str) -> str:
     out, in_table = [], False
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
+            cells = markdown_cells(line)
             if set("".join(cells)) <= set("-: "):
                 continue
             tag = "th" if not in_table else "td"

@@ -14,7 +14,8 @@ import torch
 import molgen
 from molgen.cli import main
 from molgen.data.conformers import geom_pairs, qm9_pairs
-from molgen.data.moleculenet import embedded_dir, load_moleculenet, scaffold_split
+from molgen.data.embedded import embedded_dir
+from molgen.data.moleculenet import load_moleculenet, scaffold_split
 from molgen.models.graphmvp.classifier import GraphMVPEncoder, MoleculeClassifier
 
 TINY = ["pipeline=graphmvp", "pretrain.max_molecules=24", "pretrain.epochs=2", "trainer.batch_size=8",
@@ -65,7 +66,7 @@ def test_tiny_end_to_end_run_and_load(tmp_path, capsys):
 def test_one_class_test_split_and_bad_task_are_one_line_errors(tmp_path, capsys):
     data = load_moleculenet("bbbp", max_rows=600)
     test = scaffold_split(data.smiles)[2]
-    df = pd.read_csv(embedded_dir() / "BBBP.csv.gz", nrows=600)
+    df = pd.read_csv(embedded_dir("moleculenet") / "BBBP.csv.gz", nrows=600)
     df.loc[data.rows[test], "p_np"] = 1  # every test molecule of the scaffold split is positive
     root = tmp_path / "mnet"
     root.mkdir()

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from molgen.conditioning import report_unit
 from molgen.data.graph import GraphDataset
+from molgen.formatting import fmt, markdown_table
 from molgen.runner import StageContext, read_state, say
 
 
@@ -53,11 +54,11 @@ def property_section(mols, prop: str, ctx: StageContext) -> tuple[dict, list[str
                "regressor_floor_mae": base.get("regressor_mae"), "atoms_only_mae": base.get("atoms_only_mae"),
                "naive_shuffled_mae": base.get("naive_shuffled_mae")}
     lines = [f"### Property: {prop} (MAE in {unit}, GVP regressor trained on the other train half)", "",
-             "| predictor | MAE |", "|---|---|",
-             f"| generated molecules vs their targets (n={int(ok.sum())}) | {_f(mae)} |",
-             f"| regressor on real molecules (floor) | {_f(base.get('regressor_mae'))} |",
-             f"| #atoms only | {_f(base.get('atoms_only_mae'))} |",
-             f"| naive (shuffled labels) | {_f(base.get('naive_shuffled_mae'))} |", ""]
+             markdown_table(["predictor", "MAE"], [
+                 [f"generated molecules vs their targets (n={int(ok.sum())})", fmt(mae, ".4g", none="–")],
+                 ["regressor on real molecules (floor)", fmt(base.get("regressor_mae"), ".4g", none="–")],
+                 ["#atoms only", fmt(base.get("atoms_only_mae"), ".4g", none="–")],
+                 ["naive (shuffled labels)", fmt(base.get("naive_shuffled_mae"), ".4g", none="–")]]), ""]
     try:
         data = GraphDataset.load(ctx.input("featurize") / "generator.pt")
         values = data.properties()[:, data.property_names.index(prop)].numpy()
@@ -84,10 +85,6 @@ def _histogram(data, pred, target, prop, unit, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _f(v) -> str:
-    return "–" if v is None else f"{v:.4g}"
 
 
 def check_validate(cfg: DictConfig) -> None:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from molgen.conditioning import report_unit
 from molgen.config import plain
+from molgen.formatting import markdown_table
 from molgen.pipelines.shared.qm9 import graph_loaders, load_split
 from molgen.runner import Stage, StageContext, cpu_threads, say
 
@@ -65,10 +66,10 @@ def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
         f"GVP regressor for **{prop}** trained on the regressor half ({len(reg_set)} molecules), evaluated on the "
         f"generator half ({len(gen_view)}), MAE in {out['mae_unit']} (EDM's reading frame: a generator beats "
         "*naive* if it uses the property at all, *#atoms* if it uses it beyond the molecule size).\n\n"
-        "| predictor | MAE |\n|---|---|\n"
-        f"| regressor on real molecules (floor) | {out['regressor_mae']:.4g} |\n"
-        f"| #atoms only (per-N median of Db) | {out['atoms_only_mae']:.4g} |\n"
-        f"| naive (shuffled labels) | {out['naive_shuffled_mae']:.4g} |\n")
+        + markdown_table(["predictor", "MAE"], [
+            ["regressor on real molecules (floor)", f"{out['regressor_mae']:.4g}"],
+            ["#atoms only (per-N median of Db)", f"{out['atoms_only_mae']:.4g}"],
+            ["naive (shuffled labels)", f"{out['naive_shuffled_mae']:.4g}"]]) + "\n")
     return out
 
 
