@@ -41,8 +41,13 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.gaunt_hidden": (2, 32),
     "model.gaunt_layers": (2, {"propmolflow": 3, "sild": 2}),
     "model.gaunt_correlation": (2, 2),
-    "model._target_": (3, {"propmolflow": "molgen.models.propmolflow.model.PropMolFlow"}),
+    "model._target_": (3, {"propmolflow": "molgen.models.propmolflow.model.PropMolFlow",
+                           "atom": "molgen.models.atom.forecaster.TrajectoryForecaster"}),
 }
+
+#: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)
+_ATOM_NETWORKS = {"atom": "molgen.models.atom.network.ATOM", "egno": "molgen.models.atom.egno.EGNO",
+                  "static": "molgen.models.atom.egno.StaticBaseline"}
 
 _PROPMOLFLOW_NETS = {"molgen.models.propmolflow.net.EndpointNet": ("gvp", {}),
                      "molgen.models.propmolflow.net.GauntEndpointNet": (
@@ -52,8 +57,14 @@ _PROPMOLFLOW_NETS = {"molgen.models.propmolflow.net.EndpointNet": ("gvp", {}),
 
 def canonical(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
     """A stage's hashed config slice in the layout of schema version 2, where version 3 moved things (the
-    PropMolFlow backbone became an injected spec, ``model/backbone``): finished stages keep their keys."""
+    PropMolFlow backbone became an injected spec, ``model/backbone``; the ATOM pipeline's network class moved
+    from ``model.name`` into ``model.network_args._target_``): finished stages keep their keys."""
     model = config.get("model")
+    if pipeline == "atom" and isinstance(model, dict) and isinstance(model.get("network_args"), dict):
+        net = dict(model["network_args"])
+        if net.get("_target_") == _ATOM_NETWORKS.get(str(model.get("name"))):
+            net.pop("_target_")
+        return {**config, "model": {**model, "network_args": net}}
     if pipeline != "propmolflow" or not isinstance(model, dict) or not isinstance(model.get("backbone"), dict):
         return config
     model = dict(model)

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "molgen.data": 0,
     "molgen.formatting": 0,
     "molgen.spec": 0,
+    "molgen.settings": 0,
     "molgen.nn": 1,
     "molgen.generative": 1,
     "molgen.conditioning": 1,

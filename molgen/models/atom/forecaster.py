@@ -18,17 +18,22 @@ import pytorch_lightning as pl
 import torch
 
 from molgen.errors import DataError
-from molgen.models.atom.network import ATOM
-from molgen.models.atom.egno import EGNO, StaticBaseline
+from molgen.spec import build
 
-#: name -> network class (the ``model.name`` config key)
-NETWORKS = {"atom": ATOM, "egno": EGNO, "static": StaticBaseline}
+#: the class of each network name, for checkpoints written before ``network_args`` carried its ``_target_``
+LEGACY_NETWORKS = {"atom": "molgen.models.atom.network.ATOM", "egno": "molgen.models.atom.egno.EGNO",
+                   "static": "molgen.models.atom.egno.StaticBaseline"}
 
 
-def build_network(name: str, args: dict[str, Any]) -> torch.nn.Module:
-    if name not in NETWORKS:
-        raise ValueError(f"unknown forecasting network '{name}' (choose from {', '.join(NETWORKS)})")
-    return NETWORKS[name](**args)
+def network_spec(network: str, network_args: dict[str, Any] | None) -> dict[str, Any]:
+    """The network as a spec: ``network_args`` with its ``_target_`` (added from the name for older checkpoints)."""
+    spec = dict(network_args or {})
+    if "_target_" not in spec:
+        if network not in LEGACY_NETWORKS:
+            raise ValueError(f"unknown forecasting network '{network}' (choose from {', '.join(LEGACY_NETWORKS)}, "
+                             "or give network_args._target_)")
+        spec["_target_"] = LEGACY_NETWORKS[network]
+    return spec
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,7 +46,10 @@ class TrajectoryForecaster(pl.LightningModule):
     """Lightning module for P-frame forecasting.
 
     Args:
-        network: ``atom`` | ``egno`` | ``static``. network_args: the network's constructor arguments.
+        network: the network's name in reports (``atom``, ``egno``, ``static``).
+        network_args: the network as a spec, ``{"_target_": class path, **its arguments}``
+            (``molgen/configs/model/{atom,egno,static}.yaml``); without ``_target_`` the class follows ``network``
+            (checkpoints written before the spec).
         optimizer: ``adamw`` (ATOM: amsgrad, eps 1e-10) | ``adam`` (EGNO) | ``muon`` (Muon on 2-D trunk
             weights, AdamW on the rest; ATOM's multitask setting).
         lr, weight_decay: optimiser settings. step_lr_every, step_lr_gamma: StepLR (EGNO: 2500, 0.5; 0 = off).
@@ -56,7 +64,7 @@ class TrajectoryForecaster(pl.LightningModule):
                  protocol: dict | None = None, center: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_network(network, dict(network_args or {}))
+        self.net = build(network_spec(network, network_args))
         self.automatic_optimization = optimizer != "muon"
         self.protocol = dict(protocol or {"delta_frame": 3000, "n_targets": 8, "heavy_only": True,
                                           "time_step_fs": 0.5})
