@@ -42,7 +42,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.gaunt_layers": (2, {"propmolflow": 3, "sild": 2}),
     "model.gaunt_correlation": (2, 2),
     "model._target_": (3, {"propmolflow": "molgen.models.propmolflow.model.PropMolFlow",
-                           "atom": "molgen.models.atom.forecaster.TrajectoryForecaster"}),
+                           "atom": "molgen.models.atom.forecaster.TrajectoryForecaster",
+                           "sild": "molgen.models.sild.model.SiLD"}),
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)
@@ -55,11 +56,35 @@ _PROPMOLFLOW_NETS = {"molgen.models.propmolflow.net.EndpointNet": ("gvp", {}),
                                    "correlation": "gaunt_correlation"})}
 
 
+_SILD_ENCODERS = {"molgen.models.sild.nets.LatentEncoder": ("egnn", {"n_layers": "encoder_layers", "hidden": None}),
+                  "molgen.models.sild.nets.GauntLatentEncoder": (
+                      "gaunt", {"lmax": "gaunt_lmax", "hidden": "gaunt_hidden", "n_layers": "gaunt_layers",
+                                "correlation": "gaunt_correlation"})}
+
+
+def _canonical_sild(model: dict[str, Any]) -> dict[str, Any]:
+    model = dict(model)
+    spec = model.pop("encoder")
+    if spec is None:
+        return {**model, "encoder": "none", "encoder_layers": 1}
+    spec = dict(spec)
+    target = str(spec.pop("_target_", ""))
+    if target not in _SILD_ENCODERS:
+        return {**model, "encoder": {"_target_": target, **spec}}
+    name, renamed = _SILD_ENCODERS[target]
+    model.update(encoder=name, encoder_layers=1)
+    model.update({renamed[k]: v for k, v in spec.items() if renamed.get(k, k) is not None})
+    return model
+
+
 def canonical(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
     """A stage's hashed config slice in the layout of schema version 2, where version 3 moved things (the
-    PropMolFlow backbone became an injected spec, ``model/backbone``; the ATOM pipeline's network class moved
+    PropMolFlow backbone and the SiLD encoder became injected specs, ``model/backbone`` and ``model/encoder``;
+    the ATOM pipeline's network class moved
     from ``model.name`` into ``model.network_args._target_``): finished stages keep their keys."""
     model = config.get("model")
+    if pipeline == "sild" and isinstance(model, dict) and "encoder" in model and not isinstance(model["encoder"], str):
+        return {**config, "model": _canonical_sild(model)}
     if pipeline == "atom" and isinstance(model, dict) and isinstance(model.get("network_args"), dict):
         net = dict(model["network_args"])
         if net.get("_target_") == _ATOM_NETWORKS.get(str(model.get("name"))):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {"propmolflow": ("model/backbone", ("gvp_small", "gaunt")), "sild": ("model.encoder", ("egnn", "gaunt"))}
+VARIANTS = {"propmolflow": ("model/backbone", ("gvp_small", "gaunt")), "sild": ("model/encoder", ("egnn", "gaunt"))}
 
 
 def build(pipeline: str, overrides: list[str], featurized: Path, phase: str = "autoencoder"):
@@ -42,10 +42,10 @@ def build(pipeline: str, overrides: list[str], featurized: Path, phase: str = "a
         loader = DataLoader(WithProperty(data, None), batch_size=int(cfg.trainer.batch_size), shuffle=False)
         loss_fn = lambda batch: model(batch)["loss"]  # noqa: E731
     else:
-        from molgen.models.sild.model import SiLD
         from molgen.pipelines.sild import _phase_config, model_arguments
+        from molgen.spec import build as build_spec
 
-        model = SiLD(**model_arguments(cfg, data)[0])
+        model = build_spec(model_arguments(cfg, data)[0])
         model.set_phase(phase)  # autoencoder: the encoder trains; diffusion: it only encodes (no gradient)
         batch_size = int(_phase_config(dict(cfg.trainer), phase)["batch_size"])
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)

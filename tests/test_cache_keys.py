@@ -32,7 +32,7 @@ RECORDED = {
         "regressor": "e3d7f4cbc968fb67",
         "validate": "78a13eaaa569897d",
     },
-    "pipeline=sild model.encoder=gaunt": {
+    "pipeline=sild model/encoder=gaunt": {
         "featurize": "e47a5967d4775c12",
         "train": "28b64970d3917192",
         "sample": "176f79c838d25191",

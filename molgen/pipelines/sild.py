@@ -53,6 +53,7 @@ def model_arguments(cfg: DictConfig, train_ds) -> tuple[dict, int | None]:
     """Plain-dict SiLD constructor arguments from the config and the training data, and the property column."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.pop("name", None)
+    model_cfg.setdefault("_target_", "molgen.models.sild.model.SiLD")
     prop = cfg.condition.property
     column = None
     args = dict(model_cfg, vocab=train_ds.vocab.as_dict(), max_atoms=max(29, int(train_ds.num_atoms().max())))
@@ -70,16 +71,17 @@ def model_arguments(cfg: DictConfig, train_ds) -> tuple[dict, int | None]:
 
 
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
-    from molgen.data.graph import GraphDataset
-    from molgen.models.sild.model import SiLD
     from molgen.checkpoint import export_weights
+    from molgen.data.graph import GraphDataset
+    from molgen.spec import build
     from molgen.training import fit_phase
 
     torch.set_num_threads(cpu_threads())
     feat = ctx.input("featurize")
     train_ds, val_ds = GraphDataset.load(feat / "generator.pt"), GraphDataset.load(feat / "valid.pt")
-    model_args, column = model_arguments(cfg, train_ds)
-    model = SiLD(**model_args)
+    spec, column = model_arguments(cfg, train_ds)
+    model = build(spec)                                  # the model group's _target_ with these arguments
+    model_args = {k: v for k, v in spec.items() if k != "_target_"}
     model.property_column = column
     n_atoms = train_ds.num_atoms()
     values = train_ds.properties()[:, column] if column is not None else None
@@ -104,7 +106,7 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     export_weights(ctx.dir / "diffusion" / "last.ckpt", ctx.dir / "last.ckpt")
     rec = metrics["reconstruction"]
     lines = ["Two phases trained with `molgen.training.fit` (GeoLDM recipe: autoencoder, then latent diffusion).", "",
-             f"Encoder: `{model_args.get('encoder')}`, latent dim {model_args.get('latent_dim')}, "
+             f"Encoder: `{(model_args.get('encoder') or {}).get('_target_', 'none (raw features)')}`, latent dim {model_args.get('latent_dim')}, "
              f"{metrics['train_molecules']} training molecules.", "",
              markdown_table(["phase", "epochs", "steps", "seconds", "final val loss"],
                             [[phase, metrics[phase].get("epochs"), metrics[phase].get("steps"),

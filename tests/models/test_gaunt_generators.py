@@ -1,5 +1,5 @@
 """The Gaunt backbone inside molgen's generators: PropMolFlow ``model.backbone=gaunt`` and SiLD
-``model.encoder=gaunt``: symmetries on real molecules, the cross-product path, training, checkpoints, the CLI."""
+``model/encoder=gaunt``: symmetries on real molecules, the cross-product path, training, checkpoints, the CLI."""
 import os
 import subprocess
 import sys
@@ -103,8 +103,9 @@ def test_the_cross_product_path_is_what_breaks_mirror_symmetry(real_graphs):
 def test_sild_gaunt_encoder_is_se3_equivariant(real_graphs):
     batch = Batch.from_data_list(list(real_graphs))
     torch.manual_seed(0)
-    model = SiLD(encoder="gaunt", ae_hidden=16, decoder_layers=1, bond_hidden=16, denoiser_hidden=16,
-                 denoiser_layers=1, timesteps=50, gaunt_hidden=12, gaunt_layers=2).eval()
+    encoder = {"_target_": "molgen.models.sild.nets.GauntLatentEncoder", "hidden": 12, "n_layers": 2}
+    model = SiLD(encoder=encoder, ae_hidden=16, decoder_layers=1, bond_hidden=16, denoiser_hidden=16,
+                 denoiser_layers=1, timesteps=50).eval()
     assert isinstance(model.encoder, GauntLatentEncoder)
     _nontrivial(model.encoder.backbone)
     ei = complete_graph(batch.batch, batch.num_graphs)[0]
@@ -124,8 +125,10 @@ def test_unknown_backbone_or_encoder_is_one_config_error():
         PropMolFlow(backbone={"_target_": "molgen.models.propmolflow.net.EGNNEndpointNet"})
     with pytest.raises(ConfigError, match=r"model.backbone=egnn: unknown backbone \(choose from gvp, gaunt\)"):
         PropMolFlow.from_checkpoint({"molgen": {"model_args": {"backbone": "egnn"}}, "state_dict": {}})
-    with pytest.raises(ConfigError, match="unknown encoder"):
+    with pytest.raises(ConfigError, match="model.encoder=gauntt: not an encoder spec"):
         SiLD(encoder="gauntt")
+    with pytest.raises(ConfigError, match="unknown encoder"):
+        SiLD.from_checkpoint({"molgen": {"model_args": {"encoder": "gauntt"}}, "state_dict": {}})
     with pytest.raises(ConfigError, match="lmax >= 1"):
         PropMolFlow(**{**GAUNT, "backbone": {**GAUNT_NET, "lmax": 0}})
 

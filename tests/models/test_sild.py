@@ -5,7 +5,7 @@ import torch
 from torch_geometric.data import Batch
 
 from molgen.errors import ConfigError
-from molgen.models.sild.model import SiLD
+from molgen.models.sild.model import EGNN_ENCODER, SiLD
 from molgen.nn.graph import edge_bond_types as bond_labels
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import random_orthogonal
@@ -52,7 +52,7 @@ def test_encoder_decoder_bond_head_equivariance(batch, proper):
                                atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("encoder", ["egnn", "none"])
+@pytest.mark.parametrize("encoder", [EGNN_ENCODER, None], ids=["egnn", "none"])
 def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
     model = small_model(encoder=encoder).eval()
     for layer in model.denoiser.egnn.layers:

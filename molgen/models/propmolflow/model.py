@@ -101,6 +101,9 @@ class PropMolFlow(pl.LightningModule):
                  weight_decay: float = 1e-12, align_prior: bool = True, schedule: str = "linear",
                  stochasticity: float = 10.0, temperature: float = 0.05):
         super().__init__()
+        if backbone is not None and not isinstance(backbone, Mapping):
+            raise ConfigError(f"model.backbone={backbone}: not a backbone spec (a mapping with a _target_ class; "
+                              "choose one with model/backbone=gvp|gvp_small|gaunt)")
         backbone = dict(backbone or GVP_BACKBONE)
         self.save_hyperparameters()
         self.hparams.backbone = backbone

@@ -14,13 +14,15 @@ GeoLDM (Xu et al., ICML 2023, https://arxiv.org/abs/2305.01140) in two phases:
    ``polynomial_2``, 1000 steps, epsilon prediction) on posterior samples of the frozen encoder, with an
    equivariant denoiser.
 
-``encoder="none"`` is the ablation: the same diffusion directly on raw per-atom features (scaled one-hot types
+``encoder=None`` is the ablation: the same diffusion directly on raw per-atom features (scaled one-hot types
 and charges, EDM's representation), decoded by argmax; the same bond head assigns bonds.
 
 Sampling (:meth:`SiLD.sample`): number of atoms (and target value, if conditional) from the training histograms
 (:class:`molgen.conditioning.PropertySampler`), reverse diffusion, decode, bond head -> RDKit ``Mol`` objects.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -34,11 +36,36 @@ from molgen.data.molecule import Molecule
 from molgen.errors import CheckpointError, ConfigError
 from molgen.generative.equivariant_diffusion import EquivariantDiffusion
 from molgen.generative.gaussian_path import centred_gaussian, remove_mean
-from molgen.models.sild.nets import BondHead, EquivariantDenoiser, GauntLatentEncoder, LatentDecoder, LatentEncoder
+from molgen.models.sild.nets import BondHead, EquivariantDenoiser, LatentDecoder
 from molgen.nn.graph import edge_bond_types
 from molgen.nn.molecule_net import complete_graph
+from molgen.spec import build
 
-ENCODERS = ("egnn", "gaunt", "none")
+#: The default encoder: an EGNN posterior (GeoLDM's, one layer); ``hidden`` follows the model's ``ae_hidden``.
+EGNN_ENCODER = {"_target_": "molgen.models.sild.nets.LatentEncoder", "n_layers": 1}
+GAUNT_ENCODER = "molgen.models.sild.nets.GauntLatentEncoder"
+
+
+def upgrade_args(args: dict) -> dict:
+    """Constructor arguments recorded before the encoder was injected (``encoder="egnn"|"gaunt"|"none"``,
+    ``encoder_layers`` and ``gaunt_*`` keys) in today's layout, with the encoder as a spec (or None)."""
+    args = dict(args)
+    name = args.get("encoder", "egnn")
+    if name is None or isinstance(name, Mapping):
+        return args
+    layers = args.pop("encoder_layers", 1)
+    gaunt = {k[len("gaunt_"):]: args.pop(k) for k in list(args) if k.startswith("gaunt_")}
+    if name == "egnn":
+        args["encoder"] = {**EGNN_ENCODER, "hidden": args.get("ae_hidden", 64), "n_layers": layers}
+    elif name == "gaunt":
+        renamed = {"lmax": "lmax", "hidden": "hidden", "layers": "n_layers", "correlation": "correlation"}
+        args["encoder"] = {"_target_": GAUNT_ENCODER, **{renamed[k]: v for k, v in gaunt.items()}}
+    elif name == "none":
+        args["encoder"] = None
+    else:
+        raise ConfigError(f"model.encoder={name}: unknown encoder (choose from egnn, gaunt, none)")
+    return args
+
 PHASES = ("autoencoder", "diffusion")
 
 
@@ -47,10 +74,13 @@ class SiLD(pl.LightningModule):
 
     Args:
         vocab: :meth:`MoleculeVocab.as_dict` (QM9's by default).
-        encoder: ``egnn`` (latent diffusion), ``gaunt`` (the same with a :class:`GauntLatentEncoder`; the decoder
-            stays an EGNN) or ``none`` (EDM-like ablation on raw features).
+        encoder: the equivariant encoder as a spec ``{"_target_": class path, **its arguments}``, built with the
+            atom-feature size and ``latent_dim`` (default :data:`EGNN_ENCODER` at width ``ae_hidden``;
+            ``molgen.models.sild.nets.GauntLatentEncoder`` with ``lmax``, ``hidden``, ``n_layers``,
+            ``correlation`` for the Gaunt encoder; the decoder stays an EGNN), or None: the EDM-like ablation,
+            diffusion on raw features.
         latent_dim: ``k`` invariant latent scalars per atom (GeoLDM: 1-2).
-        ae_hidden, encoder_layers, decoder_layers: autoencoder EGNN sizes (GeoLDM: 1-layer encoder, 9-layer decoder).
+        ae_hidden, decoder_layers: autoencoder EGNN sizes (GeoLDM: 9-layer decoder).
         bond_hidden, bond_layers: bond head size.
         denoiser_hidden, denoiser_layers: denoiser EGNN size (EDM/GeoLDM: 256, 9).
         timesteps: diffusion steps ``T`` (1000).
@@ -61,30 +91,30 @@ class SiLD(pl.LightningModule):
         embedding, gaussian_expansion, property_mean, property_std: see :class:`PropertyEmbedding`.
         max_atoms: largest molecule of the atom-count histogram.
         lr: learning rate of the current phase (set by the train stage).
-        gaunt_lmax, gaunt_hidden, gaunt_layers, gaunt_correlation: the Gaunt encoder's highest degree, channels
-            per degree, layers and many-body correlation order (``encoder=gaunt`` only; 2, 32, 2, 2).
     """
 
-    def __init__(self, vocab: dict | None = None, encoder: str = "egnn", latent_dim: int = 2, ae_hidden: int = 64,
-                 encoder_layers: int = 1, decoder_layers: int = 4, bond_hidden: int = 64, bond_layers: int = 2,
+    def __init__(self, vocab: dict | None = None, encoder: Mapping | None = EGNN_ENCODER, latent_dim: int = 2,
+                 ae_hidden: int = 64, decoder_layers: int = 4, bond_hidden: int = 64, bond_layers: int = 2,
                  denoiser_hidden: int = 128, denoiser_layers: int = 6, timesteps: int = 1000, kl_weight: float = 0.01,
                  bond_noise: float = 0.05, feature_scale: float = 0.25, property_name: str | None = None,
                  embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
-                 property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, gaunt_lmax: int = 2,
-                 gaunt_hidden: int = 32, gaunt_layers: int = 2, gaunt_correlation: int = 2):
+                 property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3):
         super().__init__()
-        if encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder={encoder}: unknown encoder (choose from {', '.join(ENCODERS)})")
+        if encoder is not None and not isinstance(encoder, Mapping):
+            raise ConfigError(f"model.encoder={encoder}: not an encoder spec (a mapping with a _target_ class; "
+                              "choose one with model/encoder=egnn|gaunt, or model=sild_raw for none)")
+        if encoder is EGNN_ENCODER:
+            encoder = {**EGNN_ENCODER, "hidden": ae_hidden}
+        encoder = dict(encoder) if encoder is not None else None
         self.save_hyperparameters()
+        self.hparams.encoder = encoder
         self.vocab = MoleculeVocab.from_dict(vocab) if vocab else MoleculeVocab()
         self.n_types, self.n_charges = self.vocab.n_atom_types, self.vocab.n_charges
         atom_dim = self.n_types + self.n_charges
-        self.latent = encoder != "none"
+        self.latent = encoder is not None
         self.feat_dim = latent_dim if self.latent else atom_dim
         if self.latent:
-            self.encoder = (LatentEncoder(atom_dim, latent_dim, ae_hidden, encoder_layers) if encoder == "egnn" else
-                            GauntLatentEncoder(atom_dim, latent_dim, gaunt_lmax, gaunt_hidden, gaunt_layers,
-                                               gaunt_correlation))
+            self.encoder = build(encoder, in_dim=atom_dim, latent_dim=latent_dim)
             self.decoder = LatentDecoder(latent_dim, self.n_types, self.n_charges, ae_hidden, decoder_layers)
         self.bond_head = BondHead(atom_dim, self.vocab.n_bond_types, bond_hidden, bond_layers)
         prop = (PropertyEmbedding(property_name, denoiser_hidden, embedding, gaussian_expansion, property_mean,
@@ -117,7 +147,7 @@ class SiLD(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "SiLD":
         """Rebuild a trained SiLD (autoencoder + latent diffusion) for sampling."""
-        model = cls(**ckpt["molgen"]["model_args"])
+        model = cls(**upgrade_args(ckpt["molgen"]["model_args"]))
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         if missing or unexpected:
             raise CheckpointError(f"SiLD checkpoint does not match the model: missing {missing[:3]}, "
