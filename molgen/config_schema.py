@@ -43,7 +43,10 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.gaunt_correlation": (2, 2),
     "model._target_": (3, {"propmolflow": "molgen.models.propmolflow.model.PropMolFlow",
                            "atom": "molgen.models.atom.forecaster.TrajectoryForecaster",
-                           "sild": "molgen.models.sild.model.SiLD"}),
+                           "sild": "molgen.models.sild.model.SiLD",
+                           "graphmvp": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer",
+                           "cpdiffusion_ss": "molgen.models.cpdiffusion_ss.model.CPDiffusionSS"}),
+    "regressor._target_": (3, "molgen.models.regressor.GVPRegressor"),
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)

@@ -147,7 +147,7 @@ def train(cfg: DictConfig, ctx) -> dict:
     from molgen.checkpoint import metadata, save
     from molgen.data.ss_dataset import position_scale, protein_item
     from molgen.models.cpdiffusion_ss.designer import CPDiffusionSSDesigner
-    from molgen.models.cpdiffusion_ss.model import CPDiffusionSS
+    from molgen.spec import build
     from molgen.models.cpdiffusion_ss.composition_baseline import SSCompositionSampler
     from molgen.models.cpdiffusion_ss.ss_predictor import SSPredictor
     from molgen.training import fit_phase
@@ -157,7 +157,7 @@ def train(cfg: DictConfig, ctx) -> dict:
     train_p = [p for p, s in zip(proteins, split) if s == "train"]
     m = cfg.model
     model_args = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items()
-                  if k not in ("name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop")}
+                  if k not in ("_target_", "name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop")}
     model_args.update(lr=float(cfg.trainer.lr), pos_scale=position_scale(train_p))
     esm = m.get("esm_model")
     if esm:
@@ -169,7 +169,8 @@ def train(cfg: DictConfig, ctx) -> dict:
             say(f"train: ESM2 not used ({why}); using the in-project protein LM")
         model_args["esm_model"] = None if why else name
         esm = model_args["esm_model"]
-    model = CPDiffusionSS(**model_args)
+    model = build({"_target_": str(m.get("_target_", "molgen.models.cpdiffusion_ss.model.CPDiffusionSS")),
+                   **model_args})                        # the model group's _target_ with these arguments
     items = {s: [protein_item(p, model_args["pos_scale"]) for p, sp in zip(proteins, split) if sp == s]
              for s in ("train", "val", "test")}
     bs = int(m.batch_size)

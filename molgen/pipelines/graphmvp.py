@@ -127,16 +127,17 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from torch_geometric.loader import DataLoader
 
     from molgen.data.packed import PackedGraphs
-    from molgen.models.graphmvp.pretrainer import GraphMVPPretrainer
     from molgen.checkpoint import export_weights
     from molgen.models.graphmvp.classifier import GraphMVPEncoder
+    from molgen.spec import build
     from molgen.training import fit
 
     _set_threads()
     pairs = PackedGraphs.load(ctx.input("featurize") / "pairs.pt")
     tcfg = _plain(cfg.trainer)
     torch.manual_seed(int(tcfg.get("seed", cfg.seed)))
-    module = GraphMVPPretrainer(**_model_kwargs(cfg), lr=float(tcfg.get("lr", 1e-3)))
+    spec = {"_target_": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer", **_model_kwargs(cfg)}
+    module = build(spec, lr=float(tcfg.get("lr", 1e-3)))  # the model group's _target_ with these arguments
     loader = DataLoader(pairs, batch_size=int(tcfg.get("batch_size", 256)), shuffle=True, drop_last=len(pairs) > 2 *
                         int(tcfg.get("batch_size", 256)), num_workers=int(tcfg.get("num_workers", 0)))
     say(f"  pretraining {cfg.model.name} on {len(pairs)} pairs ({pairs.meta.get('source')}), "

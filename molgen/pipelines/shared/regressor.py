@@ -20,7 +20,8 @@ from molgen.runner import Stage, StageContext, cpu_threads, say
 def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.checkpoint import export_weights, load_model
     from molgen.models.propmolflow.model import WithProperty
-    from molgen.models.regressor import GVPRegressor, per_atom_count_baseline
+    from molgen.models.regressor import per_atom_count_baseline
+    from molgen.spec import build
     from molgen.training import fit
 
     prop = cfg.condition.get("property")
@@ -33,10 +34,11 @@ def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
     y_reg = reg_set.properties()[:, col].double()
     ok = torch.isfinite(y_reg)
     reg_args = {k: v for k, v in dict(plain(cfg.regressor)).items() if k not in ("name", "trainer")}
+    target = reg_args.pop("_target_", "molgen.models.regressor.GVPRegressor")
     args = {**reg_args, "vocab": reg_set.vocab.as_dict(), "property_name": prop,
             "property_mean": float(y_reg[ok].mean()), "property_std": float(y_reg[ok].std())}
     torch.manual_seed(int(cfg.seed))
-    model = GVPRegressor(**args)
+    model = build({"_target_": target, **args})            # the regressor group's _target_
     trainer_cfg = {**plain(cfg.regressor.trainer), "seed": int(cfg.seed)}
     train_loader, val_loader = graph_loaders(WithProperty(reg_set, prop), WithProperty(val_set, prop) if val_set else None,
                                         int(trainer_cfg.get("batch_size", 128)), int(trainer_cfg.get("num_workers", 0)))
