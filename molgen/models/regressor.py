@@ -22,7 +22,7 @@ from molgen.conditioning import check_property
 from molgen.data.graph import MoleculeVocab, to_graph
 from molgen.data.molecule import Molecule
 from molgen.errors import DataError
-from molgen.models.propmolflow.model import bond_tokens
+from molgen.nn.graph import edge_bond_types
 from molgen.nn.molecule_net import GVPMoleculeNet, complete_graph
 
 
@@ -62,7 +62,7 @@ class GVPRegressor(pl.LightningModule):
     def forward(self, batch) -> torch.Tensor:
         idx, n_mol = batch.batch, batch.num_graphs
         edge_index, _ = complete_graph(idx, n_mol)                                         # [2, E]
-        e = bond_tokens(edge_index, idx.shape[0], batch.bond_index, batch.bond_type)       # [E]
+        e = edge_bond_types(edge_index, batch.bond_index, batch.bond_type, idx.shape[0])       # [E]
         h = self.node_embedding(F.one_hot(batch.atom_type, self.vocab.n_atom_types).float())  # [n, S]
         e = self.edge_embedding(F.one_hot(e, self.vocab.n_bond_types).float())            # [E, Ed]
         h, _, _ = self.trunk(h, batch.pos, e, edge_index)                                  # [n, S]
