@@ -15,18 +15,11 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from molgen.data.proteins import Protein
+from molgen.data.proteins import Protein, blosum62_aligner
 
 
 def _aligner():
-    from Bio.Align import PairwiseAligner, substitution_matrices
-
-    aligner = PairwiseAligner()
-    aligner.mode = "local"
-    aligner.substitution_matrix = substitution_matrices.load("BLOSUM62")
-    aligner.open_gap_score = -11
-    aligner.extend_gap_score = -1
-    return aligner
+    return blosum62_aligner("local", open_gap=-11, extend_gap=-1)
 
 
 def local_identity(a: str, b: str, aligner=None) -> float:

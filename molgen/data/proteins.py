@@ -36,6 +36,21 @@ STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
 CA_BREAK = 4.2  # Å: consecutive C-alpha further apart than this is a chain break
 
 
+def blosum62_aligner(mode: str, open_gap: float, extend_gap: float, end_gap: float | None = None):
+    """A Biopython :class:`~Bio.Align.PairwiseAligner` with BLOSUM62 scores: ``mode`` ``local`` (homology
+    clustering: -11/-1, BLAST's defaults) or ``global`` (design-to-reference identity: -10/-0.5, free end gaps)."""
+    from Bio.Align import PairwiseAligner, substitution_matrices
+
+    aligner = PairwiseAligner()
+    aligner.mode = mode
+    aligner.substitution_matrix = substitution_matrices.load("BLOSUM62")
+    aligner.open_gap_score = open_gap
+    aligner.extend_gap_score = extend_gap
+    if end_gap is not None:
+        aligner.end_gap_score = end_gap
+    return aligner
+
+
 def ss8_to_ss3(ss8: str) -> str:
     """Map a DSSP 8-state string to 3 states (H,G->H; E,B->E; rest->C), as CPDiffusion-SS ``ss_alphabet_dic``."""
     return "".join(SS8_TO_SS3.get(c, "C") for c in ss8)

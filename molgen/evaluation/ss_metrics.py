@@ -21,7 +21,7 @@ import random
 
 import numpy as np
 
-from molgen.data.proteins import element_string
+from molgen.data.proteins import blosum62_aligner, element_string
 
 LOOP_LETTERS = set("CITSL-P")
 SS3_ALPHABET = "HEC"
@@ -93,15 +93,7 @@ def consistency(design_ss3: list[str], template_ss3: str, top_k: int = 10) -> di
 
 # ---------------------------------------------------------------------------------------------- sequences
 def _seq_aligner():
-    from Bio.Align import PairwiseAligner, substitution_matrices
-
-    aligner = PairwiseAligner()
-    aligner.mode = "global"
-    aligner.substitution_matrix = substitution_matrices.load("BLOSUM62")
-    aligner.open_gap_score = -10
-    aligner.extend_gap_score = -0.5
-    aligner.end_gap_score = 0
-    return aligner
+    return blosum62_aligner("global", open_gap=-10, extend_gap=-0.5, end_gap=0)
 
 
 def sequence_identity(a: str, b: str, aligner=None) -> float:
