@@ -41,6 +41,7 @@ from molgen.config_schema import ADDED, canonical, neutral_keys
 from molgen.console import capture_library_output
 from molgen.errors import ConfigError, MolgenError
 from molgen.formatting import fmt, jsonable
+from molgen.settings import torch_threads
 
 STATE_FILE = "_stage.json"
 REPORT_SECTION = "report.md"  # a stage's own Markdown section, inlined in the run report
@@ -312,7 +313,7 @@ def follow_stages(planned: list[tuple[Stage, tuple[str, ...], str, dict]], cfg: 
                 ctx = StageContext(stage, sdir, run_dir, {d: run_dir / d for d in needs}, resuming=True,
                                    follower=True)
                 try:
-                    with capture_library_output():
+                    with capture_library_output(), torch_threads(cpu_threads()):
                         stage.fn(cfg, ctx)
                 except FollowerFinished:
                     pass
@@ -350,7 +351,7 @@ def _run_one(stage: Stage, cfg: DictConfig, run_dir: Path, sdir: Path, key: str,
     say(f"{prefix}: {'resuming' if resuming else 'running'} -> {sdir}")
     ctx = StageContext(stage, sdir, run_dir, {d: run_dir / d for d in needs}, resuming)
     t0 = time.time()
-    with capture_library_output() as captured:
+    with capture_library_output() as captured, torch_threads(cpu_threads()):
         metrics = stage.fn(cfg, ctx) or {}
     state.update(status="complete", finished=_now(), seconds=round(time.time() - t0, 2), metrics=jsonable(metrics))
     if captured.total:
@@ -400,5 +401,6 @@ def _messages_line(messages: dict) -> str:
 
 
 def cpu_threads() -> int:
-    """Threads to use for torch on this machine (respects OMP_NUM_THREADS)."""
+    """Threads a stage runs torch with (the runner sets them around each stage and restores the caller's count
+    after): ``OMP_NUM_THREADS`` when set, else every core."""
     return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))

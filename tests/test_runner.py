@@ -164,3 +164,19 @@ def test_a_follower_rank_writes_nothing_and_joins_no_finished_stage(tmp_path, mo
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert run_stages(STAGES, cfg(), tmp_path) == {}
     assert CALLS == [] and sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_stage_runs_with_the_runner_threads_and_the_caller_keeps_its_own(tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+
+    def threads(cfg, ctx):
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(1)                      # a stage may change them; the caller's count comes back
+        return {}
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    run_stages([Stage("threads", threads, ("make",))], cfg(), tmp_path)
+    assert seen == [2] and torch.get_num_threads() == before

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from molgen.data import md17
 from molgen.errors import CheckpointError, ConfigError, DataError
 from molgen.formatting import markdown_table
-from molgen.runner import Stage, StageContext, cpu_threads, say
+from molgen.runner import Stage, StageContext, say
 
 PIPELINE = "atom"
 WINDOWS = "windows.pt"
@@ -188,7 +188,6 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.spec import build
     from molgen.training import fit
 
-    torch.set_num_threads(max(1, cpu_threads()))
     windows = read_windows(ctx.input("featurize"))
     meta = windows["meta"]
     spec = model_args_from(cfg, meta)
@@ -239,7 +238,6 @@ def _checkpoint_path(cfg: DictConfig, ctx: StageContext) -> Path:
 def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.checkpoint import load_model
 
-    torch.set_num_threads(max(1, cpu_threads()))
     windows = read_windows(ctx.input("featurize"))
     meta, test = windows["meta"], windows["test"]
     path = _checkpoint_path(cfg, ctx)

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from molgen.errors import DataError
-from molgen.runner import Stage, cpu_threads, say
+from molgen.runner import Stage, say
 
 PIPELINE = "cpdiffusion_ss"
 
@@ -152,7 +152,6 @@ def train(cfg: DictConfig, ctx) -> dict:
     from molgen.models.cpdiffusion_ss.ss_predictor import SSPredictor
     from molgen.training import fit_phase
 
-    torch.set_num_threads(cpu_threads())
     proteins, split = read_featurized(ctx.input("featurize"))
     train_p = [p for p, s in zip(proteins, split) if s == "train"]
     m = cfg.model
@@ -262,7 +261,6 @@ def sample(cfg: DictConfig, ctx) -> dict:
     from molgen.data.proteins import load_template
     from molgen.models.cpdiffusion_ss.designer import METHODS
 
-    torch.set_num_threads(cpu_threads())
     s = cfg.sample
     designer = _designer(cfg, ctx)
     if cfg.get("template"):

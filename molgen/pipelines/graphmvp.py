@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from molgen.errors import CheckpointError, ConfigError, DataError
 from molgen.formatting import markdown_table, mean_std
-from molgen.runner import Stage, StageContext, cpu_threads, say
+from molgen.config import plain
+from molgen.runner import Stage, StageContext, say
 
 PIPELINE = "graphmvp"
 ENCODER_KIND, CLASSIFIER_KIND = "pretrained_encoder", "classifier"
@@ -42,14 +43,6 @@ PAPER_ROC_AUC = {
                    "clintox": (77.5, 4.2), "muv": (75.0, 1.0), "hiv": (77.0, 1.2), "bace": (81.2, 0.9), "avg": 73.07},
 }
 ROW_LABEL = {"none": "no pretraining", "graphmvp": "GraphMVP", "graphmvp_g": "GraphMVP-G", "graphmvp_c": "GraphMVP-C"}
-
-
-def _plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
-def _set_threads() -> None:
-    torch.set_num_threads(max(1, cpu_threads()))
 
 
 # --------------------------------------------------------------------------------------------- featurize
@@ -101,7 +94,7 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
 
 # --------------------------------------------------------------------------------------------- train
 def _model_kwargs(cfg: DictConfig) -> dict:
-    m = _plain(cfg.model)
+    m = (plain(cfg.model) or {})
     m.pop("name", None)
     return m
 
@@ -132,9 +125,8 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.spec import build
     from molgen.training import fit
 
-    _set_threads()
     pairs = PackedGraphs.load(ctx.input("featurize") / "pairs.pt")
-    tcfg = _plain(cfg.trainer)
+    tcfg = (plain(cfg.trainer) or {})
     torch.manual_seed(int(tcfg.get("seed", cfg.seed)))
     spec = {"_target_": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer", **_model_kwargs(cfg)}
     module = build(spec, lr=float(tcfg.get("lr", 1e-3)))  # the model group's _target_ with these arguments
@@ -247,8 +239,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.moleculenet import load_moleculenet, scaffold_split
     from molgen.models.graphmvp.classifier import mean_roc_auc
 
-    _set_threads()
-    fcfg = _plain(cfg.finetune)
+    fcfg = (plain(cfg.finetune) or {})
     names, seeds = _task_list(fcfg["task"]), [int(s) for s in fcfg["seeds"]]
     inits = [fcfg["init"]] if isinstance(fcfg["init"], str) else list(fcfg["init"])
     for init in inits:

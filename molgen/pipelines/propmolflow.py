@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from molgen.errors import CheckpointError, ConfigError
-from molgen.runner import Stage, StageContext, cpu_threads, say
+from molgen.runner import Stage, StageContext, say
 from molgen.config import plain
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
 from molgen.pipelines.shared.qm9 import FEATURIZE, graph_loaders, load_split
@@ -67,7 +67,6 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.spec import build
     from molgen.training import fit
 
-    torch.set_num_threads(cpu_threads())
     gen_set, val_set = load_split(ctx, "generator.pt"), load_split(ctx, "valid.pt", required=False)
     spec = build_model_args(cfg, gen_set)
     torch.manual_seed(int(cfg.seed))
@@ -100,7 +99,6 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.graph import GraphDataset
     from molgen.data.io import sdf_writable, write_sdf, write_xyz
 
-    torch.set_num_threads(cpu_threads())
     try:
         model = load_model(_sample_ckpt(cfg, ctx), pipeline=PIPELINE, kind="generator")
     except CheckpointError as e:

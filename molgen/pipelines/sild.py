@@ -76,7 +76,6 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.spec import build
     from molgen.training import fit_phase
 
-    torch.set_num_threads(cpu_threads())
     feat = ctx.input("featurize")
     train_ds, val_ds = GraphDataset.load(feat / "generator.pt"), GraphDataset.load(feat / "valid.pt")
     spec, column = model_arguments(cfg, train_ds)
@@ -132,7 +131,6 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.graph import GraphDataset
     from molgen.data.io import sdf_writable, write_sdf
 
-    torch.set_num_threads(cpu_threads())
     model = load_model(_checkpoint(cfg, ctx), pipeline=PIPELINE)
     s = cfg.sample
     prop, value = cfg.condition.property, cfg.condition.value

@@ -14,7 +14,7 @@ from molgen.conditioning import report_unit
 from molgen.config import plain
 from molgen.formatting import markdown_table
 from molgen.pipelines.shared.qm9 import graph_loaders, load_split
-from molgen.runner import Stage, StageContext, cpu_threads, say
+from molgen.runner import Stage, StageContext, say
 
 
 def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -27,7 +27,6 @@ def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
     prop = cfg.condition.get("property")
     if not prop:
         return {"skipped": "unconditional model (condition.property=null): no property to evaluate"}
-    torch.set_num_threads(cpu_threads())
     reg_set, gen_set = load_split(ctx, "regressor.pt"), load_split(ctx, "generator.pt")
     val_set = load_split(ctx, "valid.pt", required=False)
     col = reg_set.property_names.index(prop)
