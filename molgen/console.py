@@ -86,7 +86,7 @@ def capture_library_output(show: bool | None = None) -> Iterator[Captured]:
         saved.append((logger, list(logger.handlers), logger.propagate))
         logger.handlers = [handler]
         logger.propagate = False
-    rdkit_redirected = _rdkit_to_python()
+    rdkit_levels = _rdkit_to_python()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -96,8 +96,8 @@ def capture_library_output(show: bool | None = None) -> Iterator[Captured]:
                 for w in caught:
                     captured.add(_warning_source(w), f"{w.category.__name__}: {w.message}")
     finally:
-        if rdkit_redirected:
-            _rdkit_to_cpp()
+        if rdkit_levels is not None:
+            _rdkit_to_cpp(rdkit_levels)
         for logger, handlers, propagate in saved:
             logger.handlers = handlers
             logger.propagate = propagate
@@ -110,16 +110,24 @@ def _warning_source(w: warnings.WarningMessage) -> str:
     return "molgen" if "/molgen/" in path else "python"
 
 
-def _rdkit_to_python() -> bool:
+def _rdkit_to_python() -> dict[str, bool] | None:
+    """Send RDKit's log to Python's logging (which enables every RDKit log level); returns the levels it had."""
     try:
         from rdkit import rdBase
     except ImportError:
-        return False
+        return None
+    from molgen.settings import rdkit_log_status
+
+    levels = rdkit_log_status()
     rdBase.LogToPythonLogger()
-    return True
+    return levels
 
 
-def _rdkit_to_cpp() -> None:
+def _rdkit_to_cpp(levels: dict[str, bool]) -> None:
+    """RDKit logs to its own streams again, with the levels it had before (LogToCppStreams resets them)."""
     from rdkit import rdBase
 
+    from molgen.settings import set_rdkit_log_status
+
     rdBase.LogToCppStreams()
+    set_rdkit_log_status(levels)

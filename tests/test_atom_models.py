@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from e3nn import o3
 
 from molgen.data import md17
 from molgen.evaluation.trajectories import equivariance_error
@@ -11,6 +10,7 @@ from molgen.models.atom.network import ATOM, TemporalRoPE
 from molgen.models.atom.egno import EGNO, StaticBaseline, TemporalFourierLayer
 from molgen.models.atom.forecaster import TrajectoryForecaster, masked_mse
 from molgen.pipelines.atom import repo_data_dir
+from molgen.testing import assert_equivariant
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +44,10 @@ def test_egno_is_e3_equivariant(aspirin_batch):
     with torch.no_grad():  # perturb the temporal weights so that the Fourier layers do something
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    R = o3.rand_matrix(dtype=torch.float64)
-    R = -R  # include a reflection (E(3), not only SO(3))
-    shift = torch.tensor([1.5, -2.0, 0.7], dtype=torch.float64)
     out = net(x0, v0, z)
-    moved = net(x0 @ R.T + shift, v0 @ R.T, z)
-    torch.testing.assert_close(moved, out @ R.T + shift, atol=1e-9, rtol=1e-9)
+    # E(3), not only SO(3): rotations and rotoreflections, with translations (x0, v0: [B, N, 3], no permutation)
+    assert_equivariant(net, (x0, v0, z), ("position", "vector", None), "position", permute=False,
+                       atol=1e-9, rtol=1e-9)
     # and the slots really differ (the temporal layers are on)
     assert (out[:, 0] - out[:, -1]).abs().max() > 1e-6
 
@@ -137,11 +135,14 @@ def test_centered_forecaster_is_translation_equivariant(aspirin_batch):
     x0, v0, z = (t.float() if t.is_floating_point() else t for t in aspirin_batch)
     torch.manual_seed(0)
     centered = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2}, center=True).eval()
-    shift = torch.tensor([-65.0, 72.0, -60.0])   # where the rMD17-derived benzene trajectory sits
+    # shifts of ~70 A, where the rMD17-derived benzene trajectory sits (-65, 72, -60); translations only (ATOM is
+    # not rotation equivariant)
+    translated = dict(rotations="none", permute=False, translation_scale=70.0, atol=1e-4, rtol=0)
     with torch.no_grad():
-        torch.testing.assert_close(centered(x0 + shift, v0, z), centered(x0, v0, z) + shift, atol=1e-4, rtol=0)
+        assert_equivariant(lambda x: centered(x, v0, z), x0, "position", "position", **translated)
         plain = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2}).eval()
-        assert (plain(x0 + shift, v0, z) - plain(x0, v0, z) - shift).abs().max() > 1e-2
+        with pytest.raises(AssertionError, match="translation"):
+            assert_equivariant(lambda x: plain(x, v0, z), x0, "position", "position", **{**translated, "atol": 1e-2})
 
 
 def test_shipped_multitask_checkpoint_loads_and_predicts():

@@ -45,8 +45,8 @@ def test_end_to_end_cli(tiny_run, capsys):
 
 
 def test_load_and_sample_templates(tiny_run, tmp_path):
-    root, _ = tiny_run
-    ckpt = root / "runs" / "cpdiffusion_ss-cath_subset" / "train" / "cpdiffusion_ss.ckpt"
+    root, args = tiny_run
+    ckpt = _finished_run(args) / "train" / "cpdiffusion_ss.ckpt"   # whichever test ran the tiny run first
     designer = molgen.load(ckpt)
     recs = designer.sample(template=DATA / "1r7aA02.pdb", n=4, seed=1)
     assert len(recs) == 4 and all(len(r.seq) >= 1 for r in recs)
@@ -74,7 +74,8 @@ def test_load_and_sample_templates(tiny_run, tmp_path):
 
 def test_bad_templates_through_cli(tiny_run, tmp_path, capsys):
     root, args = tiny_run
-    ckpt = root / "runs" / "cpdiffusion_ss-cath_subset" / "train" / "cpdiffusion_ss.ckpt"
+    ckpt = _finished_run(args) / "train" / "cpdiffusion_ss.ckpt"   # whichever test ran the tiny run first
+    capsys.readouterr()
     no_ca = tmp_path / "no_ca.pdb"
     no_ca.write_text("".join(l for l in (DATA / "1r7aA02.pdb").open() if l[12:16].strip() != "CA"))
     empty = tmp_path / "empty.pdb"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from molgen.data.proteins import element_string
+from molgen.testing import assert_invariant
 from molgen.evaluation.ss_metrics import (consistency, novelty, pairwise_identity, q3, ss_composition,
                                           ss_composition_mse, ss_identity, sequence_identity)
 
@@ -64,7 +65,7 @@ def test_q3():
 def test_tm_diversity_on_real_structures():
     from pathlib import Path
 
-    from scipy.spatial.transform import Rotation
+    import torch
 
     from molgen.data.proteins import read_structure
     from molgen.evaluation.ss_metrics import tm_diversity
@@ -72,8 +73,10 @@ def test_tm_diversity_on_real_structures():
     data = Path(__file__).parent / "data" / "cpdiffusion_ss"
     # 1r7aA02 and 1g5aA03 share a CATH superfamily (3.90.400.10); 1c0pA01 does not
     a, b, c = (read_structure(data / f"{d}.pdb") for d in ("1r7aA02", "1g5aA03", "1c0pA01"))
-    rotated = a.ca @ Rotation.random(random_state=0).as_matrix().T + 7.0
-    assert tm_diversity([a.ca, rotated], [a.sequence, a.sequence]) == pytest.approx(1.0, abs=1e-3)
+    # a rigid motion (proper: a mirror image is another fold) of a structure is the same structure
+    assert tm_diversity([a.ca, a.ca], [a.sequence, a.sequence]) == pytest.approx(1.0, abs=1e-3)
+    assert_invariant(lambda ca: torch.tensor(tm_diversity([a.ca, ca], [a.sequence, a.sequence])), a.ca, "position",
+                     rotations="proper", permute=False, translation_scale=7.0, atol=1e-3, rtol=0)
     same_family = tm_diversity([a.ca, b.ca], [a.sequence, b.sequence])
     other = tm_diversity([a.ca, c.ca], [a.sequence, c.sequence])
     assert 0.5 < same_family < 1.0 and other < same_family and other < 0.5

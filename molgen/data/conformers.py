@@ -27,13 +27,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import AllChem
 from torch_geometric.data import Data
 from tqdm import tqdm
 
 from molgen.data.moleculenet import mol_to_graph, parse_smiles
 from molgen.errors import DataError
+from molgen.settings import quiet_rdkit
 
 
 @dataclass
@@ -72,8 +73,7 @@ def embed_conformer(smiles: str, seed: int = 0, mmff: bool = True, max_attempts:
     molh = Chem.AddHs(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with quiet_rdkit():
         for attempt in range(max_attempts):
             if attempt:  # ETKDG's documented fallback for hard cases: random starting coordinates
                 params.useRandomCoords = True
@@ -86,8 +86,6 @@ def embed_conformer(smiles: str, seed: int = 0, mmff: bool = True, max_attempts:
                 AllChem.MMFFOptimizeMolecule(molh, maxIters=500)
             else:
                 return molh, "ok_no_mmff_params"
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     return molh, "ok"
 
 
@@ -145,19 +143,17 @@ def mol_from_xyz(symbols: Sequence[str], xyz: np.ndarray) -> Chem.Mol | None:
     from rdkit.Chem import rdDetermineBonds
 
     block = f"{len(symbols)}\n\n" + "\n".join(f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(symbols, xyz))
-    RDLogger.DisableLog("rdApp.*")
     try:
-        mol = Chem.MolFromXYZBlock(block)
-        if mol is None:
-            return None
-        rdDetermineBonds.DetermineBonds(mol, charge=0)
-        Chem.SanitizeMol(mol)
-        Chem.AssignStereochemistryFrom3D(mol)
+        with quiet_rdkit():
+            mol = Chem.MolFromXYZBlock(block)
+            if mol is None:
+                return None
+            rdDetermineBonds.DetermineBonds(mol, charge=0)
+            Chem.SanitizeMol(mol)
+            Chem.AssignStereochemistryFrom3D(mol)
         return mol
     except Exception:  # noqa: BLE001 -- RDKit raises ValueError/RuntimeError variants for unperceivable bonds
         return None
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
 
 def qm9_pairs(max_molecules: int | None = 10000, progress: bool = True) -> tuple[list[Data], PairReport]:

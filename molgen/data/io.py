@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 
 from molgen.data.molecule import ELEMENTS, Molecule
 from molgen.errors import DataError
+from molgen.settings import quiet_rdkit
 
 _SYMBOL_TO_Z = {s.lower(): z for z, s in enumerate(ELEMENTS) if z}
 MOLECULE_SUFFIXES = (".sdf", ".mol", ".xyz")
@@ -116,29 +117,36 @@ def _numeric_tags(mol: Chem.Mol) -> dict[str, float]:
 
 
 def _iter_sdf(path: Path, report: ReadReport) -> Iterator[Molecule]:
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    # RDKit is quiet while it reads a record (its lines for corrupted records are counted in the report), not
+    # while the caller's code runs between two records
+    with quiet_rdkit():
         supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False, strictParsing=False)
-        for k in range(len(supplier)):
-            where = f"{path.name} record {k + 1}"
-            mol = supplier[k]
-            if mol is None:
-                report.skipped.append((where, "corrupted SDF record"))
-                continue
-            try:
-                mol.UpdatePropertyCache(strict=False)
-                name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else where
-                m = Molecule.from_rdkit(mol, name=name, properties=_numeric_tags(mol))
-            except DataError as e:
-                report.skipped.append((where, str(e).split(" in ")[0]))
-                continue
-            if m.num_atoms == 0:
-                report.skipped.append((where, "record without atoms"))
-                continue
+        n = len(supplier)
+    for k in range(n):
+        where = f"{path.name} record {k + 1}"
+        with quiet_rdkit():
+            m = _read_sdf_record(supplier, k, where, report)
+        if m is not None:
             report.read += 1
             yield m
-    finally:
-        RDLogger.EnableLog("rdApp.*")
+
+
+def _read_sdf_record(supplier, k: int, where: str, report: ReadReport) -> Molecule | None:
+    mol = supplier[k]
+    if mol is None:
+        report.skipped.append((where, "corrupted SDF record"))
+        return None
+    try:
+        mol.UpdatePropertyCache(strict=False)
+        name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else where
+        m = Molecule.from_rdkit(mol, name=name, properties=_numeric_tags(mol))
+    except DataError as e:
+        report.skipped.append((where, str(e).split(" in ")[0]))
+        return None
+    if m.num_atoms == 0:
+        report.skipped.append((where, "record without atoms"))
+        return None
+    return m
 
 
 def iter_molecules(path: str | Path, report: ReadReport | None = None) -> Iterator[Molecule]:
@@ -172,14 +180,12 @@ def read_molecules(path: str | Path) -> tuple[list[Molecule], ReadReport]:
 
 def sdf_writable(mol: Molecule) -> bool:
     """Whether RDKit can write ``mol`` as a mol block (it refuses e.g. an H atom with charge +3)."""
-    RDLogger.DisableLog("rdApp.*")
     try:
-        Chem.MolToMolBlock(mol.to_rdkit(), kekulize=False)
+        with quiet_rdkit():
+            Chem.MolToMolBlock(mol.to_rdkit(), kekulize=False)
         return True
     except RuntimeError:
         return False
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
 
 def write_sdf(molecules: Iterable[Molecule], path: str | Path, extra: Iterable[dict] | None = None) -> Path:

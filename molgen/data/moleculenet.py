@@ -26,12 +26,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from torch_geometric.data import Data
 
 from molgen.data.embedded import embedded_dir
 from molgen.errors import DataError
+from molgen.settings import quiet_rdkit
 
 # --------------------------------------------------------------------------------------------- features
 #: Atom vocabulary of Hu et al.: atomic numbers 1..118 -> 0..117, index 119 is the AttrMask token; a dummy
@@ -85,11 +86,8 @@ def mol_to_graph(mol: Chem.Mol) -> Data:
 
 def parse_smiles(smiles: str) -> Chem.Mol | None:
     """RDKit molecule of ``smiles`` or None (RDKit's own error lines are silenced)."""
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with quiet_rdkit():
         return Chem.MolFromSmiles(str(smiles).strip()) if isinstance(smiles, str) and smiles.strip() else None
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
 
 def smiles_to_graph(smiles: str) -> Data:

@@ -38,10 +38,12 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import rdDetermineBonds
 from rdkit.Geometry import Point3D
 from tqdm.auto import tqdm
+
+from molgen.settings import quiet_rdkit
 
 #: Possible values of :attr:`Perception.status`.
 STATUSES: tuple[str, ...] = ("ok", "failed", "disagree", "other")
@@ -131,15 +133,13 @@ def perceive_bonds(atomic_numbers: np.ndarray, positions: np.ndarray, charge: in
         PerceptionError: when no valid bond-order assignment exists.
     """
     mol = _mol_from_geometry(np.asarray(atomic_numbers), np.asarray(positions, dtype=float).reshape(-1, 3))
-    RDLogger.DisableLog("rdApp.*")
     try:
-        with _quiet_stderr() if use_hueckel else contextlib.nullcontext():
-            rdDetermineBonds.DetermineBonds(mol, charge=charge, useHueckel=use_hueckel)
-        Chem.Kekulize(mol, clearAromaticFlags=True)
+        with quiet_rdkit():
+            with _quiet_stderr() if use_hueckel else contextlib.nullcontext():
+                rdDetermineBonds.DetermineBonds(mol, charge=charge, useHueckel=use_hueckel)
+            Chem.Kekulize(mol, clearAromaticFlags=True)
     except (ValueError, RuntimeError) as e:  # RDKit raises ValueError (valence) or RuntimeError (invariant)
         raise PerceptionError(" ".join(str(e).split())[:120]) from None
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     if any(b.GetBondType() not in _ORDER for b in mol.GetBonds()):
         raise PerceptionError("unexpected bond type after kekulization")
     return mol
@@ -188,9 +188,8 @@ def perceive_molecule(atomic_numbers: np.ndarray, positions: np.ndarray, referen
     """
     ref_mol, ref_can, ref_net, ref_charged = None, None, None, 0
     if reference_smiles is not None:
-        RDLogger.DisableLog("rdApp.*")
-        ref_mol = Chem.MolFromSmiles(reference_smiles)  # the naive reading (sanitized: N(=O)=O -> [N+](=O)[O-])
-        RDLogger.EnableLog("rdApp.*")
+        with quiet_rdkit():
+            ref_mol = Chem.MolFromSmiles(reference_smiles)  # the naive reading (sanitized: N(=O)=O -> [N+](=O)[O-])
         if ref_mol is not None:
             ref_can = canonical_smiles(ref_mol)
             charges = [a.GetFormalCharge() for a in ref_mol.GetAtoms()]

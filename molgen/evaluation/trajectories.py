@@ -21,13 +21,14 @@ def equivariance_error(model, x0: torch.Tensor, v0: torch.Tensor, z: torch.Tenso
 
     was = model.training
     model.eval()
-    torch.manual_seed(seed)
-    base = model(x0, v0, z, mask)                                                     # [B, P, N, 3]
-    errs = []
-    for _ in range(n_rotations):
-        R = o3.rand_matrix().to(x0.dtype)
-        rotated = model(x0 @ R.T, v0 @ R.T, z, mask)
-        errs.append(float((rotated - base @ R.T).norm() / base.norm().clamp(min=1e-12)))
+    with torch.random.fork_rng(devices=[]):  # seeded draws without resetting the caller's random stream
+        torch.manual_seed(seed)
+        base = model(x0, v0, z, mask)                                                 # [B, P, N, 3]
+        errs = []
+        for _ in range(n_rotations):
+            R = o3.rand_matrix().to(x0.dtype)
+            rotated = model(x0 @ R.T, v0 @ R.T, z, mask)
+            errs.append(float((rotated - base @ R.T).norm() / base.norm().clamp(min=1e-12)))
     model.train(was)
     return float(np.mean(errs))
 
@@ -35,12 +36,10 @@ def equivariance_error(model, x0: torch.Tensor, v0: torch.Tensor, z: torch.Tenso
 def plot_error_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], offsets_ps: np.ndarray, path: Path,
                       label: str = "model") -> Path:
     """MSE (1e-2 A^2) against forecast time, model (solid) vs static baseline (dashed), one colour per molecule."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: the caller's matplotlib backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     for k, (mol, (model_mse, static_mse)) in enumerate(curves.items()):
         c = f"C{k % 10}"
         ax.plot(offsets_ps, model_mse, "-o", color=c, ms=3, label=f"{mol} {label}")
@@ -51,7 +50,6 @@ def plot_error_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], offsets_
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -61,15 +59,13 @@ def plot_overlay(x0: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, mask:
 
     Shapes: x0 ``[N, 3]``; true, pred ``[P, N, 3]``; mask ``[N]``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's matplotlib backend stays as it is
 
     n = int(mask.sum())
     P = true.shape[0]
     frames = sorted({0, P // 2 - 1, P - 1})
-    fig, axes = plt.subplots(1, len(frames), figsize=(4 * len(frames), 3.8))
+    fig = Figure(figsize=(4 * len(frames), 3.8))
+    axes = fig.subplots(1, len(frames))
     for ax, f in zip(np.atleast_1d(axes), frames):
         t, p = true[f, :n].numpy(), pred[f, :n].numpy()
         ax.scatter(*x0[:n, :2].numpy().T, c="lightgray", s=25, label="input x_t")
@@ -84,5 +80,4 @@ def plot_overlay(x0: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, mask:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

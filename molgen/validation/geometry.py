@@ -21,6 +21,7 @@ from rdkit import Chem
 from scipy.stats import wasserstein_distance
 
 from molgen.data.molecule import ELEMENTS, Molecule
+from molgen.settings import logger_level, quiet_rdkit
 
 BOND_LABEL = {1: "1", 2: "2", 3: "3", 4: "ar"}
 
@@ -37,8 +38,10 @@ def posebusters_config(mode: str = "full") -> dict:
     """
     from pathlib import Path
 
-    import posebusters
     import yaml
+
+    with quiet_rdkit():  # importing PoseBusters switches RDKit's log levels: the caller's come back after
+        import posebusters
 
     if mode not in ("full", "fast"):
         raise ValueError(f"posebusters mode must be 'full' or 'fast', got {mode!r}")
@@ -61,27 +64,29 @@ def posebusters_table(rdkit_mols: list[Chem.Mol | None], chunk: int = 64, mode: 
     """
     import logging
 
-    from posebusters import PoseBusters
+    # a failed energy-ratio test is recorded in the table; PoseBusters' per-molecule log lines would flood the
+    # console: its logger is set to ERROR while it runs. PoseBusters also switches RDKit's log levels itself (when
+    # imported and around its checks): RDKit is quiet here and its levels are the caller's again afterwards.
+    with quiet_rdkit(), logger_level("posebusters", logging.ERROR):
+        from posebusters import PoseBusters
 
-    # a failed energy-ratio test is recorded in the table; PoseBusters' per-molecule log lines would flood the console
-    logging.getLogger("posebusters").setLevel(logging.ERROR)
-    buster = PoseBusters(config=posebusters_config(mode))
-    frames: list[pd.DataFrame | None] = [None] * len(rdkit_mols)
-    idx = [i for i, m in enumerate(rdkit_mols) if m is not None]
-    for start in range(0, len(idx), chunk):
-        part = idx[start:start + chunk]
-        try:
-            df = buster.bust(mol_pred=[rdkit_mols[i] for i in part], full_report=False)
-            rows = [df.iloc[[k]] for k in range(len(part))]
-        except Exception:  # noqa: BLE001 -- one bad molecule must not fail the chunk: retry one by one
-            rows = []
-            for i in part:
-                try:
-                    rows.append(buster.bust(mol_pred=[rdkit_mols[i]], full_report=False))
-                except Exception:  # noqa: BLE001
-                    rows.append(None)
-        for i, r in zip(part, rows):
-            frames[i] = r
+        buster = PoseBusters(config=posebusters_config(mode))
+        frames: list[pd.DataFrame | None] = [None] * len(rdkit_mols)
+        idx = [i for i, m in enumerate(rdkit_mols) if m is not None]
+        for start in range(0, len(idx), chunk):
+            part = idx[start:start + chunk]
+            try:
+                df = buster.bust(mol_pred=[rdkit_mols[i] for i in part], full_report=False)
+                rows = [df.iloc[[k]] for k in range(len(part))]
+            except Exception:  # noqa: BLE001 -- one bad molecule must not fail the chunk: retry one by one
+                rows = []
+                for i in part:
+                    try:
+                        rows.append(buster.bust(mol_pred=[rdkit_mols[i]], full_report=False))
+                    except Exception:  # noqa: BLE001
+                        rows.append(None)
+            for i, r in zip(part, rows):
+                frames[i] = r
     cols = next((list(f.columns) for f in frames if f is not None), [])
     records = []
     for f in frames:

@@ -28,10 +28,7 @@ def _num(v) -> str:
 
 def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> dict[str, bytes]:
     """PNG bytes of the report's figures, by file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's matplotlib backend stays as it is
 
     m = result.metrics
     figs: dict[str, bytes] = {}
@@ -40,10 +37,10 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
         figs[name] = buf.getvalue()
 
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
     labels = ["EDM", "lenient", "revised\n(no charge)", "revised\n+charge 0", "closed\nshell", "valid\n(whole)",
               "valid\n(largest)"]
     vals = [m.get("stability_edm_mol"), m.get("stability_lenient_mol"), m.get("stability_revised_nocharge_mol"),
@@ -57,7 +54,8 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
     ax.set_title("Molecule stability under three definitions, closed shells, validity")
     save(fig, "stability.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    fig = Figure(figsize=(9, 3))
+    axes = fig.subplots(1, 2)
     at = m.get("atom_type_counts", {})
     axes[0].bar(list(at), list(at.values()), color="#468")
     axes[0].set_title("atom types")
@@ -75,7 +73,8 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
 
         gen, ref = pooled_values(bonded), pooled_values(ref_mols)
         kinds = [("bond", "bond length (A)"), ("angle", "angle (deg)"), ("torsion", "|torsion| (deg)")]
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+        fig = Figure(figsize=(12, 3))
+        axes = fig.subplots(1, 3)
         for ax, (kind, label) in zip(axes, kinds):
             common = [k for k in sorted(gen[kind], key=lambda k: -len(gen[kind][k])) if k in ref[kind]][:1]
             for key in common:
@@ -90,7 +89,8 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
                                      ("mu", "dft_dipole_debye"), ("alpha", "dft_alpha_bohr3"),
                                      ("Cv", "dft_cv_cal_molK")) if f"{p}_target" in t.columns and c in t.columns]
     if dft_props:
-        fig, axes = plt.subplots(1, len(dft_props), figsize=(3.5 * len(dft_props), 3.2), squeeze=False)
+        fig = Figure(figsize=(3.5 * len(dft_props), 3.2))
+        axes = fig.subplots(1, len(dft_props), squeeze=False)
         for ax, (p, c) in zip(axes[0], dft_props):
             x, y = t[f"{p}_target"].astype(float), t[c].astype(float)
             ax.scatter(x, y, s=8)

@@ -27,14 +27,13 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from molgen.data.molecule import ELEMENTS, BondOrder, Molecule
+from molgen.settings import quiet_rdkit
 from molgen.validation import tables
-
-RDLogger.DisableLog("rdApp.*")
 
 
 # ---------------------------------------------------------------------------------------------- bonds
@@ -84,6 +83,7 @@ def molecule_from_order_matrix(mol: Molecule, orders: np.ndarray, neutral: bool 
                     np.stack([i, j], 1), orders[i, j], dict(mol.properties), mol.name)
 
 
+@quiet_rdkit()  # RDKit's lines for chemically invalid input are the expected case here
 def with_bonds(mol: Molecule) -> tuple[Molecule, str]:
     """The molecule with bonds: its own if it has any, else inferred (RDKit's DetermineBonds for a neutral
     molecule, falling back to EDM's distance rule). Returns the molecule and the source: ``given``,
@@ -106,6 +106,7 @@ def with_bonds(mol: Molecule) -> tuple[Molecule, str]:
     return molecule_from_order_matrix(mol, edm_bond_orders(mol)), "edm"
 
 
+@quiet_rdkit()
 def integer_valences(mol: Molecule) -> np.ndarray:
     """Explicit valence per atom with aromatic bonds kekulized (RDKit); if kekulization fails, aromatic bonds
     count 1.5 and the sum is floored (MiDi's convention). Shapes: ``[N]`` int64."""
@@ -167,6 +168,7 @@ def _largest_fragment(rd: Chem.Mol) -> Chem.Mol:
     return max(frags, key=lambda m: m.GetNumAtoms()) if frags else rd
 
 
+@quiet_rdkit()
 def canonical_smiles(smiles: str) -> str | None:
     """Canonical non-isomeric SMILES of ``smiles`` (None if RDKit cannot parse it): the key for novelty."""
     m = Chem.MolFromSmiles(smiles)
@@ -182,6 +184,7 @@ def n_fragments(mol: Molecule) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- per molecule
+@quiet_rdkit()
 def check_molecule(mol: Molecule) -> dict:
     """Every structure check of one molecule as a flat row (see :func:`structure_table` for the columns)."""
     bonded, source = with_bonds(mol)

@@ -12,6 +12,7 @@ from molgen.data.io import parse_xyz_block, read_molecules, write_sdf, write_xyz
 from molgen.data.molecule import BondOrder, Molecule
 from molgen.data.qm9 import load_qm9
 from molgen.errors import DataError
+from molgen.testing import assert_equivariant
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +165,12 @@ def test_graph_dataset_round_trip_weights_only(qm9_mols, tmp_path):
 def test_graph_is_translation_invariant_and_dense_round_trip(qm9_mols):
     vocab = MoleculeVocab()
     m = qm9_mols[0]
-    shifted = Molecule(m.positions + 7.5, m.atomic_numbers, m.formal_charges, m.bonds, m.bond_orders, m.properties)
-    g1, g2 = to_graph(m, vocab), to_graph(shifted, vocab)
-    assert torch.allclose(g1.pos, g2.pos, atol=1e-5) and g1.pos.mean(0).abs().max() < 1e-5
+    g1 = to_graph(m, vocab)
+    # centred: translations drop out of the graph's positions (and rotations rotate them)
+    assert_equivariant(lambda pos: to_graph(Molecule(pos, m.atomic_numbers, m.formal_charges, m.bonds, m.bond_orders,
+                                                     m.properties), vocab).pos.double(),
+                       m.positions, "position", "vector", permute=False, translation_scale=7.5, atol=1e-5, rtol=1e-5)
+    assert g1.pos.mean(0).abs().max() < 1e-5
     dense = torch.zeros(m.num_atoms, m.num_atoms, dtype=torch.long)
     dense[g1.bond_index[0], g1.bond_index[1]] = g1.bond_type
     back = from_dense(g1.pos, g1.atom_type, g1.charge, dense, vocab)

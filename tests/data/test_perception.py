@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from rdkit import Chem
 
 from molgen.data.molecule import Molecule
@@ -10,6 +11,7 @@ from molgen.data.perception import (
     STATUSES, PerceptionError, canonical_smiles, count_statuses, perceive_bonds, perceive_many, perceive_molecule,
 )
 from molgen.data.qm9_sources import read_embedded
+from molgen.testing import assert_invariant
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +105,19 @@ def test_hueckel_fallback_on_strained_cage(subset):
 
 
 def test_perception_is_invariant_to_rotation_and_translation(subset):
-    rng = np.random.default_rng(0)
-    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     for index in (271, 349, 131882):
         z, x, smi = subset[index]
         p0 = perceive_molecule(z, x, smi)
-        p1 = perceive_molecule(z, x @ q.T + rng.normal(size=3) * 5, smi)
-        assert p1.status == p0.status and p1.smiles == p0.smiles
-        m0 = Molecule(x, z, p0.formal_charges, p0.bonds, p0.bond_orders)
-        m1 = Molecule(x, z, p1.formal_charges, p1.bonds, p1.bond_orders)
-        assert (m0.bond_matrix() > 0).tolist() == (m1.bond_matrix() > 0).tolist()
-        assert m0.formal_charges.tolist() == m1.formal_charges.tolist()
+
+        def perceived(pos):
+            p = perceive_molecule(z, pos, smi)
+            m = Molecule(pos, z, p.formal_charges, p.bonds, p.bond_orders)
+            same = p.status == p0.status and p.smiles == p0.smiles
+            return torch.tensor([same]), torch.as_tensor(m.bond_matrix() > 0), torch.as_tensor(p.formal_charges)
+
+        # rotations and rotoreflections, translations (exact: booleans and integers)
+        assert_invariant(perceived, x, "position", ("invariant", "pair", "scalar"), permute=False,
+                         translation_scale=5.0, seed=index)
 
 
 def test_statuses_without_or_with_unreadable_reference(subset):

@@ -17,7 +17,7 @@ from molgen.models.sild.model import SiLD
 from molgen.models.sild.nets import GauntLatentEncoder
 from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.molecule_net import complete_graph
-from molgen.testing import random_orthogonal
+from molgen.testing import assert_equivariant
 
 GAUNT_NET = {"_target_": "molgen.models.propmolflow.net.GauntEndpointNet", "lmax": 2, "hidden": 12, "n_layers": 2}
 GAUNT = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone=GAUNT_NET)
@@ -61,23 +61,21 @@ def _nontrivial(backbone: GauntBackbone) -> None:
 @pytest.mark.parametrize("cond", [None, "gap"])
 def test_propmolflow_gaunt_net_is_se3_equivariant(real_graphs, cond):
     torch.manual_seed(0)
-    model = PropMolFlow(**GAUNT, property_name=cond, embedding="concatenate_sum", property_mean=5.0)
-    net = model.net.eval()
+    model = PropMolFlow(**GAUNT, property_name=cond, embedding="concatenate_sum", property_mean=5.0).double()
+    net = model.net.eval()          # float64: the check does not depend on the float summation order
     assert isinstance(net, GauntEndpointNet)
     _nontrivial(net.trunk)
     a, c, dense, pos, t, batch = _state(real_graphs)
-    value = torch.tensor([5.0, 6.0, 7.0]) if cond else None
+    pos, t = pos.double(), t.double()
+    value = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64) if cond else None
     x1, la, lc, bond = _run(net, a, c, dense, pos, t, batch, value)
     assert torch.allclose(remove_mean(x1, batch), x1, atol=1e-5)                     # zero centre of mass
     assert (x1 - remove_mean(pos, batch)).abs().max() > 1e-2                          # the trunk moves atoms
-    R = random_orthogonal(1, dtype=torch.float32)
-    shift = torch.randn(3, 3)[batch]                                                  # one shift per molecule
-    perm = torch.cat([torch.nonzero(batch == m).flatten()[torch.randperm(int((batch == m).sum()))] for m in range(3)])
-    out = _run(net, a[perm], c[perm], dense[perm][:, perm], (pos @ R.T + shift)[perm], t[perm], batch, value)
-    torch.testing.assert_close(out[0], (x1 @ R.T)[perm], atol=1e-4, rtol=1e-4)       # positions rotate
-    torch.testing.assert_close(out[1], la[perm], atol=1e-4, rtol=1e-4)               # logits are invariant
-    torch.testing.assert_close(out[2], lc[perm], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(out[3], bond[perm][:, perm], atol=1e-4, rtol=1e-4)
+    # rotations (proper: the cross-product path sees chirality), one shift per molecule, atoms shuffled inside
+    # every molecule: centred positions rotate, logits and the dense bond logits follow the atoms
+    assert_equivariant(lambda a, c, dense, pos, t, batch: _run(net, a, c, dense, pos, t, batch, value),
+                       (a, c, dense, pos, t, batch), ("scalar", "scalar", "pair", "position", "scalar", "batch"),
+                       ("vector", "scalar", "scalar", "pair"), rotations="proper", seed=1, atol=1e-4, rtol=1e-4)
 
 
 def test_the_cross_product_path_is_what_breaks_mirror_symmetry(real_graphs):
@@ -86,7 +84,6 @@ def test_the_cross_product_path_is_what_breaks_mirror_symmetry(real_graphs):
     b = Batch.from_data_list([real_graphs[k] for k in range(3)])
     ei, _ = complete_graph(b.batch)
     h = torch.nn.functional.one_hot(b.atom_type, 5).double()
-    P = random_orthogonal(3, proper=False, dtype=torch.float64)
     torch.manual_seed(0)
     net = GauntBackbone(5, 8, hidden_channels=8, lmax=2, num_layers=2, num_vectors=2, cutoff=10.0).double()
     _nontrivial(net)
@@ -94,10 +91,20 @@ def test_the_cross_product_path_is_what_breaks_mirror_symmetry(real_graphs):
         if not live:
             for layer in net.layers:
                 torch.nn.init.zeros_(layer.vector_mix.weight)
-        s, v = net(h, b.pos.double(), ei, None, b.batch)
-        sm, vm = net(h, b.pos.double() @ P.T, ei, None, b.batch)
-        mirror_symmetric = torch.allclose(sm, s, atol=1e-8) and torch.allclose(vm, v @ P.T, atol=1e-8)
-        assert mirror_symmetric != live, live
+
+        def mirror_check():
+            assert_equivariant(net, (h, b.pos.double(), ei, None, b.batch),
+                               ("scalar", "position", "edge_index", None, "batch"), ("scalar", "vector"),
+                               rotations="improper", seed=3, atol=1e-8, rtol=1e-5)
+
+        if live:
+            with pytest.raises(AssertionError, match="rotoreflection"):
+                mirror_check()
+        else:
+            mirror_check()
+        assert_equivariant(net, (h, b.pos.double(), ei, None, b.batch),              # proper rotations: always
+                           ("scalar", "position", "edge_index", None, "batch"), ("scalar", "vector"),
+                           rotations="proper", seed=3, atol=1e-8, rtol=1e-5)
 
 
 def test_sild_gaunt_encoder_is_se3_equivariant(real_graphs):
@@ -111,13 +118,15 @@ def test_sild_gaunt_encoder_is_se3_equivariant(real_graphs):
     ei = complete_graph(batch.batch, batch.num_graphs)[0]
     mu_x, mu_h, kl = model.encode(batch, ei, sample=False)
     assert (mu_x - batch.pos).abs().max() > 1e-2 and torch.isfinite(kl).all()
-    R = random_orthogonal(5, dtype=torch.float32)
-    moved = batch.clone()
-    moved.pos = batch.pos @ R.T + torch.tensor([1.0, -2.0, 0.5])
-    mu_x2, mu_h2, kl2 = model.encode(moved, ei, sample=False)
-    torch.testing.assert_close(mu_x2, mu_x @ R.T, atol=1e-4, rtol=1e-4)   # centred: translation drops out
-    torch.testing.assert_close(mu_h2, mu_h, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(kl2, kl, atol=1e-4, rtol=1e-4)
+
+    def encode(pos):
+        moved = batch.clone()
+        moved.pos = pos
+        return model.encode(moved, ei, sample=False)
+
+    # centred: translation drops out (float32, 1e-4: SiLD's atom features are float32 whatever the module's dtype)
+    assert_equivariant(encode, batch.pos, "position", ("vector", "invariant", "invariant"), rotations="proper",
+                       permute=False, seed=5, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_backbone_or_encoder_is_one_config_error():

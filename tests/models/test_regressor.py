@@ -5,6 +5,7 @@ from torch_geometric.loader import DataLoader
 
 from molgen.models.propmolflow.model import WithProperty
 from molgen.models.regressor import GVPRegressor, per_atom_count_baseline
+from molgen.testing import assert_invariant
 
 
 def test_regressor_fits_and_predicts_in_user_units(real_graphs, real_molecules):
@@ -14,19 +15,24 @@ def test_regressor_fits_and_predicts_in_user_units(real_graphs, real_molecules):
                        v_dim=4, edge_dim=16, rbf_dim=8, n_layers=2, message_norm=10.0)
     batch = next(iter(DataLoader(WithProperty(real_graphs, "gap"), batch_size=8)))
     opt = torch.optim.Adam(reg.parameters(), lr=1e-2)
-    for _ in range(80):
+    baseline = np.abs(y.numpy() - y.mean().item()).mean()       # MAE of predicting the mean
+    # trained until the MAE is below 0.4x the baseline, checked every 10 steps, within a generous cap (a fixed 80
+    # steps reached 0.38-0.39x for some seeds, so the thread count decided the outcome)
+    for step in range(1, 601):
         loss = torch.nn.functional.mse_loss(reg(batch), reg._z(batch))
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % 10 == 0 and np.abs(reg.predict(real_molecules) - y.numpy()).mean() < 0.4 * baseline:
+            break
     pred = reg.predict(real_molecules)
-    assert pred.shape == (8,) and np.abs(pred - y.numpy()).mean() < 0.4 * np.abs(y.numpy() - y.mean().item()).mean()
+    assert pred.shape == (8,) and np.abs(pred - y.numpy()).mean() < 0.4 * baseline, step
     assert np.allclose(reg.predict_dataset(WithProperty(real_graphs, "gap")), pred, atol=1e-4)
-    # invariance: a rotated molecule gets the same prediction
+    # invariance: a rotated, mirrored or moved molecule gets the same prediction
     m = real_molecules[3]
-    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
-    rotated = type(m)(m.positions @ q.T + 1.0, m.atomic_numbers, m.formal_charges, m.bonds, m.bond_orders)
-    assert abs(reg.predict([rotated])[0] - pred[3]) < 1e-4
+    assert_invariant(lambda pos: reg.predict([type(m)(pos, m.atomic_numbers, m.formal_charges, m.bonds,
+                                                      m.bond_orders)]), m.positions, "position",
+                     permute=False, atol=1e-4, rtol=0)
 
 
 def test_regressor_marks_molecules_outside_the_vocabulary(real_molecules):

@@ -8,7 +8,7 @@ from molgen.errors import ConfigError
 from molgen.models.sild.model import EGNN_ENCODER, SiLD
 from molgen.nn.graph import edge_bond_types as bond_labels
 from molgen.nn.molecule_net import complete_graph
-from molgen.testing import random_orthogonal
+from molgen.testing import assert_equivariant, assert_invariant
 
 
 def small_model(**kw) -> SiLD:
@@ -23,33 +23,35 @@ def batch(real_graphs):
     return Batch.from_data_list([real_graphs[i] for i in range(len(real_graphs))])
 
 
-def _rotated(batch, R):
+def _with_pos(batch, pos):
     b = batch.clone()
-    b.pos = batch.pos @ R.T          # zero centre of mass is kept by a rotation
+    b.pos = pos
     return b
 
 
 @pytest.mark.parametrize("proper", [True, False])
 def test_encoder_decoder_bond_head_equivariance(batch, proper):
+    # float32 with a 1e-4 tolerance: SiLD's atom_features are float32 whatever the module's dtype
     model = small_model().eval()
     for egnn in (model.encoder.egnn, model.decoder.egnn):
         for layer in egnn.layers:   # make position updates non-trivial
             torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
-    R = random_orthogonal(5, proper, dtype=torch.float32)
+    rotations = "proper" if proper else "improper"
     ei = complete_graph(batch.batch, batch.num_graphs)[0]
+    # the encoder: centred latent positions rotate (a rotation keeps the zero centre of mass), the rest does not
+    assert_equivariant(lambda pos: model.encode(_with_pos(batch, pos), ei, sample=False), batch.pos, "vector",
+                       ("vector", "invariant", "invariant"), rotations=rotations, translate=False, permute=False,
+                       seed=5, atol=1e-4, rtol=1e-4)
     mu_x, mu_h, kl = model.encode(batch, ei, sample=False)
-    mu_x2, mu_h2, kl2 = model.encode(_rotated(batch, R), ei, sample=False)
-    torch.testing.assert_close(mu_x2, mu_x @ R.T, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(mu_h2, mu_h, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(kl2, kl, atol=1e-4, rtol=1e-4)
     pos, tl, cl = model.decode(mu_x, mu_h, ei, batch.batch, batch.num_graphs)
-    pos2, tl2, cl2 = model.decode(mu_x @ R.T, mu_h, ei, batch.batch, batch.num_graphs)
     assert (pos - mu_x).abs().max() > 1e-2
-    torch.testing.assert_close(pos2, pos @ R.T, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(tl2, tl, atol=1e-4, rtol=1e-4)
+    assert_equivariant(lambda x: model.decode(x, mu_h, ei, batch.batch, batch.num_graphs)[:2], mu_x, "vector",
+                       ("vector", "invariant"), rotations=rotations, translate=False, permute=False, seed=5,
+                       atol=1e-4, rtol=1e-4)
+    # the bond head sees distances only: rotations and translations leave its logits as they are
     feats = model.atom_features(batch.atom_type, batch.charge)
-    torch.testing.assert_close(model.bond_head(feats, batch.pos @ R.T + 3.0, ei), model.bond_head(feats, batch.pos, ei),
-                               atol=1e-4, rtol=1e-4)
+    assert_invariant(lambda pos: model.bond_head(feats, pos, ei), batch.pos, "position", rotations=rotations,
+                     permute=False, seed=5, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("encoder", [EGNN_ENCODER, None], ids=["egnn", "none"])
@@ -57,23 +59,20 @@ def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
     model = small_model(encoder=encoder).eval()
     for layer in model.denoiser.egnn.layers:
         torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
-    R = random_orthogonal(7, dtype=torch.float32)
     B = batch.num_graphs
     ei = complete_graph(batch.batch, B)[0]
     gen = torch.Generator().manual_seed(0)
     z_x, z_h, _ = model.encode(batch, ei, generator=gen)
     t = torch.linspace(0.1, 0.9, B)
     ex, eh = model.diffusion.noise(batch.batch, B, z_h.shape[1], gen)
-    # the denoiser: eps_x rotates with z_x, eps_h does not change
+    # the denoiser: eps_x rotates with z_x, eps_h does not change (and both follow the atoms inside a molecule)
     x_t, h_t = 0.8 * z_x + 0.6 * ex, 0.8 * z_h + 0.6 * eh
-    px, ph = model.denoise(x_t, h_t, t, batch.batch, B, None)
-    px2, ph2 = model.denoise(x_t @ R.T, h_t, t, batch.batch, B, None)
-    torch.testing.assert_close(px2, px @ R.T, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ph2, ph, atol=1e-4, rtol=1e-4)
+    assert_equivariant(lambda x, h, b: model.denoise(x, h, t, b, B, None), (x_t, h_t, batch.batch),
+                       ("vector", "scalar", "batch"), ("vector", "scalar"), rotations="proper", translate=False,
+                       seed=7, atol=1e-4, rtol=1e-4)
     # the latent density: rotating the latent sample (with its noise) leaves every molecule's loss unchanged
-    loss = model.diffusion.loss(model.denoise, z_x, z_h, batch.batch, B, t=t, noise=(ex, eh))
-    loss_rot = model.diffusion.loss(model.denoise, z_x @ R.T, z_h, batch.batch, B, t=t, noise=(ex @ R.T, eh))
-    torch.testing.assert_close(loss_rot, loss, atol=1e-5, rtol=1e-4)
+    assert_invariant(lambda x, e: model.diffusion.loss(model.denoise, x, z_h, batch.batch, B, t=t, noise=(e, eh)),
+                     (z_x, ex), ("vector", "vector"), rotations="proper", permute=False, seed=7, atol=1e-5, rtol=1e-4)
 
 
 def test_bond_labels_match_the_bond_list(batch):
@@ -87,21 +86,31 @@ def test_bond_labels_match_the_bond_list(batch):
 
 
 def test_autoencoder_round_trip_on_real_molecules(batch):
-    """A short fit on eight real molecules reconstructs every atom type, the geometry and the bonds."""
+    """A short fit on eight real molecules reconstructs every atom type, the geometry and the bonds.
+
+    Trained until the round trip holds, checked every 25 steps, within a generous cap: after a fixed 300 steps
+    the outcome depended on torch's thread count (the float summation order changes the trajectory; an atom type
+    can flip back for a while), while the criterion itself is met after ~150 steps whatever the seed."""
     torch.manual_seed(0)
     model = small_model(ae_hidden=48, decoder_layers=3, bond_noise=0.02)
     model.set_phase("autoencoder")
     assert all(not p.requires_grad for p in model.denoiser.parameters())
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(300):
+
+    def reconstructed(rec: dict) -> bool:
+        return (rec["atom_type_accuracy"] == 1.0 and rec["charge_accuracy"] == 1.0 and rec["position_rmsd"] < 0.15
+                and rec["edge_bond_accuracy"] > 0.98 and rec["bond_accuracy"] > 0.9)
+
+    for step in range(1, 1501):
         loss = model.autoencoder_losses(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    rec = model.reconstruction_metrics([batch])
-    assert rec["atom_type_accuracy"] == 1.0 and rec["charge_accuracy"] == 1.0
-    assert rec["position_rmsd"] < 0.15, rec
-    assert rec["edge_bond_accuracy"] > 0.98 and rec["bond_accuracy"] > 0.9, rec
+        if step % 25 == 0 and reconstructed(rec := model.reconstruction_metrics([batch])):
+            break
+    assert rec["atom_type_accuracy"] == 1.0 and rec["charge_accuracy"] == 1.0, (step, rec)
+    assert rec["position_rmsd"] < 0.15, (step, rec)
+    assert rec["edge_bond_accuracy"] > 0.98 and rec["bond_accuracy"] > 0.9, (step, rec)
 
 
 def test_sample_returns_rdkit_molecules_deterministically(real_graphs):
@@ -140,7 +149,9 @@ def test_conditional_sampling_and_weights_only_checkpoint(real_graphs, tmp_path)
 
 TINY = ["data.max_molecules=300", "model.ae_hidden=16", "model.decoder_layers=1", "model.bond_hidden=16",
         "model.bond_layers=1", "model.denoiser_hidden=16", "model.denoiser_layers=1", "model.timesteps=50",
-        "trainer.autoencoder.max_epochs=1", "trainer.diffusion.max_epochs=1", "sample.n=4", "sample.steps=10"]
+        "trainer.autoencoder.max_epochs=1", "trainer.diffusion.max_epochs=1", "sample.n=4", "sample.steps=10",
+        # no wall-clock limit (trainer/sild_cpu's max_time): what is trained must not depend on the machine's speed
+        "trainer.autoencoder.max_time=null", "trainer.diffusion.max_time=null"]
 
 
 def test_tiny_end_to_end_run_through_the_cli(tmp_path, capsys):

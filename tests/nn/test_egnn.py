@@ -4,7 +4,7 @@ import torch
 
 from molgen.nn.egnn import EGNN, EGNNLayer
 from molgen.nn.molecule_net import complete_graph
-from molgen.testing import random_orthogonal as orthogonal
+from molgen.testing import assert_equivariant
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,11 @@ def test_egnn_is_e3_equivariant_on_real_molecules(molecule_batch, proper):
     # make the coordinate updates large enough to matter (the last layer starts near zero)
     for layer in net.layers:
         torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
-    R, t = orthogonal(1, proper), torch.tensor([1.5, -2.0, 0.7], dtype=torch.float64)
     h1, x1 = net(h, x, ei)
-    h2, x2 = net(h, x @ R.T + t, ei)
     assert (x1 - x).abs().max() > 1e-2, "positions should move"
-    torch.testing.assert_close(h2, h1, atol=1e-9, rtol=1e-7)
-    torch.testing.assert_close(x2, x1 @ R.T + t, atol=1e-9, rtol=1e-7)
+    # rotations (proper or rotoreflections), translations and atom relabellings of the edge list alike
+    assert_equivariant(net, (h, x, ei), ("scalar", "position", "edge_index"), ("scalar", "position"),
+                       rotations="proper" if proper else "improper", atol=1e-9, rtol=1e-7)
 
 
 def test_egnn_is_permutation_equivariant(molecule_batch):
@@ -39,13 +38,9 @@ def test_egnn_is_permutation_equivariant(molecule_batch):
     h, x = h[:n], x[:n]
     ei = complete_graph(torch.zeros(n, dtype=torch.long))[0]
     net = EGNN(h.shape[1], 4, hidden=16, n_layers=2).double()
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(n)
-    h1, x1 = net(h, x, ei)
-    h2, x2 = net(h[perm], x[perm], inv[ei])   # relabel atoms: new atom k is old atom perm[k]
-    torch.testing.assert_close(h2, h1[perm])
-    torch.testing.assert_close(x2, x1[perm])
+    # relabel atoms (new atom k is old atom perm[k], the edge list relabelled), with no rotation or shift
+    assert_equivariant(net, (h, x, ei), ("scalar", "position", "edge_index"), ("scalar", "position"),
+                       rotations="none", translate=False, seed=3)
 
 
 def test_invariant_layer_keeps_positions_and_bounded_update(molecule_batch):

@@ -5,7 +5,7 @@ import torch
 from molgen.nn.gvp import GVP, GVPConv, GVPLayerNorm
 from molgen.nn.molecule_net import complete_graph, edge_geometry
 from molgen.nn.radial import GaussianRBF
-from molgen.testing import random_orthogonal as random_rotation
+from molgen.testing import assert_equivariant
 
 
 @pytest.mark.parametrize("n_cp", [0, 4])
@@ -13,24 +13,20 @@ def test_gvp_rotation_equivariance(n_cp):
     torch.manual_seed(0)
     gvp = GVP(7, 5, 6, 3, n_cp_feats=n_cp).double()
     s, v = torch.randn(10, 7, dtype=torch.float64), torch.randn(10, 5, 3, dtype=torch.float64)
-    R = random_rotation(1)
-    s1, v1 = gvp(s, v)
-    s2, v2 = gvp(s, v @ R.T)
-    assert torch.allclose(s1, s2, atol=1e-10)
-    assert torch.allclose(v1 @ R.T, v2, atol=1e-10)
+    # with cross products the layer is chirality-aware: its outputs follow proper rotations only
+    assert_equivariant(gvp, (s, v), ("scalar", "vector"), ("scalar", "vector"),
+                       rotations="proper" if n_cp else "all", atol=1e-10, rtol=1e-5)
 
 
 def test_cross_products_break_reflection_symmetry():
     torch.manual_seed(0)
     s, v = torch.randn(10, 7, dtype=torch.float64), torch.randn(10, 5, 3, dtype=torch.float64)
-    P = random_rotation(2, proper=False)
     plain, chiral = GVP(7, 5, 6, 3, n_cp_feats=0).double(), GVP(7, 5, 6, 3, n_cp_feats=4).double()
-    s1, v1 = plain(s, v)
-    s2, v2 = plain(s, v @ P.T)
-    assert torch.allclose(v1 @ P.T, v2, atol=1e-10) and torch.allclose(s1, s2, atol=1e-10)  # E(3)
-    s1, v1 = chiral(s, v)
-    s2, v2 = chiral(s, v @ P.T)
-    assert not torch.allclose(v1 @ P.T, v2, atol=1e-4)  # a mirror image is told apart
+    assert_equivariant(plain, (s, v), ("scalar", "vector"), ("scalar", "vector"), rotations="improper",
+                       atol=1e-10, rtol=1e-5)                                        # E(3)
+    with pytest.raises(AssertionError, match="output 1 does not transform as a vector under a rotoreflection"):
+        assert_equivariant(chiral, (s, v), ("scalar", "vector"), ("scalar", "vector"), rotations="improper",
+                           atol=1e-4, rtol=1e-5)                                     # a mirror image is told apart
 
 
 def test_gvp_layer_norm_and_rbf():
@@ -61,14 +57,13 @@ def test_gvpconv_equivariance_and_permutation(norm):
     e = torch.randn(edge_index.shape[1], 5, dtype=torch.float64)
     rbf = GaussianRBF(6, 0, 5).double()
 
-    def run(pos, v):
+    def run(s, pos, v, edge_index, batch):
         unit, d = edge_geometry(pos, edge_index)
         return conv(s, v, edge_index, unit, rbf(d), e)
 
-    R, t = random_rotation(3), torch.randn(3, dtype=torch.float64)
-    s1, v1 = run(pos, v)
-    s2, v2 = run(pos @ R.T + t, v @ R.T)
-    assert torch.allclose(s1, s2, atol=1e-9) and torch.allclose(v1 @ R.T, v2, atol=1e-9)
+    # n_cp_feats=2: chirality-aware, so proper rotations; translations per molecule, atoms relabelled in each
+    assert_equivariant(run, (s, pos, v, edge_index, batch), ("scalar", "position", "vector", "edge_index", "batch"),
+                       ("scalar", "vector"), rotations="proper", seed=3, atol=1e-9, rtol=1e-5)
 
 
 def test_complete_graph_pairs_and_reverse():

@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import torch
+
+from tests.conftest import killed_after, killed_after_env
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -19,15 +20,13 @@ def test_two_process_ddp_training_is_one_run_and_resumes_after_a_kill(tmp_path, 
             "trainer.log_every_n_steps=1", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     command = [sys.executable, "-m", "molgen.cli", "run", *args]
     train_dir = tmp_path / "propmolflow-qm9_subset" / "train"
-    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    while not (train_dir / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be interrupted"
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)          # both ranks die at once, as on a lost node
-    proc.wait()
+    # both ranks die at once, as on a lost node, in rank 0's 6th training step (after last.ckpt of step 5 was
+    # written and the rows before it logged): a fixed point of the run whatever the machine's speed (polling for
+    # last.ckpt and killing 0.5 s later raced the training)
+    killed = subprocess.run([*killed_after(tmp_path, "molgen.models.propmolflow.model:PropMolFlow.training_step", 6),
+                             "run", *args], env=killed_after_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, "training ended before it could be interrupted"
     assert json.loads((train_dir / "_stage.json").read_text())["status"] == "running"
     resumed_from = torch.load(train_dir / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < resumed_from < 40

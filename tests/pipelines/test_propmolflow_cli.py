@@ -4,12 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+import torch
 
 import molgen
 from molgen.data.io import read_molecules
+from tests.conftest import killed_after, killed_after_env
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -52,6 +53,9 @@ def test_all_stages_end_with_report_line(finished):
 
 def test_second_run_reuses_every_stage(finished, run_args):
     args, run_dir = run_args
+    # other tests of this module change the sampling and the validation of the shared run: the same command first
+    # brings the run folder back to this configuration (whichever tests ran before), then it must reuse everything
+    assert molgen_run(args).returncode == 0
     before = (run_dir / "sample" / "samples.sdf").read_bytes()
     r = molgen_run(args)
     assert r.returncode == 0
@@ -63,6 +67,7 @@ def test_validate_puts_other_runs_side_by_side(finished, run_args, tmp_path):
     import shutil
 
     args, run_dir = run_args
+    assert molgen_run(args).returncode == 0               # this configuration again, whichever tests changed it
     other = tmp_path / "other-generator"
     shutil.copytree(run_dir, other)                       # a finished run judged by the same suite
     r = molgen_run([*args, "stage=validate", f"validate.compare=[{other}]"])
@@ -101,16 +106,15 @@ def test_killed_training_resumes(tmp_path, tiny_propmolflow):
     args = ["pipeline=propmolflow", f"out={tmp_path}", "data.max_molecules=300", "stage=train", *tiny_propmolflow,
             "trainer.max_steps=40", "trainer.max_epochs=100", "+trainer.checkpoint_every_n_steps=1"]
     train_dir = tmp_path / "propmolflow-qm9_subset" / "train"
-    proc = subprocess.Popen([sys.executable, "-m", "molgen.cli", "run", *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (train_dir / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, "training ended before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # killed in the 6th training step (after last.ckpt of step 5 was written): a fixed point of the run whatever
+    # the machine's speed (polling for last.ckpt every 0.5 s raced a training that can finish in less)
+    killed = subprocess.run([*killed_after(tmp_path, "molgen.models.propmolflow.model:PropMolFlow.training_step", 6),
+                             "run", *args], env=killed_after_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, "training ended before it could be interrupted"
     state = json.loads((train_dir / "_stage.json").read_text())
     assert state["status"] == "running"
+    assert 0 < torch.load(train_dir / "last.ckpt", weights_only=True)["global_step"] < 40
     r = molgen_run(args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "train: resuming" in r.stdout

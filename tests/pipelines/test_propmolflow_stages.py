@@ -1,4 +1,5 @@
 """The propmolflow train / regressor / sample stages on a tiny featurized folder of real molecules."""
+import copy
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,13 @@ def featurized(tmp_path, real_molecules):
     from molgen.data.graph import GraphDataset, MoleculeVocab
 
     names = ("alpha", "gap", "homo", "lumo", "mu", "Cv")
-    for m in real_molecules:
+    mols = [copy.copy(m) for m in real_molecules]   # the session's molecules stay as they are for other tests
+    for m in mols:
         m.properties = {p: m.properties.get(p, 1.0 + 0.1 * m.num_atoms) for p in names}
     d = tmp_path / "featurize"
     d.mkdir()
     for name, sel in (("generator.pt", slice(0, 5)), ("regressor.pt", slice(3, 8)), ("valid.pt", slice(5, 8))):
-        GraphDataset.from_molecules(real_molecules[sel], MoleculeVocab(), names).save(d / name)
+        GraphDataset.from_molecules(mols[sel], MoleculeVocab(), names).save(d / name)
     return d
 
 

@@ -15,9 +15,6 @@ pytest.importorskip("fcd")
 @pytest.fixture(scope="module")
 def smiles_sets():
     """Two disjoint random QM9 samples (embedded subset) and BBBP's drug-like molecules (MoleculeNet)."""
-    from rdkit import RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
     qm9 = pd.read_csv(embedded_dir("qm9_subset") / "qm9_subset.csv.gz", usecols=["SMILES"])["SMILES"]
     qm9 = [c for c in (canonical_smiles(s) for s in qm9) if c]
     perm = np.random.RandomState(0).permutation(len(qm9))

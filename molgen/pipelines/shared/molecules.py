@@ -70,12 +70,10 @@ def property_section(mols, prop: str, ctx: StageContext) -> tuple[dict, list[str
 
 
 def _histogram(data, pred, target, prop, unit, path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: the caller's matplotlib backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     bins = np.linspace(np.nanpercentile(data, 0.5), np.nanpercentile(data, 99.5), 50)
     ax.hist(data, bins=bins, density=True, alpha=0.4, label="training half (data)")
     ax.hist(pred, bins=bins, density=True, histtype="step", lw=2, label="generated (regressor)")
@@ -84,7 +82,6 @@ def _histogram(data, pred, target, prop, unit, path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def check_validate(cfg: DictConfig) -> None:

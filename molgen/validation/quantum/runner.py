@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 import traceback
@@ -24,6 +25,7 @@ import pandas as pd
 
 from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
+from molgen.settings import env, environ_restored
 from molgen.validation.quantum.store import ResultStore, job_key
 from molgen.validation.quantum.xtb import QuantumFailure
 
@@ -37,24 +39,41 @@ def _alarm(signum, frame):  # noqa: ARG001
 
 
 def run_job(kind: str, numbers, positions, charge: int, options: dict, timeout: float) -> tuple[str, dict, float]:
-    """Run one job with a time limit; returns ``(status, payload, seconds)`` and never raises."""
-    import os
+    """Run one job with a time limit; returns ``(status, payload, seconds)`` and never raises.
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    The job runs with ``OMP_NUM_THREADS=1`` unless the caller set it; the environment of the process that runs it
+    is restored afterwards (as is its SIGALRM handler), so a job run in the caller's process leaves it unchanged.
+    """
+    with env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")):
+        return _run_job(kind, numbers, positions, charge, options, timeout)
+
+
+def _job_function(kind: str):
+    if kind == "xtb":
+        from molgen.validation.quantum.xtb import xtb_job
+
+        return xtb_job
+    from molgen.validation.quantum.dft import dft_job
+
+    return dft_job
+
+
+def _run_job(kind: str, numbers, positions, charge: int, options: dict, timeout: float) -> tuple[str, dict, float]:
     t0 = time.time()
+    # imported before the alarm is armed: the time limit is the computation's, and an alarm never lands inside an
+    # import (which would leave a half-imported PySCF or tblite module behind for the next job in this process)
+    try:
+        job, import_error = _job_function(kind), None
+    except Exception as e:  # noqa: BLE001 -- recorded below like any failing job
+        job, import_error = None, e
     use_alarm = timeout and timeout > 0 and hasattr(signal, "SIGALRM")
     if use_alarm:
         old = signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, float(timeout))
     try:
-        if kind == "xtb":
-            from molgen.validation.quantum.xtb import xtb_job
-
-            payload = xtb_job(numbers, positions, charge, options)
-        else:
-            from molgen.validation.quantum.dft import dft_job
-
-            payload = dft_job(numbers, positions, charge, options)
+        if import_error is not None:
+            raise import_error
+        payload = job(numbers, positions, charge, options)
         status = "ok"
     except JobTimeout:
         status, payload = "timeout", {"reason": f"exceeded the time limit of {timeout:g} s", "timeout": timeout}
@@ -206,8 +225,9 @@ def _execute_dask(todo, args, store, workers, bar) -> None:
         raise ConfigError("engine=dask needs dask.distributed (pip install 'dask[distributed]')") from None
     import dask
 
-    # non-daemonic workers may start the child process that carries the SIGALRM time limit
-    with dask.config.set({"distributed.worker.daemon": False}), \
+    # non-daemonic workers may start the child process that carries the SIGALRM time limit; dask's nanny writes
+    # the workers' variables (OMP_NUM_THREADS, MKL_NUM_THREADS, ...) into this process's environment: restored after
+    with environ_restored(), dask.config.set({"distributed.worker.daemon": False}), \
             LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
                          dashboard_address=None) as cluster, Client(cluster) as client:
         futures = {client.submit(_run_job_in_dask_worker, *a, pure=False): job for job, a in zip(todo, args)}
