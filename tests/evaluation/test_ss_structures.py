@@ -14,7 +14,7 @@ from molgen.evaluation.esmfold_oracle import ESMFOLD_WEIGHTS, esmfold_missing, m
 from molgen.evaluation.ss_metrics import consistency
 from molgen.evaluation.ss_structures import structure_evaluation, tm_to_template
 
-DATA = Path(__file__).parent / "data" / "cpdiffusion_ss"
+DATA = Path(__file__).parents[1] / "data" / "cpdiffusion_ss"
 
 
 def reference_ss3(domain: str) -> str:

@@ -15,7 +15,7 @@ from molgen.generative.latent_diffusion import LatentDiffusion as GaussianDiffus
 from molgen.data.protein_tokens import AA_OFFSET, EOS, VOCAB, decode
 from molgen.testing import assert_invariant
 
-DATA = Path(__file__).parent / "data" / "cpdiffusion_ss"
+DATA = Path(__file__).parents[2] / "data" / "cpdiffusion_ss"
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from molgen.data.proteins import (Protein, assign_ss, element_string, read_prote
                                   ss_elements, ss_graph)
 from molgen.errors import DataError
 
-DATA = Path(__file__).parent / "data" / "cpdiffusion_ss"
-SUBSET = Path(__file__).parents[1] / "data" / "cath_subset"
+DATA = Path(__file__).parents[1] / "data" / "cpdiffusion_ss"
+SUBSET = Path(__file__).parents[2] / "data" / "cath_subset"
 
 
 def reference_dssp(path: Path) -> str:

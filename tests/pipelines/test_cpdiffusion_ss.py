@@ -10,7 +10,7 @@ import pytest
 import molgen
 from molgen.cli import main
 
-DATA = Path(__file__).parent / "data" / "cpdiffusion_ss"
+DATA = Path(__file__).parents[1] / "data" / "cpdiffusion_ss"
 TINY = ["pipeline=cpdiffusion_ss", "data.max_chains=16", "model.epochs.mlm=1", "model.epochs.autoencoder=1",
         "model.epochs.diffusion=1", "model.oracle.epochs=1", "model.diffusion_steps=20", "model.lm_dim=32",
         "model.latent_dim=32", "model.dec_dim=32", "model.egnn_hidden=32", "model.crop=64", "sample.n=3",

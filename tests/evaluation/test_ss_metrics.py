@@ -70,7 +70,7 @@ def test_tm_diversity_on_real_structures():
     from molgen.data.proteins import read_structure
     from molgen.evaluation.ss_metrics import tm_diversity
 
-    data = Path(__file__).parent / "data" / "cpdiffusion_ss"
+    data = Path(__file__).parents[1] / "data" / "cpdiffusion_ss"
     # 1r7aA02 and 1g5aA03 share a CATH superfamily (3.90.400.10); 1c0pA01 does not
     a, b, c = (read_structure(data / f"{d}.pdb") for d in ("1r7aA02", "1g5aA03", "1c0pA01"))
     # a rigid motion (proper: a mirror image is another fold) of a structure is the same structure
