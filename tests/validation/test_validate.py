@@ -119,9 +119,9 @@ def test_run_from_pipeline_config(tmp_path):
 def test_posebusters_modes_keep_posebusters_verdicts(handmade, tmp_path, capsys):
     """molgen's "mol" config (duplicate energy module removed) gives PoseBusters' own table; fast mode drops only
     the internal-energy ratio; the CLI takes posebusters=fast and the report says the test was not run."""
-    from posebusters import PoseBusters
     from rdkit import Chem
 
+    from molgen.settings import quiet_rdkit
     from molgen.validation.geometry import posebusters_table
 
     from rdkit.Chem import AllChem
@@ -132,7 +132,10 @@ def test_posebusters_modes_keep_posebusters_verdicts(handmade, tmp_path, capsys)
         AllChem.MMFFOptimizeMolecule(m)
     mols[1].GetConformer().SetAtomPosition(0, mols[1].GetConformer().GetAtomPosition(1))   # two atoms on top
     ours = posebusters_table(mols)
-    theirs = PoseBusters(config="mol").bust(mol_pred=mols, full_report=False)
+    with quiet_rdkit():   # PoseBusters itself switches RDKit's log levels (on import and around its checks)
+        from posebusters import PoseBusters
+
+        theirs = PoseBusters(config="mol").bust(mol_pred=mols, full_report=False)
     tests = [c for c in ours.columns if c not in ("posebusters_pass", "posebusters_failed")]
     assert tests == list(theirs.columns)
     # internal_energy compares with an ETKDG ensemble PoseBusters draws afresh on every call: not compared
