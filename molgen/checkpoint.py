@@ -207,3 +207,33 @@ def load_model(path_or_name: str | Path | dict[str, Any], pipeline: str | None =
             raise CheckpointError(f"{where}: a {meta['pipeline']} {meta.get('kind')} checkpoint, not "
                                   f"{' or '.join(kinds)}")
     return build_model(ckpt)
+
+
+def warm_start(model, path_or_name: str | Path, pipeline: str | None = None) -> dict[str, Any]:
+    """Copy the weights of a checkpoint into ``model`` before training (a fine-tune or a longer run that starts
+    where an earlier one ended, e.g. ``model.init_from=...``).
+
+    Every tensor of the checkpoint must exist in ``model`` with the same shape; parameters the checkpoint lacks
+    keep their initial values only if they were added to the architecture since (their names are returned, e.g.
+    self-conditioning layers that start at zero). Raises :class:`CheckpointError` with one line otherwise.
+
+    Returns:
+        ``{"source": path, "loaded": n tensors, "new": [names the checkpoint lacks]}``.
+    """
+    ckpt = read(path_or_name)
+    path = resolve(path_or_name)
+    if pipeline is not None and ckpt["molgen"]["pipeline"] != pipeline:
+        raise CheckpointError(f"{path}: a {ckpt['molgen']['pipeline']} checkpoint cannot initialise a {pipeline} "
+                              "model")
+    own = model.state_dict()
+    state = ckpt["state_dict"]
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise CheckpointError(f"{path}: {len(unknown)} tensor(s) this model does not have (first: {unknown[0]}); "
+                              "the architecture differs")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, this model "
+                                  f"{tuple(own[key].shape)}; the architecture differs")
+    model.load_state_dict(state, strict=False)
+    return {"source": str(path), "loaded": len(state), "new": sorted(set(own) - set(state))}

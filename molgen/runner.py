@@ -170,7 +170,11 @@ def stage_key(stage: Stage, cfg: DictConfig, upstream: dict[str, str],
         if value:
             p = Path(str(value)).expanduser()
             if not p.exists():
-                raise ConfigError(f"{key}={value}: file not found")
+                from molgen.checkpoint import checkpoints_dir
+                shipped = checkpoints_dir() / f"{value}.ckpt"   # a shipped checkpoint by name
+                if not shipped.is_file():
+                    raise ConfigError(f"{key}={value}: file not found")
+                p = shipped
             material["files"][key] = file_digest(p)
     digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
     return digest, material

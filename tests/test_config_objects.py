@@ -8,7 +8,7 @@ from molgen.errors import ConfigError
 from molgen.spec import build, target
 
 #: keys of a model group that configure its training, not the model's constructor
-NOT_CONSTRUCTOR = {"name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop"}
+NOT_CONSTRUCTOR = {"name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop", "init_from"}
 
 
 def _compose(*overrides):

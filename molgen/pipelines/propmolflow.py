@@ -34,6 +34,7 @@ def build_model_args(cfg: DictConfig, generator_set) -> dict[str, Any]:
     what the training data adds (vocabulary, property statistics, largest molecule)."""
     model_cfg = dict(plain(cfg.model))
     model_cfg.pop("name", None)
+    model_cfg.pop("init_from", None)
     model_cfg.setdefault("_target_", "molgen.models.propmolflow.model.PropMolFlow")
     prop = cfg.condition.get("property")
     args = {**model_cfg, "vocab": generator_set.vocab.as_dict(), "property_name": prop,
@@ -62,7 +63,7 @@ def fit_sampler(model, generator_set) -> None:
 
 
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
-    from molgen.checkpoint import export_weights
+    from molgen.checkpoint import export_weights, warm_start
     from molgen.models.propmolflow.model import WithProperty
     from molgen.spec import build
     from molgen.training import fit
@@ -73,6 +74,12 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     model = build(spec)                                   # the model group's _target_ with these arguments
     args = model.model_args
     fit_sampler(model, gen_set)
+    warm = None
+    if cfg.model.get("init_from") and not ctx.resuming:
+        warm = warm_start(model, str(cfg.model.init_from), pipeline=PIPELINE)
+        say(f"  initialised from {warm['source']} ({warm['loaded']} tensors"
+            + (f"; {len(warm['new'])} new: {', '.join(sorted({k.rsplit('.', 2)[0] for k in warm['new']}))})"
+               if warm["new"] else ")"))
     prop = args["property_name"]
     trainer_cfg = {**plain(cfg.trainer), "seed": int(cfg.seed)}
     train_loader, val_loader = graph_loaders(WithProperty(gen_set, prop), WithProperty(val_set, prop) if val_set else None,
@@ -84,6 +91,8 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     best, last = ctx.dir / "best.ckpt", ctx.dir / "last.ckpt"
     export_weights(best if best.exists() else last, ctx.dir / "model.ckpt")
     metrics["exported"] = "best.ckpt" if best.exists() else "last.ckpt"
+    if cfg.model.get("init_from"):
+        metrics["initialised_from"] = str(cfg.model.init_from)
     return metrics
 
 
@@ -151,7 +160,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
 STAGES = [
     FEATURIZE,
     Stage("train", train, groups=("model", "trainer", "condition.property", "condition.embedding",
-                                       "condition.gaussian_expansion", "seed"), needs=("featurize",),
+                                       "condition.gaussian_expansion", "seed"), needs=("featurize",), file_keys=("model.init_from",),
           description="train the PropMolFlow generator on the generator half (last/best/model.ckpt)"),
     REGRESSOR,
     Stage("sample", sample, groups=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),

@@ -48,6 +48,49 @@ class _Inputs(nn.Module):
         e = self.edge_embedding(nn.functional.one_hot(e_t, self.n_bond_types + 1).to(pos.dtype))  # [E, Ed]
         return h, e
 
+    def init_self_condition(self, enabled: bool, s_dim: int, edge_dim: int, n_rbf: int = 16,
+                            rbf_max: float = 6.0) -> None:
+        """Self-conditioning inputs (FlowMol3, https://arxiv.org/abs/2508.12629): the previous endpoint prediction
+        enters as residuals on the initial node and edge features. Node residual: MLP of ``[h0, p(a), p(c),
+        RBF(|x_t - x1_hat|)]``; edge residual: MLP of ``[e0, p(e), RBF(|x1_hat_i - x1_hat_j|),
+        |x1_hat_i - x1_hat_j| - |x_i - x_j|]`` on each pair (symmetric). The last layers start at zero, so a
+        network without self-conditioning (or warm-started from one) computes exactly what it did."""
+        self.self_condition = bool(enabled)
+        if not enabled:
+            return
+        self.sc_rbf = GaussianRBF(n_rbf, 0.0, rbf_max)
+        self.sc_node = nn.Sequential(nn.Linear(s_dim + self.n_atom_types + self.n_charges + n_rbf, s_dim),
+                                     nn.SiLU(), nn.Linear(s_dim, s_dim))
+        self.sc_edge = nn.Sequential(nn.Linear(edge_dim + self.n_bond_types + n_rbf + 1, edge_dim),
+                                     nn.SiLU(), nn.Linear(edge_dim, edge_dim))
+        for mlp in (self.sc_node, self.sc_edge):
+            nn.init.zeros_(mlp[-1].weight)
+            nn.init.zeros_(mlp[-1].bias)
+
+    def add_self_condition(self, h: torch.Tensor, e: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor,
+                           reverse: torch.Tensor, self_cond: tuple | None):
+        """``h``, ``e`` plus the self-conditioning residuals of ``self_cond = (x1_hat [n, 3], p(a) [n, Ka],
+        p(c) [n, Kc], p(e) [E_u, Ke])`` (the previous prediction). None stands for "no prediction yet": the
+        positions themselves and all-zero probabilities, so every parameter takes part in every step (DDP)."""
+        if not getattr(self, "self_condition", False):
+            return h, e
+        upper = edge_index[0] < edge_index[1]                                              # [E]
+        if self_cond is None:
+            zeros = pos.new_zeros
+            self_cond = (pos, zeros(pos.shape[0], self.n_atom_types), zeros(pos.shape[0], self.n_charges),
+                         zeros(int(upper.sum()), self.n_bond_types))
+        x1, pa, pc, pe = self_cond
+        d_node = (pos - x1).norm(dim=-1)                                                   # [n]
+        h = h + self.sc_node(torch.cat([h, pa, pc, self.sc_rbf(d_node)], -1))              # [n, S]
+        i, j = edge_index[:, upper]                                                        # [E_u]
+        d1 = (x1[i] - x1[j]).norm(dim=-1)                                                  # [E_u]
+        dt = (pos[i] - pos[j]).norm(dim=-1)                                                # [E_u]
+        res = self.sc_edge(torch.cat([e[upper], pe, self.sc_rbf(d1), (d1 - dt).unsqueeze(-1)], -1))  # [E_u, Ed]
+        delta = torch.zeros_like(e)
+        delta[upper] = res
+        delta[reverse[upper]] = res                                                        # symmetric
+        return h, e + delta
+
 
 class EndpointNet(_Inputs):
     """Predict ``(x1_hat, atom logits, charge logits, bond logits)`` from the state at time t.
@@ -57,11 +100,13 @@ class EndpointNet(_Inputs):
         s_dim, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm: see
             :class:`~molgen.nn.molecule_net.GVPMoleculeNet`.
         property_embedding: conditions ``h0`` when given (None: unconditional).
+        self_condition: take the previous endpoint prediction as input (``self_cond`` of :meth:`forward`; see
+            :meth:`init_self_condition`).
 
     Shapes:
         a_t ``[n]``, c_t ``[n]`` long tokens (mask = number of classes); pos ``[n, 3]``; t ``[n]`` per atom;
         batch ``[n]``; edge_index ``[2, E]`` complete graph, reverse ``[E]``; e_t ``[E]`` symmetric tokens;
-        value ``[B]`` or None
+        value ``[B]`` or None; self_cond ``(x1_hat [n, 3], p(a) [n, Ka], p(c) [n, Kc], p(e) [E_upper, Ke])`` or None
         -> x1_hat ``[n, 3]``, atom logits ``[n, n_atom_types]``, charge logits ``[n, n_charges]``,
         bond logits ``[E_upper, n_bond_types]`` for the edges with source < target, in edge order.
     """
@@ -69,20 +114,22 @@ class EndpointNet(_Inputs):
     def __init__(self, n_atom_types: int, n_charges: int, n_bond_types: int, s_dim: int = 256, v_dim: int = 16,
                  edge_dim: int = 128, n_layers: int = 8, rbf_dim: int = 32, rbf_max: float = 14.0,
                  n_cp_feats: int = 4, message_norm: float | str = 100.0,
-                 property_embedding: PropertyEmbedding | None = None):
+                 property_embedding: PropertyEmbedding | None = None, self_condition: bool = False):
         super().__init__()
         self.n_atom_types, self.n_charges, self.n_bond_types = n_atom_types, n_charges, n_bond_types
         self.node_embedding = _embed(n_atom_types + 1 + n_charges + 1 + 1, s_dim)
         self.edge_embedding = _embed(n_bond_types + 1, edge_dim)
         self.property_embedding = property_embedding
+        self.init_self_condition(self_condition, s_dim, edge_dim)
         self.trunk = GVPMoleculeNet(s_dim, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm)
         self.node_head = nn.Sequential(nn.Linear(s_dim, s_dim), nn.SiLU(), nn.Linear(s_dim, n_atom_types + n_charges))
         self.edge_head = nn.Sequential(nn.Linear(edge_dim, edge_dim), nn.SiLU(), nn.Linear(edge_dim, n_bond_types))
 
     def forward(self, a_t: torch.Tensor, c_t: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, batch: torch.Tensor,
                 edge_index: torch.Tensor, reverse: torch.Tensor, e_t: torch.Tensor,
-                value: torch.Tensor | None = None, num_graphs: int | None = None):
+                value: torch.Tensor | None = None, num_graphs: int | None = None, self_cond: tuple | None = None):
         h, e = self.embed_inputs(a_t, c_t, pos, t, batch, e_t, value)                     # [n,S], [E,Ed]
+        h, e = self.add_self_condition(h, e, pos, edge_index, reverse, self_cond)
         # 4. GVP trunk: message passing with position and edge updates
         h, x, e = self.trunk(h, pos, e, edge_index)                                        # [n,S],[n,3],[E,Ed]
         # 5. heads
@@ -116,6 +163,7 @@ class GauntEndpointNet(_Inputs):
             ``hidden_channels``, ``num_layers``, ``correlation``.
         avg_neighbors: divisor of summed messages (QM9 molecules with H have ~18 atoms: ~17 neighbours).
         property_embedding: conditions ``h0`` when given (None: unconditional).
+        self_condition: as :class:`EndpointNet`.
 
     Shapes: as :class:`EndpointNet`.
     """
@@ -123,12 +171,14 @@ class GauntEndpointNet(_Inputs):
     def __init__(self, n_atom_types: int, n_charges: int, n_bond_types: int, s_dim: int = 64, edge_dim: int = 32,
                  rbf_dim: int = 16, rbf_max: float = 14.0, lmax: int = 2, hidden: int = 32, n_layers: int = 3,
                  correlation: int = 2, avg_neighbors: float = 16.0,
-                 property_embedding: PropertyEmbedding | None = None, n_pair_rbf: int = 16):
+                 property_embedding: PropertyEmbedding | None = None, n_pair_rbf: int = 16,
+                 self_condition: bool = False):
         super().__init__()
         self.n_atom_types, self.n_charges, self.n_bond_types = n_atom_types, n_charges, n_bond_types
         self.node_embedding = _embed(n_atom_types + 1 + n_charges + 1 + 1, s_dim)
         self.edge_embedding = _embed(n_bond_types + 1, edge_dim)
         self.property_embedding = property_embedding
+        self.init_self_condition(self_condition, s_dim, edge_dim)
         self.trunk = GauntBackbone(s_dim, s_dim, hidden_channels=hidden, lmax=lmax, num_layers=n_layers,
                                    num_vectors=1, edge_dim=edge_dim, cutoff=rbf_max, num_radial=rbf_dim,
                                    correlation=correlation, avg_neighbors=avg_neighbors)
@@ -139,8 +189,9 @@ class GauntEndpointNet(_Inputs):
 
     def forward(self, a_t: torch.Tensor, c_t: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, batch: torch.Tensor,
                 edge_index: torch.Tensor, reverse: torch.Tensor, e_t: torch.Tensor,
-                value: torch.Tensor | None = None, num_graphs: int | None = None):
+                value: torch.Tensor | None = None, num_graphs: int | None = None, self_cond: tuple | None = None):
         h, e = self.embed_inputs(a_t, c_t, pos, t, batch, e_t, value)                     # [n,S], [E,Ed]
+        h, e = self.add_self_condition(h, e, pos, edge_index, reverse, self_cond)
         # 4. Gaunt trunk on the complete graph: invariant features and one vector per atom
         h, vec = self.trunk(h, pos, edge_index, e, batch)                                  # [n,S], [n,1,3]
         # 5. heads
