@@ -153,7 +153,8 @@ def cmd_validate(args: list[str]) -> int:
               "shows them", flush=True)
     m = result.metrics
     print(f"molgen validate: {m['n_molecules']} molecules ({m['n_skipped_records']} records skipped), "
-          f"molecule stability {100 * m['stability_revised_mol']:.1f}% (PropMolFlow revised + net charge 0), "
+          f"molecule stability {100 * m['headline']['molecule_stability']['value']:.1f}% "
+          f"({m['headline']['molecule_stability']['definition']}), "
           f"{100 * m['stability_lenient_mol']:.1f}% (lenient), {100 * m['stability_edm_mol']:.1f}% (EDM); "
           f"validity {100 * m['validity_largest_fragment']:.1f}%; closed shell {100 * m['closed_shell_ratio']:.1f}%",
           flush=True)

@@ -47,6 +47,11 @@ ADDED: dict[str, tuple[int, Any]] = {
                            "graphmvp": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer",
                            "cpdiffusion_ss": "molgen.models.cpdiffusion_ss.model.CPDiffusionSS"}),
     "regressor._target_": (3, "molgen.models.regressor.GVPRegressor"),
+    "model.self_condition": (3, {"propmolflow": False}),
+    "model.init_from": (3, {"propmolflow": None}),
+    "validate.require_neutral": (3, None),
+    "validate.depictions": (3, 48),   # presentation only (report.html): the verdicts are unchanged
+    "validate.viewer": (3, 6),
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)
@@ -183,6 +188,10 @@ RULES: dict[str, Rule] = {
     "condition.embedding": Rule(str, choices=("concatenate", "sum", "multiply", "concatenate_sum",
                                               "concatenate_multiply")),
     "model.encoder": Rule(str),
+    "model.init_from": Rule(str),
+    "validate.require_neutral": Rule(bool),
+    "validate.depictions": _count(0),
+    "validate.viewer": _count(0),
     "validate.workers": _count(1),
     "validate.timeout": _positive(),
     "*.n_layers": _count(1),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,42 @@ PREDICTION_PREFIXES = ("pred_", "predicted_", "regressor_")
 #: Which definition each headline figure uses (written into metrics.json and the report).
 HEADLINE = {
     "atom_stability": ("stability_revised_atom", "PropMolFlow revised rule (valence - charge = neutral valence)"),
-    "molecule_stability": ("stability_revised_mol", "PropMolFlow revised rule + net charge zero"),
+    "molecule_stability": ("stability_revised_mol", "PropMolFlow revised rule + closed shell (ions count)"),
     "validity": ("validity_largest_fragment", "largest fragment sanitizes in RDKit (MiDi/FlowMol)"),
     "valid_x_unique": ("valid_x_unique", "validity (largest fragment) x uniqueness (EDM)"),
     "closed_shell_ratio": ("closed_shell_ratio", "even electron count and no RDKit radical electrons"),
 }
+
+
+#: The headline molecule stability when net charge zero is required (a neutral reference data set, e.g. QM9).
+NEUTRAL_HEADLINE = ("stability_revised_neutral_mol", "PropMolFlow revised rule + closed shell + net charge zero "
+                                                     "(the reference data set is neutral)")
+
+_BRACKET = re.compile(r"\[[^\]]*\]")
+_CHARGE = re.compile(r"(\++|-+)(\d*)")
+
+
+def smiles_net_charge(smiles: str) -> int:
+    """Net formal charge written in a SMILES string (bracket atoms' ``+``, ``++``, ``-2``, ...), without RDKit."""
+    total = 0
+    for atom in _BRACKET.findall(smiles):
+        for signs, digits in _CHARGE.findall(atom):
+            magnitude = int(digits) if digits else len(signs)
+            total += magnitude if signs[0] == "+" else -magnitude
+    return total
+
+
+def resolve_require_neutral(require_neutral: bool | None, ref: Reference | None) -> tuple[bool, str]:
+    """Whether the headline molecule stability requires net charge zero, and why (one phrase for the report).
+    None (the default) decides from the reference data set: required when every reference molecule is neutral."""
+    if require_neutral is not None:
+        return bool(require_neutral), "set by require_neutral"
+    if ref is None or not ref.smiles:
+        return False, "no reference data set: ions count as stable"
+    charged = sum(1 for smi in ref.smiles if smiles_net_charge(smi) != 0)
+    if charged == 0:
+        return True, f"every molecule of the reference data set ({ref.name}) is neutral"
+    return False, f"{charged} reference molecule(s) of {ref.name} carry a net charge"
 
 
 @dataclass
@@ -95,7 +127,8 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
              workers: int = 1, timeout: float = 600.0, engine: str = "process",
              xtb_options: dict | None = None, dft_options: dict | None = None,
              reference_molecules: int = 2000, fcd: bool = True, fcd_reference_molecules: int = 10_000,
-             progress: bool = True, title: str | None = None) -> ValidationResult:
+             progress: bool = True, title: str | None = None, require_neutral: bool | None = None,
+             depictions: int = 48, viewer: int = 6) -> ValidationResult:
     """Judge molecules with molgen's validation suite.
 
     Args:
@@ -117,6 +150,11 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
         reference_molecules: reference geometries drawn for distribution distances (``"qm9"`` only).
         fcd: Fréchet ChemNet Distance of the valid generated SMILES against ``fcd_reference_molecules``
             reference SMILES (fixed seeded subset, statistics cached; needs the ``fcd`` package).
+        require_neutral: whether the headline molecule stability also needs net charge zero (QM9's convention;
+            the per-molecule ``mol_stable`` never does). None: required when every reference molecule is neutral
+            (so on for ``reference="qm9"``, off without a reference); the report says which and why.
+        depictions: molecules drawn in report.html's grid (failures first; 0: none).
+        viewer: molecules shown in interactive 3D in report.html (3Dmol.js shipped with molgen; 0: none).
 
     Returns:
         :class:`ValidationResult` with ``metrics`` and ``table`` (one row per molecule).
@@ -184,12 +222,16 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
         metrics.update(qmetrics)
         metrics.update(conditional_metrics(mols, table))
 
+    neutral, why = resolve_require_neutral(require_neutral, ref)
+    metrics["require_neutral"], metrics["require_neutral_reason"] = neutral, why
+    headline = dict(HEADLINE, molecule_stability=NEUTRAL_HEADLINE) if neutral else HEADLINE
     metrics["headline"] = {k: {"value": metrics.get(key), "metric": key, "definition": d}
-                           for k, (key, d) in HEADLINE.items()}
+                           for k, (key, d) in headline.items()}
     metrics["seconds"] = round(time.time() - t0, 2)
     result = ValidationResult(metrics, table, outdir, None, skipped)
     if outdir is not None:
-        result.report = write_outputs(result, bonded, title or f"molgen validation: {source}", ref)
+        result.report = write_outputs(result, bonded, title or f"molgen validation: {source}", ref,
+                                      depictions=depictions, viewer=viewer)
     return result
 
 
@@ -241,14 +283,15 @@ def _count(items: Iterable[str]) -> dict[str, int]:
     return out
 
 
-SDF_COLUMNS = ("smiles", "valid", "mol_stable", "mol_stable_edm", "mol_stable_lenient", "atom_stable_fraction",
+SDF_COLUMNS = ("smiles", "valid", "mol_stable", "mol_stable_neutral", "net_charge", "mol_stable_edm", "mol_stable_lenient", "atom_stable_fraction",
                "open_shell", "n_fragments", "posebusters_pass", "xtb_strain_kcal", "xtb_rmsd_heavy_A",
                "dft_homo_ev", "dft_lumo_ev", "dft_gap_ev", "dft_dipole_debye", "dft_relax_energy_drop_kcal",
                "dft_relax_rmsd_heavy_A", "dft_cv_cal_molK", "dft_zpve_ev", "dft_n_imaginary", "dft_is_minimum",
                "dft_status", "xtb_status")
 
 
-def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, ref: Reference | None) -> Path:
+def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, ref: Reference | None,
+                  depictions: int = 48, viewer: int = 6) -> Path:
     """Write metrics.json, molecules.csv, molecules.sdf, report.md and report.html into ``result.out``."""
     from molgen.data.io import write_sdf
     from molgen.validation.report import write_reports
@@ -263,7 +306,7 @@ def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, 
                       if c in row.index and not (isinstance(row[c], float) and math.isnan(row[c]))
                       and row[c] is not None})
     write_sdf(bonded, out / "molecules.sdf", extra=extra)
-    return write_reports(result, bonded, title, ref)
+    return write_reports(result, bonded, title, ref, depictions=depictions, viewer=viewer)
 
 
 def validate_from_config(source, cfg, out, title: str | None = None, reference=None):
@@ -280,4 +323,6 @@ def validate_from_config(source, cfg, out, title: str | None = None, reference=N
                     workers=int(c.get("workers", 1)), timeout=float(c.get("timeout", 600)),
                     engine=str(c.get("engine", "process")), xtb_options=xtb, dft_options=dft,
                     reference_molecules=int(c.get("reference_molecules", 2000)), fcd=bool(c.get("fcd", True)),
-                    fcd_reference_molecules=int(c.get("fcd_reference_molecules", 10_000)), title=title)
+                    fcd_reference_molecules=int(c.get("fcd_reference_molecules", 10_000)), title=title,
+                    require_neutral=c.get("require_neutral"), depictions=int(c.get("depictions", 48)),
+                    viewer=int(c.get("viewer", 6)))

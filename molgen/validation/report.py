@@ -1,5 +1,6 @@
 """The validation report: ``report.md`` (PNG files beside it) and a self-contained, offline ``report.html``
-(plots embedded as base64 PNG, no scripts, no external resources)."""
+(plots embedded as base64 PNG, a grid of 2D depictions with verdicts, 3D views by the shipped 3Dmol.js;
+no external resource, no network request)."""
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,10 @@ STABILITY_ROWS = [
     ("MiDi/FlowMol lenient (own bonds, charge-aware)", "stability_lenient_atom", "stability_lenient_mol"),
     ("PropMolFlow revised, as coded (no net-charge check)", "stability_revised_atom",
      "stability_revised_nocharge_mol"),
-    ("PropMolFlow revised + net charge zero (headline)", "stability_revised_atom", "stability_revised_mol"),
+    ("PropMolFlow revised + closed shell (ions count)", "stability_revised_atom", "stability_revised_mol"),
+    ("PropMolFlow revised + closed shell + net charge zero (QM9 convention)", "stability_revised_atom",
+     "stability_revised_neutral_mol"),
+    ("revised + closed shell + one fragment", "stability_revised_atom", "stable_single_fragment_ratio"),
 ]
 
 
@@ -41,12 +45,12 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
 
     fig = Figure(figsize=(7, 3))
     ax = fig.subplots()
-    labels = ["EDM", "lenient", "revised\n(no charge)", "revised\n+charge 0", "closed\nshell", "valid\n(whole)",
-              "valid\n(largest)"]
+    labels = ["EDM", "lenient", "revised\n(atoms)", "revised\n+closed", "revised\n+charge 0", "closed\nshell",
+              "valid\n(whole)", "valid\n(largest)"]
     vals = [m.get("stability_edm_mol"), m.get("stability_lenient_mol"), m.get("stability_revised_nocharge_mol"),
-            m.get("stability_revised_mol"), m.get("closed_shell_ratio"), m.get("validity"),
-            m.get("validity_largest_fragment")]
-    ax.bar(labels, [v or 0 for v in vals], color=["#888", "#8ab", "#7a7", "#2a6", "#b84", "#68c", "#46a"])
+            m.get("stability_revised_mol"), m.get("stability_revised_neutral_mol"), m.get("closed_shell_ratio"),
+            m.get("validity"), m.get("validity_largest_fragment")]
+    ax.bar(labels, [v or 0 for v in vals], color=["#888", "#8ab", "#7a7", "#2a6", "#196", "#b84", "#68c", "#46a"])
     for k, v in enumerate(vals):
         ax.text(k, (v or 0) + 0.01, pct(v), ha="center", fontsize=8)
     ax.set_ylim(0, 1.1)
@@ -84,6 +88,10 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
             ax.legend(fontsize=7)
         save(fig, "distributions.png")
 
+    scatter = _property_scatter(bonded, result.table)
+    if scatter is not None:
+        save(scatter, "property.png")
+
     t = result.table
     dft_props = [(p, c) for p, c in (("gap", "dft_gap_ev"), ("homo", "dft_homo_ev"), ("lumo", "dft_lumo_ev"),
                                      ("mu", "dft_dipole_debye"), ("alpha", "dft_alpha_bohr3"),
@@ -102,6 +110,46 @@ def _plots(result, bonded: list[Molecule], ref_mols: list[Molecule] | None) -> d
     return figs
 
 
+def _property_scatter(mols: list[Molecule], table):
+    """Target vs regressor prediction and vs GFN2-xTB (relaxed geometry when relaxed) for property-conditioned
+    molecules (SD tag ``gap`` etc. and ``pred_gap``); None when no molecule carries a target."""
+    from matplotlib.figure import Figure
+
+    from molgen.validation.api import CONDITIONAL_PROPERTIES, PREDICTION_PREFIXES
+
+    panels = []
+    for prop in CONDITIONAL_PROPERTIES:
+        target = np.array([m.properties.get(prop, np.nan) for m in mols], dtype=float)
+        if not np.isfinite(target).any():
+            continue
+        for pre in PREDICTION_PREFIXES:
+            pred = np.array([m.properties.get(f"{pre}{prop}", np.nan) for m in mols], dtype=float)
+            if np.isfinite(pred).any():
+                panels.append((prop, target, pred, f"regressor {prop}", True))
+                break
+        for col in (f"xtb_relaxed_{prop}_ev", f"xtb_{prop}_ev"):
+            if col in table.columns:
+                y = table[col].astype(float).to_numpy()
+                if np.isfinite(y).any():
+                    panels.append((prop, target, y, col.replace("_ev", " (eV)"), False))
+                    break
+    if not panels:
+        return None
+    fig = Figure(figsize=(3.6 * len(panels), 3.3))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (prop, x, y, label, identity) in zip(axes, panels):
+        ok = np.isfinite(x) & np.isfinite(y)
+        ax.scatter(x[ok], y[ok], s=7, alpha=0.6)
+        if identity and ok.any():
+            lo, hi = float(min(x[ok].min(), y[ok].min())), float(max(x[ok].max(), y[ok].max()))
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 and np.std(x[ok]) > 0 and np.std(y[ok]) > 0 else None
+        ax.set_title(f"n={int(ok.sum())}" + (f", Pearson r={r:.2f}" if r is not None else ""), fontsize=9)
+        ax.set_xlabel(f"target {prop}")
+        ax.set_ylabel(label)
+    return fig
+
+
 def _markdown(result, title: str, images: dict[str, str]) -> str:
     m = result.metrics
     L = [f"# {title}", "", f"{m.get('n_molecules', 0)} molecules read from {m.get('source')}"
@@ -111,7 +159,10 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
          markdown_table(["figure", "value", "definition"],
                         [[k, pct(h["value"]), f"{h['definition']} (`{h['metric']}`)"]
                          for k, h in m.get("headline", {}).items()])]
-    L += ["", "## Stability under three definitions", "",
+    if m.get("require_neutral_reason"):
+        L += ["", f"Net charge zero {'is' if m.get('require_neutral') else 'is not'} required for the headline "
+              f"molecule stability: {m['require_neutral_reason']} (`validate.require_neutral=true|false` sets it)."]
+    L += ["", "## Stability under several definitions", "",
           markdown_table(["definition", "atom stability", "molecule stability"],
                          [[name, pct(m.get(a)), pct(m.get(mol))] for name, a, mol in STABILITY_ROWS])]
     keys = ["closed_shell_ratio", "even_electron_ratio", "net_charge_zero_ratio", "validity",
@@ -121,6 +172,8 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
     for name in ("stability.png", "histograms.png"):
         if name in images:
             L += ["", f"![{name}]({images[name]})"]
+    if "property.png" in images:
+        L += ["", "## Property: target vs regressor and vs xTB", "", f"![property]({images['property.png']})"]
     pb = {k: v for k, v in m.items() if k.startswith("posebusters_") and k != "posebusters_mode"}
     if pb:
         fast = m.get("posebusters_mode") == "fast"
@@ -154,7 +207,8 @@ def _markdown(result, title: str, images: dict[str, str]) -> str:
                   for k, v in q.items()])]
         if "dft_vs_target.png" in images:
             L += ["", f"![dft]({images['dft_vs_target.png']})"]
-    bad = result.table[~result.table["mol_stable"].astype(bool)]
+    stable_col = "mol_stable_neutral" if m.get("require_neutral") else "mol_stable"
+    bad = result.table[~result.table[stable_col].astype(bool)] if stable_col in result.table else result.table[:0]
     if len(bad):
         L += ["", f"## Molecules failing the headline stability rule ({len(bad)}, first 20)", "",
               markdown_table(["index", "name", "formula", "net charge", "open shell", "unstable atoms"],
@@ -205,8 +259,25 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{html.escape(p)}</code>" if k % 2 else html.escape(p) for k, p in enumerate(parts))
 
 
-def write_reports(result, bonded: list[Molecule], title: str, ref) -> Path:
-    """Write report.md (+ PNG files) and report.html (PNG embedded) into ``result.out``; return report.html."""
+def _viewer_picks(table, stable_col: str, k: int) -> list[int]:
+    """Up to ``k`` molecules for 3D views: half of them from the failures (grid order), the rest the first
+    molecules that pass, in file order."""
+    from molgen.validation.depict import grid_order
+
+    if k <= 0 or not len(table):
+        return []
+    ok = table[stable_col].astype(bool).to_numpy() & table["valid"].astype(bool).to_numpy()
+    failures = [i for i in grid_order(table, stable_col) if not ok[i]][: k // 2]
+    passing = [i for i in range(len(table)) if ok[i]][: k - len(failures)]
+    return sorted(failures + passing)
+
+
+def write_reports(result, bonded: list[Molecule], title: str, ref, depictions: int = 48,
+                  viewer: int = 6) -> Path:
+    """Write report.md (+ PNG files) and report.html (PNG embedded, depiction grid of up to ``depictions``
+    molecules and 3D views of ``viewer`` molecules, all inline) into ``result.out``; return report.html."""
+    from molgen.validation.depict import GRID_STYLE, molecule_grid_html, viewer_html
+
     out: Path = result.out
     figs = _plots(result, bonded, [m for m in (ref.molecules or [])] if ref is not None and ref.molecules else None)
     for name, data in figs.items():
@@ -215,6 +286,13 @@ def write_reports(result, bonded: list[Molecule], title: str, ref) -> Path:
     (out / "report.md").write_text(md)
     embedded = {n: "data:image/png;base64," + base64.b64encode(d).decode() for n, d in figs.items()}
     page = _md_to_html(_markdown(result, title, embedded), title)
+    stable_col = "mol_stable_neutral" if result.metrics.get("require_neutral") else "mol_stable"
+    table = result.table
+    extra = molecule_grid_html(table, bonded, n_max=depictions, stable_col=stable_col)
+    picks = _viewer_picks(table, stable_col, viewer)
+    extra += viewer_html(bonded, picks, [f"#{i} {table.iloc[i].get('formula', '')}"
+                                         f"{'' if table.iloc[i][stable_col] else ' (unstable)'}" for i in picks])
+    page = page.replace("</style>", GRID_STYLE + "</style>", 1).replace("\n</body>", "\n" + extra + "\n</body>", 1)
     path = out / "report.html"
     path.write_text(page)
     return path

@@ -7,9 +7,13 @@ Stability definitions (each metric key names its definition; tables in :mod:`mol
 
 * ``edm``: bonds inferred from interatomic distances with EDM's bond-length tables; neutral valences.
 * ``lenient``: the molecule's own bonds with MiDi/FlowMol's charge-aware table (neutral C with 3 bonds passes).
-* ``revised``: PropMolFlow's rule, explicit valence - formal charge = neutral valence for every atom, **and**
-  net charge zero. ``revised_nocharge`` is the rule as PropMolFlow's code computes it (its net-charge check
-  is a no-op).
+* ``revised``: PropMolFlow's rule, explicit valence - formal charge = neutral valence for every atom, and a
+  closed shell (even electron count, no radical electrons). This is chemistry, valid for ions: ammonium, a
+  carboxylate, a protonated amine, a zwitterion with a net charge, a salt are stable. ``mol_stable_neutral``
+  adds QM9's convention, net charge zero (the headline of a run whose reference data set is neutral, see
+  :func:`molgen.validation.validate`'s ``require_neutral``). ``revised_nocharge`` is the per-atom rule alone,
+  as PropMolFlow's code computes it (its net-charge check is a no-op).
+* ``stable_single_fragment``: ``mol_stable`` and one connected piece (the molecule a user wanted).
 
 Validity: ``valid`` = the whole molecule sanitizes in RDKit; ``valid_largest_fragment`` = the largest
 fragment sanitizes (MiDi/FlowMol's definition); ``valid_edm`` = the molecule rebuilt from EDM's distance
@@ -204,6 +208,9 @@ def check_molecule(mol: Molecule) -> dict:
     edm_mol = molecule_from_order_matrix(mol, edm_bond_orders(mol)).to_rdkit()
     edm_valid = _sanitized(edm_mol)
     ring_sizes = [len(r) for r in (whole or largest or rd).GetRingInfo().AtomRings()] if (whole or largest) else []
+    open_shell = bool(n_el % 2) or bool(radicals)
+    stable = bool(rev_ok.all()) and not open_shell
+    n_frag = n_fragments(bonded)
     return {
         "name": mol.name,
         "formula": _formula(mol),
@@ -217,10 +224,10 @@ def check_molecule(mol: Molecule) -> dict:
         "valid": whole is not None,
         "valid_largest_fragment": largest is not None,
         "valid_edm": edm_valid is not None,
-        "n_fragments": n_fragments(bonded),
+        "n_fragments": n_frag,
         "radical_electrons": radicals,
         "odd_electrons": bool(n_el % 2),
-        "open_shell": bool(n_el % 2) or bool(radicals),
+        "open_shell": open_shell,
         "n_atoms_stable_edm": int(edm.sum()),
         "n_atoms_stable_lenient": int(len_ok.sum()),
         "n_atoms_stable_revised": int(rev_ok.sum()),
@@ -231,7 +238,9 @@ def check_molecule(mol: Molecule) -> dict:
         "mol_stable_lenient": bool(len_ok.all()),
         "mol_stable_revised_nocharge": bool(rev_ok.all()),
         "net_charge_zero": bonded.net_charge == 0,
-        "mol_stable": bool(rev_ok.all()) and bonded.net_charge == 0,
+        "mol_stable": stable,
+        "mol_stable_neutral": stable and bonded.net_charge == 0,
+        "stable_single_fragment": stable and n_frag == 1,
         "unstable_atoms": ",".join(f"{s}{k}" for k, (s, ok) in enumerate(zip(mol.symbols, rev_ok)) if not ok),
         "atom_types": " ".join(_atom_label(z, q) for z, q in zip(bonded.atomic_numbers, bonded.formal_charges)),
         "ring_sizes": " ".join(str(s) for s in sorted(ring_sizes)),
@@ -254,8 +263,9 @@ def structure_table(mols: Iterable[Molecule], progress: bool = False) -> pd.Data
     Columns: name, formula, n_atoms, bonds_source (given/rdkit/edm), net_charge, n_electrons, smiles (whole
     molecule, None if invalid), smiles_largest_fragment, smiles_edm, valid, valid_largest_fragment, valid_edm,
     n_fragments, radical_electrons, odd_electrons, open_shell, atom_stable_fraction[_edm|_lenient] (no suffix:
-    revised), mol_stable[_edm|_lenient|_revised_nocharge] (no suffix: revised with net charge zero),
-    net_charge_zero, unstable_atoms (revised rule, ``C3,N5``), atom_types, ring_sizes.
+    revised), mol_stable[_edm|_lenient|_revised_nocharge] (no suffix: revised rule and closed shell),
+    mol_stable_neutral (and net charge zero), stable_single_fragment (and one fragment), net_charge_zero,
+    unstable_atoms (revised rule, ``C3,N5``), atom_types, ring_sizes.
     """
     mols = list(mols)
     it = mols
@@ -274,7 +284,8 @@ def summarize_structure(table: pd.DataFrame, reference_smiles: set[str] | None =
     """Metrics from a :func:`structure_table`. Fractions are of all molecules unless the key says otherwise.
 
     Keys: ``stability_{edm,lenient,revised,revised_nocharge}_{atom,mol}`` (atom = stable atoms / all atoms,
-    mol = molecules with every atom stable; ``revised_mol`` also needs net charge zero), ``closed_shell_ratio``,
+    mol = molecules with every atom stable; ``revised_mol`` also needs a closed shell),
+    ``stability_revised_neutral_mol`` (and net charge zero), ``stable_single_fragment_ratio``, ``closed_shell_ratio``,
     ``validity`` (whole molecule), ``validity_largest_fragment``, ``validity_edm``, ``connected_ratio``,
     ``fragments_mean``, ``uniqueness`` (unique / valid largest-fragment SMILES), ``valid_x_unique``,
     ``novelty`` (novel unique / unique, only with reference SMILES), ``atom_type_counts``, ``ring_size_counts``.
@@ -289,6 +300,8 @@ def summarize_structure(table: pd.DataFrame, reference_smiles: set[str] | None =
     out["stability_edm_mol"] = float(table["mol_stable_edm"].mean())
     out["stability_lenient_mol"] = float(table["mol_stable_lenient"].mean())
     out["stability_revised_mol"] = float(table["mol_stable"].mean())
+    out["stability_revised_neutral_mol"] = float(table["mol_stable_neutral"].mean())
+    out["stable_single_fragment_ratio"] = float(table["stable_single_fragment"].mean())
     out["stability_revised_nocharge_mol"] = float(table["mol_stable_revised_nocharge"].mean())
     out["closed_shell_ratio"] = float((~table["open_shell"].astype(bool)).mean())
     out["even_electron_ratio"] = float((~table["odd_electrons"].astype(bool)).mean())

@@ -86,6 +86,31 @@ def test_xtb_relaxation_strain():
     assert r2["xtb_strain_kcal"] > 20 * max(r["xtb_strain_kcal"], 0.1)
 
 
+def test_xtb_frontier_orbitals(handmade):
+    """HOMO < LUMO; conjugation narrows the gap (ethene < ethane, C-C bonds 1.33 / 1.54 A); relaxing a relaxed
+    molecule leaves the gap as it was; stretching a bond narrows it."""
+    status, r, _ = run_job("xtb", WATER_Z, WATER_POS, 0, {"relax": True}, 60)
+    assert status == "ok" and r["xtb_homo_ev"] < r["xtb_lumo_ev"]
+    assert r["xtb_gap_ev"] == pytest.approx(r["xtb_lumo_ev"] - r["xtb_homo_ev"])
+    assert abs(r["xtb_relaxed_gap_ev"] - r["xtb_gap_ev"]) < 0.3
+    stretched = WATER_POS.copy()
+    stretched[1] = WATER_POS[0] + 1.4 * (WATER_POS[1] - WATER_POS[0])
+    _, r2, _ = run_job("xtb", WATER_Z, stretched, 0, {"relax": False}, 60)
+    assert r2["xtb_gap_ev"] < r["xtb_gap_ev"] - 1.0 and "xtb_relaxed_gap_ev" not in r2
+
+    def gap(smiles):
+        from rdkit import Chem
+        from rdkit.Chem import AllChem
+
+        m = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        AllChem.EmbedMolecule(m, randomSeed=0)
+        AllChem.MMFFOptimizeMolecule(m)
+        z = np.array([a.GetAtomicNum() for a in m.GetAtoms()])
+        return run_job("xtb", z, m.GetConformer().GetPositions(), 0, {"relax": False}, 60)[1]["xtb_gap_ev"]
+
+    assert gap("C=C") < gap("CC") - 2.0
+
+
 def test_failures_are_recorded_not_raised(tmp_path, handmade):
     mols = [handmade["ethanol"], handmade["acetonitrile"]]
     res, m = run_quantum(mols, None, tmp_path / "q.sqlite", dft=True, timeout=0.01,

@@ -3,30 +3,32 @@ import numpy as np
 import pytest
 
 from molgen.data.molecule import Molecule
+from tests.validation.conftest import DATA
 from molgen.validation.reference import qm9pack_data_dir
 from molgen.validation.structure import (check_molecule, edm_bond_orders, structure_metrics, structure_table,
                                          summarize_structure)
 
-# name: (valid, n_fragments, open_shell, EDM stable, lenient stable, revised w/o charge check, revised + charge 0)
-# checked by hand: glycine zwitterion has a 4-bonded N (EDM's neutral table fails it) but net charge 0;
-# acetate and ammonium pass every per-atom rule but are charged; the methyl radical's neutral 3-bonded C
-# passes MiDi's lenient table only; a neutral 4-bonded N fails everything and is an odd-electron species.
+# name: (valid, n_fragments, open_shell, EDM stable, lenient stable, revised w/o shell check, mol_stable =
+# revised + closed shell, mol_stable_neutral = and net charge 0). Checked by hand: glycine zwitterion has a
+# 4-bonded N (EDM's neutral table fails it) but net charge 0; acetate and ammonium pass every per-atom rule and are
+# closed-shell ions (stable; not neutral); the methyl radical's neutral 3-bonded C passes MiDi's lenient table
+# only; a neutral 4-bonded N fails everything and is an odd-electron species.
 EXPECTED = {
-    "ethanol": (True, 1, False, True, True, True, True),
-    "glycine_zwitterion": (True, 1, False, False, True, True, True),
-    "acetate": (True, 1, False, None, True, True, False),
-    "ammonium": (True, 1, False, False, True, True, False),
-    "methyl_radical": (True, 1, True, False, True, False, False),
-    "hypervalent_neutral_N": (False, 1, True, False, False, False, False),
-    "ethanol_water": (True, 2, False, None, True, True, True),
-    "acetonitrile": (True, 1, False, True, True, True, True),
+    "ethanol": (True, 1, False, True, True, True, True, True),
+    "glycine_zwitterion": (True, 1, False, False, True, True, True, True),
+    "acetate": (True, 1, False, None, True, True, True, False),
+    "ammonium": (True, 1, False, False, True, True, True, False),
+    "methyl_radical": (True, 1, True, False, True, False, False, False),
+    "hypervalent_neutral_N": (False, 1, True, False, False, False, False, False),
+    "ethanol_water": (True, 2, False, None, True, True, True, True),
+    "acetonitrile": (True, 1, False, True, True, True, True, True),
 }
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_hand_checked_verdicts(handmade, name):
     row = check_molecule(handmade[name])
-    valid, frags, open_shell, edm, lenient, revised_nc, revised = EXPECTED[name]
+    valid, frags, open_shell, edm, lenient, revised_nc, stable, neutral = EXPECTED[name]
     assert row["valid"] is valid
     assert row["n_fragments"] == frags
     assert row["open_shell"] is open_shell
@@ -34,7 +36,45 @@ def test_hand_checked_verdicts(handmade, name):
         assert row["mol_stable_edm"] is edm
     assert row["mol_stable_lenient"] is lenient
     assert row["mol_stable_revised_nocharge"] is revised_nc
-    assert row["mol_stable"] is revised
+    assert row["mol_stable"] is stable
+    assert row["mol_stable_neutral"] is neutral
+
+
+# data/validation/ions.sdf, checked by hand: (net charge, n_fragments, mol_stable, stable_single_fragment).
+# Ions, a zwitterion with a net charge and a salt are closed-shell and valence-correct: stable whatever their
+# charge. Hypervalent S (6 and 4 bonds) and P (5) are neutral valences of those elements. The aminyl radical
+# (N with 2 bonds, 9 electrons) and CH5 (C with 5 bonds, 11 electrons) are not.
+IONS = {
+    "methylammonium": (1, 1, True, True),
+    "ammonium_acetate_salt": (0, 2, True, False),
+    "lysine_cation": (1, 1, True, True),
+    "nitromethane": (0, 1, True, True),
+    "methanesulfonamide": (0, 1, True, True),
+    "dimethyl_sulfoxide": (0, 1, True, True),
+    "phosphoric_acid": (0, 1, True, True),
+    "aminyl_radical": (0, 1, False, False),
+    "pentavalent_carbon": (0, 1, False, False),
+}
+
+
+@pytest.fixture(scope="module")
+def ions():
+    from molgen.data.io import read_molecules
+
+    mols, report = read_molecules(DATA / "ions.sdf")
+    assert not report.skipped
+    return {m.name: m for m in mols}
+
+
+@pytest.mark.parametrize("name", list(IONS))
+def test_stability_does_not_need_net_charge_zero(ions, name):
+    charge, frags, stable, single = IONS[name]
+    row = check_molecule(ions[name])
+    assert row["net_charge"] == charge and row["n_fragments"] == frags
+    assert row["mol_stable"] is stable
+    assert row["stable_single_fragment"] is single
+    assert row["mol_stable_neutral"] is (stable and charge == 0)
+    assert row["open_shell"] is (not stable)   # every unstable record here is a radical
 
 
 def test_disconnected_largest_fragment(handmade):

@@ -1,5 +1,6 @@
 """molgen.validate and `molgen validate`: outputs, bad input, reference handling."""
 import json
+import re
 import subprocess
 import sys
 
@@ -26,7 +27,11 @@ def test_validate_writes_outputs(tmp_path, capsys):
         assert col in table.columns
     assert table["posebusters_pass"].isna().sum() == 1  # the hypervalent record cannot be sanitized: not tested
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "<script" not in html and "http" not in html
+    assert "data:image/png;base64," in html
+    # scripts are inline (the shipped 3D viewer); outside them nothing refers to the network
+    outside = re.sub(r"<script>.*?</script>", "", html, flags=re.S)
+    assert "<script src" not in html and not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", outside)
+    assert outside.count("class='cell'") == 6 and "3D views" in outside
     from rdkit import Chem
 
     sdf = [m for m in Chem.SDMolSupplier(str(out / "molecules.sdf"), sanitize=False, removeHs=False)]
@@ -39,6 +44,23 @@ def test_validate_python_api_reference_set(handmade):
     assert res.metrics["novelty"] == pytest.approx(0.5)
     assert list(res.table["smiles"]) == ["CCO", "CC#N"]
     assert res.out is None and res.report is None
+
+
+def test_headline_requires_net_charge_zero_only_for_a_neutral_reference(handmade):
+    """Acetate and ammonium are stable ions; the headline adds QM9's net-charge convention only when the
+    reference data set is neutral, or when asked."""
+    mols = [handmade[n] for n in ("ethanol", "acetate", "ammonium", "methyl_radical")]
+
+    def headline(**kw):
+        res = validate(mols, posebusters=False, distributions=False, fcd=False, progress=False, **kw)
+        h = res.metrics["headline"]["molecule_stability"]
+        return h["metric"], h["value"], res.metrics["require_neutral"]
+
+    assert headline(reference=None) == ("stability_revised_mol", pytest.approx(0.75), False)
+    assert headline(reference={"CCO", "CC#N"}) == ("stability_revised_neutral_mol", pytest.approx(0.25), True)
+    assert headline(reference={"CCO", "CC(=O)[O-]"})[2] is False       # a charged reference molecule
+    assert headline(reference=None, require_neutral=True)[:2] == ("stability_revised_neutral_mol",
+                                                                  pytest.approx(0.25))
 
 
 def test_reference_molecules_give_distribution_distances(handmade):

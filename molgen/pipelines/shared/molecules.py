@@ -125,6 +125,7 @@ def validate_generated(cfg: DictConfig, ctx: StageContext) -> dict:
         report = ctx.dir / "report.md"
         report.write_text(report.read_text().rstrip() + "\n\n" + "\n".join(lines) if report.exists() else "\n".join(lines))
     headline = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("stability_revised_atom", "stability_revised_mol",
+                                                            "stable_single_fragment_ratio",
                                                             "validity_largest_fragment", "valid_x_unique")
                          if isinstance(metrics.get(k), float))
     say(f"  {headline}" + (f"; {prop} MAE {extra['property_mae']:.4g} {extra['property_mae_unit']}"

@@ -98,7 +98,8 @@ def _jobs(mols: list[Molecule], table: pd.DataFrame, xtb: bool, dft: bool, xtb_o
     specs = []
     if xtb:
         xo = {k: v for k, v in xtb_options.items() if k != "max_molecules"}
-        method = f"xtb:gfn2{'/relax' if xo.get('relax', True) else ''}/fmax{xo.get('fmax', 0.05)}"
+        # "/orbitals": results since HOMO/LUMO/gap were added (older stored results lack them: recomputed)
+        method = f"xtb:gfn2{'/relax' if xo.get('relax', True) else ''}/fmax{xo.get('fmax', 0.05)}/orbitals"
         specs.append(("xtb", xo, method, int(xtb_options.get("max_molecules", 200))))
     if dft:
         do = {k: v for k, v in dft_options.items() if k != "max_molecules"}
@@ -154,6 +155,7 @@ def run_quantum(mols: list[Molecule], table: pd.DataFrame | None, store_path: st
         metrics[f"{kind}_failures"] = {k: int(v) for k, v in counts.items() if k != "ok"}
         metrics[f"{kind}_seconds_per_job_median"] = float(np.median(seconds)) if seconds else None
         for col in (f"{kind}_strain_kcal", f"{kind}_rmsd_heavy_A", f"{kind}_gap_ev", f"{kind}_dipole_debye",
+                    "xtb_relaxed_gap_ev",
                     "dft_relax_energy_drop_kcal", "dft_relax_rmsd_heavy_A", "dft_cv_cal_molK", "dft_zpve_ev"):
             if col.startswith(kind) and col in results:
                 vals = pd.to_numeric(results[col], errors="coerce").dropna()

@@ -1,7 +1,9 @@
 """GFN2-xTB through tblite (Bannwarth, Ehlert, Grimme 2019, https://doi.org/10.1021/acs.jctc.8b01176).
 
 One job = a single point at the given geometry, then (optionally) a relaxation with SciPy's L-BFGS-B on the
-tblite energy and gradient. Strain energy = E(given geometry) - E(relaxed), kcal/mol; heavy-atom RMSD between
+tblite energy and gradient. HOMO, LUMO and gap (eV) come from the single point's orbital energies and
+occupations, at the given geometry and at the relaxed one (``xtb_relaxed_gap_ev``: what QM9's DFT gaps, computed at
+relaxed geometries, should be compared with; docs/validation.md has the xTB-vs-DFT calibration on QM9). Strain energy = E(given geometry) - E(relaxed), kcal/mol; heavy-atom RMSD between
 the given and the relaxed geometry after Kabsch superposition (same atom order, no symmetry search).
 SciPy's optimizer is used instead of ASE's to avoid a dependency; convergence is on the largest atomic force.
 """
@@ -42,6 +44,24 @@ def _calculator(numbers, positions_bohr, charge: int, uhf: int):
     return calc
 
 
+def frontier_orbitals(result) -> tuple[float, float] | None:
+    """(HOMO, LUMO) in eV from a tblite result: the highest orbital holding at least one electron and the
+    lowest holding less (occupations are summed over spin, possibly fractional at tblite's electronic
+    temperature). None when either is missing."""
+    e = np.asarray(result.get("orbital-energies"), dtype=float).ravel() * HARTREE_TO_EV
+    occ = np.asarray(result.get("orbital-occupations"), dtype=float).ravel()
+    if e.shape != occ.shape or not (occ >= 1.0).any() or not (occ < 1.0).any():
+        return None
+    return float(e[occ >= 1.0].max()), float(e[occ < 1.0].min())
+
+
+def _orbital_columns(result, prefix: str) -> dict:
+    fo = frontier_orbitals(result)
+    if fo is None:
+        return {}
+    return {f"{prefix}homo_ev": fo[0], f"{prefix}lumo_ev": fo[1], f"{prefix}gap_ev": fo[1] - fo[0]}
+
+
 def xtb_job(numbers: np.ndarray, positions: np.ndarray, charge: int, options: dict) -> dict:
     """GFN2-xTB single point (+ relaxation). Positions in Angstrom. Returns a flat dict of results."""
     numbers = np.asarray(numbers)
@@ -56,7 +76,7 @@ def xtb_job(numbers: np.ndarray, positions: np.ndarray, charge: int, options: di
     e0 = float(res.get("energy"))
     g0 = np.asarray(res.get("gradient"))
     out = {"xtb_energy_hartree": e0, "xtb_max_force_eV_A": float(np.abs(g0).max() * HARTREE_TO_EV / BOHR),
-           "xtb_uhf": uhf}
+           "xtb_uhf": uhf, **_orbital_columns(res, "xtb_")}
     if not options.get("relax", True) or len(numbers) < 2:
         return out
     from scipy.optimize import minimize
@@ -68,6 +88,7 @@ def xtb_job(numbers: np.ndarray, positions: np.ndarray, charge: int, options: di
         calc.update(x.reshape(-1, 3))
         r = calc.singlepoint(res)
         state["n"] += 1
+        state["result"] = r
         return float(r.get("energy")), np.asarray(r.get("gradient")).ravel()
 
     opt = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
@@ -83,5 +104,6 @@ def xtb_job(numbers: np.ndarray, positions: np.ndarray, charge: int, options: di
         "xtb_relax_steps": state["n"],
         "xtb_relax_converged": bool(np.abs(g1).max() <= fmax * 1.0001),
         "xtb_relaxed_positions": (x1 * BOHR).round(5).tolist(),
+        **_orbital_columns(state["result"], "xtb_relaxed_"),
     })
     return out
