@@ -10,6 +10,9 @@ Parts (``--part``):
              OMP_NUM_THREADS=1 nohup python scripts/calibrate_validation.py --part dft > runs/calib_dft.log 2>&1 &
              Results live in a SQLite store (runs/calibration/quantum.sqlite): a re-run resumes.
   xtb        GFN2-xTB single point + relaxation on the same molecules: seconds per molecule, strain, RMSD.
+  xtb-gap    GFN2-xTB HOMO-LUMO gap vs QM9's DFT gap on N random QM9 test molecules (default 300): at QM9's
+             geometry and after xTB relaxation; linear fit DFT = a xTB + b, Pearson r, MAE after calibration,
+             and the xTB gaps of QM9 molecules in DFT-gap windows (what a conditioning check compares with).
 Prints Markdown tables and writes runs/calibration/<part>.json.
 """
 from __future__ import annotations
@@ -165,6 +168,48 @@ def part_quantum(kind: str, n: int, workers: int, density_fit: bool = True, max_
     return out
 
 
+def part_xtb_gap(n: int, workers: int) -> dict:
+    import pandas as pd
+
+    from molgen.validation.quantum.runner import run_quantum
+    from molgen.validation.structure import with_bonds
+    from molgen.validation.reference import qm9_molecules
+
+    raw = qm9_molecules("test", n=n, seed=7)
+    bonded = [with_bonds(m)[0] for m in raw]
+    OUT.mkdir(parents=True, exist_ok=True)
+    res, metrics = run_quantum(bonded, pd.DataFrame(index=range(len(bonded))), OUT / "quantum.sqlite", xtb=True,
+                               workers=workers, timeout=600, xtb_options={"max_molecules": n})
+    dft = np.array([m.properties["gap"] for m in raw]) * HARTREE_TO_EV
+    out: dict = {"n": n, "seed": 7, "split": "test", "windows": {}}
+    print(f"GFN2-xTB (tblite) vs QM9 B3LYP/6-31G(2df,p) HOMO-LUMO gap, {n} random QM9 test molecules (seed 7)")
+    print("| xTB geometry | n | slope a | offset b (eV) | Pearson r | MAE raw (eV) | MAE after DFT = a xTB + b (eV) |")
+    print("|---|---|---|---|---|---|---|")
+    for col, label in (("xtb_gap_ev", "QM9's DFT geometry"), ("xtb_relaxed_gap_ev", "after xTB relaxation")):
+        x = pd.to_numeric(res[col], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(x)
+        a, b = np.polyfit(x[ok], dft[ok], 1)
+        r = float(np.corrcoef(x[ok], dft[ok])[0, 1])
+        mae_raw = float(np.abs(x[ok] - dft[ok]).mean())
+        mae_cal = float(np.abs(a * x[ok] + b - dft[ok]).mean())
+        out[col] = {"n": int(ok.sum()), "slope": float(a), "offset_ev": float(b), "pearson_r": r,
+                    "mae_raw_ev": mae_raw, "mae_calibrated_ev": mae_cal}
+        print(f"| {label} | {int(ok.sum())} | {a:.3f} | {b:.3f} | {r:.3f} | {mae_raw:.3f} | {mae_cal:.3f} |")
+    print("\nxTB gaps of QM9 molecules by DFT-gap window (relaxed xTB geometry):")
+    print("| DFT gap window (eV) | n | mean DFT gap | mean xTB gap | mean xTB gap at QM9 geometry |\n|---|---|---|---|---|")
+    for lo, hi in ((4.5, 5.5), (5.0, 6.0), (6.0, 7.0), (7.0, 8.0), (8.0, 9.0), (8.5, 9.5)):
+        sel = (dft >= lo) & (dft < hi)
+        xr = pd.to_numeric(res["xtb_relaxed_gap_ev"], errors="coerce").to_numpy(dtype=float)[sel]
+        xs = pd.to_numeric(res["xtb_gap_ev"], errors="coerce").to_numpy(dtype=float)[sel]
+        out["windows"][f"{lo}-{hi}"] = {"n": int(sel.sum()), "dft": float(dft[sel].mean()) if sel.any() else None,
+                                       "xtb_relaxed": float(np.nanmean(xr)) if sel.any() else None,
+                                       "xtb": float(np.nanmean(xs)) if sel.any() else None}
+        if sel.any():
+            print(f"| {lo}-{hi} | {int(sel.sum())} | {dft[sel].mean():.2f} | {np.nanmean(xr):.2f} | {np.nanmean(xs):.2f} |")
+    out["metrics"] = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    return out
+
+
 def part_dft_summary(n: int, max_atoms: int | None, density_fit: bool = True) -> dict:
     """DFT vs QM9 from whatever the (possibly still running) dft part has stored so far; computes nothing."""
     from molgen.validation.quantum.dft import method_name
@@ -211,7 +256,8 @@ def part_dft_summary(n: int, max_atoms: int | None, density_fit: bool = True) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["structure", "water", "smallest", "dft", "dft-summary", "xtb"], required=True)
+    ap.add_argument("--part", choices=["structure", "water", "smallest", "dft", "dft-summary", "xtb",
+                                                     "xtb-gap"], required=True)
     ap.add_argument("--n", type=int, default=None, help="molecules (structure: 13083 = all of test; dft/xtb: 24)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--max-atoms", type=int, default=None, help="dft/xtb: sample only molecules this small")
@@ -224,6 +270,8 @@ def main() -> None:
         result = part_water()
     elif args.part == "smallest":
         result = part_smallest()
+    elif args.part == "xtb-gap":
+        result = part_xtb_gap(args.n or 300, args.workers)
     elif args.part == "dft-summary":
         result = part_dft_summary(args.n or 24, args.max_atoms, density_fit=not args.no_density_fit)
     else:
