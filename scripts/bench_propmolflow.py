@@ -1,10 +1,11 @@
 """Throughput of PropMolFlow on this machine's CPU: training (molecules/s, steps/s) and sampling (molecules/s at
-100 steps) for the small default model and the paper-size model, on QM9-sized molecules built with RDKit.
+100 and at 20 steps) for the small default model, the small model with self-conditioning (the shipped
+propmolflow-qm9's recipe) and the paper-size model, on QM9-sized molecules built with RDKit.
 
-    OMP_NUM_THREADS=1 python scripts/bench_propmolflow.py [--threads 1] [--batch 64] [--train-steps 5]
-                                                          [--sample-n 20] [--steps 100] [--only small|paper]
+    python scripts/bench_propmolflow.py [--threads 2] [--batch 64] [--train-steps 5] [--sample-n 20]
+                                        [--steps 100,20] [--only small|small_sc|paper]
 
-Prints one table; the ratio column compares each model with the small one measured in the same run.
+Prints one table; the ratio column compares each model's training step with the small one's in the same run.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def molecules(n: int) -> list[Molecule]:
     return out
 
 
-def bench(name: str, args: dict, data: GraphDataset, batch: int, train_steps: int, sample_n: int, steps: int) -> dict:
+def bench(name: str, args: dict, data: GraphDataset, batch: int, train_steps: int, sample_n: int,
+          steps: list[int]) -> dict:
     torch.manual_seed(0)
     model = PropMolFlow(**args)
     model.sampler.fit(data.num_atoms())
@@ -52,39 +54,43 @@ def bench(name: str, args: dict, data: GraphDataset, batch: int, train_steps: in
         opt.step()
     train_s, train_cpu = (time.perf_counter() - t0) / train_steps, (time.process_time() - c0) / train_steps
     sizes = data.num_atoms()[:sample_n].tolist()
-    t0, c0 = time.perf_counter(), time.process_time()
-    model.sample_molecules(sizes, steps=steps, batch_size=sample_n, progress=False)
-    sample_s, sample_cpu = time.perf_counter() - t0, time.process_time() - c0
+    sampling = {}
+    for n_steps in steps:
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.sample_molecules(sizes, steps=n_steps, batch_size=sample_n, progress=False)
+        sampling[n_steps] = (sample_n / (time.perf_counter() - t0), sample_n / (time.process_time() - c0))
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "step_s": train_s,
-            "step_cpu": train_cpu, "train_mol_s": batch / train_s, "sample_mol_s": sample_n / sample_s,
-            "sample_mol_cpu_s": sample_n / sample_cpu}
+            "step_cpu": train_cpu, "train_mol_s": batch / train_s, "sampling": sampling}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--sample-n", type=int, default=20)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--only", choices=["small", "paper"], default=None)
+    p.add_argument("--steps", default="100,20", help="comma-separated integration step counts")
+    p.add_argument("--only", choices=["small", "small_sc", "paper"], default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     data = GraphDataset.from_molecules(molecules(max(a.batch, a.sample_n)), MoleculeVocab())
     small_gvp = {**GVP_BACKBONE, "v_dim": 8, "n_layers": 4}
-    configs = {"small": dict(s_dim=64, edge_dim=32, rbf_dim=16, backbone=small_gvp), "paper": {}}
-    rows = [bench(k, v, data, a.batch, a.train_steps, a.sample_n, a.steps) for k, v in configs.items()
+    small = dict(s_dim=64, edge_dim=32, rbf_dim=16, backbone=small_gvp)
+    configs = {"small": small, "small_sc": {**small, "self_condition": True}, "paper": {}}
+    steps = [int(x) for x in str(a.steps).split(",")]
+    rows = [bench(k, v, data, a.batch, a.train_steps, a.sample_n, steps) for k, v in configs.items()
             if a.only in (None, k)]
     ref = rows[0]
     print(f"CPU threads {a.threads}, batch {a.batch}, mean atoms {float(data.num_atoms().float().mean()):.1f}, "
-          f"sampling {a.sample_n} molecules x {a.steps} Euler steps")
+          f"sampling {a.sample_n} molecules with {', '.join(map(str, steps))} Euler steps")
     print("wall-clock rates, and in brackets per CPU-second of this process (robust to a shared machine)")
-    print(f"{'model':<7}{'params':>11}{'s/step':>16}{'train mol/s':>18}{'sample mol/s':>18}"
-          f"{'x slower than ' + ref['model']:>22}")
+    head = "".join(f"{'mol/s @' + str(k):>18}" for k in steps)
+    print(f"{'model':<9}{'params':>11}{'s/step':>16}{'train mol/s':>18}{head}{'step x ' + ref['model']:>16}")
     for r in rows:
-        print(f"{r['model']:<7}{r['params']:>11,}{r['step_s']:>8.3f} ({r['step_cpu']:>5.2f})"
-              f"{r['train_mol_s']:>10.1f} ({a.batch / r['step_cpu']:>5.1f})"
-              f"{r['sample_mol_s']:>10.2f} ({r['sample_mol_cpu_s']:>5.2f}){r['step_cpu'] / ref['step_cpu']:>22.1f}")
+        cols = "".join(f"{r['sampling'][k][0]:>10.2f} ({r['sampling'][k][1]:>5.2f})" for k in steps)
+        print(f"{r['model']:<9}{r['params']:>11,}{r['step_s']:>8.3f} ({r['step_cpu']:>5.2f})"
+              f"{r['train_mol_s']:>10.1f} ({a.batch / r['step_cpu']:>5.1f}){cols}"
+              f"{r['step_cpu'] / ref['step_cpu']:>16.2f}")
 
 
 if __name__ == "__main__":

@@ -126,8 +126,9 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
             sizes, values = model.sampler.sample_ood(n, gen)
             mode = f"out of distribution (target = 99th percentile = {values[0]:.4g})"
         elif cfg.condition.get("value") is not None:
-            sizes, values = model.sampler.sample_n_atoms(n, gen), [float(cfg.condition.value)] * n
-            mode = f"fixed target {float(cfg.condition.value):.4g}"
+            target = float(cfg.condition.value)
+            sizes, values = model.sampler.sample_n_atoms_given(target, n, gen), [target] * n
+            mode = f"fixed target {target:.4g} (N from training molecules near it)"
         else:
             sizes, values = model.sampler.sample(n, gen)
             mode = "in distribution ((N, value) from the training histograms)"

@@ -314,7 +314,7 @@ class PropMolFlow(pl.LightningModule):
         Args:
             n: number of molecules.
             condition: ``{property: value}`` in user units (e.g. ``{"gap": 6.8}`` eV); atom counts are drawn from the
-                training histogram. None: unconditional model -> N from the histogram; conditional model -> (N, value)
+                training molecules with values near the target (p(N | value)). None: unconditional model -> N from the histogram; conditional model -> (N, value)
                 drawn jointly from the training data (PropMolFlow's in-distribution protocol).
             steps, seed, solver, batch_size: see :meth:`sample_molecules`.
 
@@ -329,8 +329,9 @@ class PropMolFlow(pl.LightningModule):
             if set(condition) != {self.property_name}:
                 raise ConfigError(f"this model is conditioned on '{self.property_name}', got condition keys "
                                   f"{sorted(condition)}")
-            sizes = self.sampler.sample_n_atoms(n, gen)
-            values = [float(condition[self.property_name])] * n
+            target = float(condition[self.property_name])
+            sizes = self.sampler.sample_n_atoms_given(target, n, gen)   # N from p(N | target)
+            values = [target] * n
         elif self.conditional:
             sizes, values = self.sampler.sample(n, gen)
         else:
