@@ -11,14 +11,15 @@ from molgen.config import compose, pipeline_module
 from molgen.runner import active_needs, stage_key
 
 RECORDED = {
-    "pipeline=propmolflow": {
+    # the default before it became a fine-tune of the shipped checkpoint (model, trainer and condition groups)
+    "pipeline=propmolflow model=propmolflow_small trainer=propmolflow_cpu condition=none": {
         "featurize": "e47a5967d4775c12",
         "train": "ccc2719ab49029bf",
         "regressor": "e3d7f4cbc968fb67",
         "sample": "777fbde583beae73",
         "validate": "43feb4a48191402a",
     },
-    "pipeline=propmolflow model=propmolflow condition=gap": {
+    "pipeline=propmolflow model=propmolflow trainer=propmolflow_cpu condition=gap": {
         "featurize": "e47a5967d4775c12",
         "train": "7098c0f927874544",
         "regressor": "d0d3f6e5ceeb4c83",

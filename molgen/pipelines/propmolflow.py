@@ -51,6 +51,16 @@ def build_model_args(cfg: DictConfig, generator_set) -> dict[str, Any]:
         v = generator_set.properties()[:, generator_set.property_names.index(prop)]
         v = v[torch.isfinite(v)].double()
         args["property_mean"], args["property_std"] = float(v.mean()), float(v.std())
+    init = cfg.model.get("init_from")
+    if init:  # fine-tuning: the property embedding keeps the scale it was trained with
+        from molgen.checkpoint import read
+
+        source = read(str(init))["molgen"]["model_args"]
+        if source.get("property_name") != prop:
+            raise ConfigError(f"model.init_from={init}: conditioned on {source.get('property_name') or 'nothing'}, "
+                              f"this run on {prop or 'nothing'} (set condition= to match, or model.init_from=null)")
+        if prop:
+            args["property_mean"], args["property_std"] = source["property_mean"], source["property_std"]
     return args
 
 

@@ -167,7 +167,7 @@ def test_gaunt_propmolflow_trains_and_round_trips_through_molgen_load(real_graph
     assert len(mols) == 2 and all(m.GetNumConformers() == 1 for m in mols)
 
 
-TINY_CLI = ["pipeline=propmolflow", "data.max_molecules=60", "model.s_dim=16", "model.edge_dim=8", "model.rbf_dim=8",
+TINY_CLI = ["pipeline=propmolflow", "data.max_molecules=60", "model.init_from=null", "model.s_dim=16", "model.edge_dim=8", "model.rbf_dim=8",
             "trainer.max_steps=2", "trainer.max_epochs=1",
             "trainer.batch_size=4", "trainer.val_every_n_epochs=1", "stage=train"]
 

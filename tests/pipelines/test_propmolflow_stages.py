@@ -69,16 +69,16 @@ def test_unconditional_train_resume_and_regressor_skip(featurized, tmp_path, tin
     TINY = tiny_propmolflow
     from molgen.pipelines import propmolflow
 
-    cfg = compose(["pipeline=propmolflow", *TINY])
+    cfg = compose(["pipeline=propmolflow", "condition=none", *TINY])
     assert "skipped" in shared_regressor(cfg, _ctx("regressor", tmp_path, {"featurize": featurized}))
     propmolflow.train(cfg, _ctx("train", tmp_path, {"featurize": featurized}))
-    cfg_more = compose(["pipeline=propmolflow", *TINY, "trainer.max_steps=4", "trainer.max_epochs=3"])
+    cfg_more = compose(["pipeline=propmolflow", "condition=none", *TINY, "trainer.max_steps=4", "trainer.max_epochs=3"])
     ctx = _ctx("train", tmp_path, {"featurize": featurized})
     ctx.resuming = True
     m = propmolflow.train(cfg_more, ctx)
     assert m["steps"] == 4 and m["resumed_from"].endswith("last.ckpt")
     ckpt = torch.load(tmp_path / "train" / "model.ckpt", weights_only=True)
     assert ckpt["molgen"]["model_args"]["property_name"] is None and ckpt["molgen"]["pipeline"] == "propmolflow"
-    s = propmolflow.sample(compose(["pipeline=propmolflow", *TINY, "sample.solver=heun"]),
+    s = propmolflow.sample(compose(["pipeline=propmolflow", "condition=none", *TINY, "sample.solver=heun"]),
                            _ctx("sample", tmp_path, {"train": tmp_path / "train"}))
     assert s["molecules"] == 5 and s["property"] == "none"

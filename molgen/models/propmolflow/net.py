@@ -52,7 +52,7 @@ class _Inputs(nn.Module):
                             rbf_max: float = 6.0) -> None:
         """Self-conditioning inputs (FlowMol3, https://arxiv.org/abs/2508.12629): the previous endpoint prediction
         enters as residuals on the initial node and edge features. Node residual: MLP of ``[h0, p(a), p(c),
-        RBF(|x_t - x1_hat|)]``; edge residual: MLP of ``[e0, p(e), RBF(|x1_hat_i - x1_hat_j|),
+        RBF(|x_t - x1_hat|)]`` (both centred); edge residual: MLP of ``[e0, p(e), RBF(|x1_hat_i - x1_hat_j|),
         |x1_hat_i - x1_hat_j| - |x_i - x_j|]`` on each pair (symmetric). The last layers start at zero, so a
         network without self-conditioning (or warm-started from one) computes exactly what it did."""
         self.self_condition = bool(enabled)
@@ -67,8 +67,8 @@ class _Inputs(nn.Module):
             nn.init.zeros_(mlp[-1].weight)
             nn.init.zeros_(mlp[-1].bias)
 
-    def add_self_condition(self, h: torch.Tensor, e: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor,
-                           reverse: torch.Tensor, self_cond: tuple | None):
+    def add_self_condition(self, h: torch.Tensor, e: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor,
+                           edge_index: torch.Tensor, reverse: torch.Tensor, self_cond: tuple | None):
         """``h``, ``e`` plus the self-conditioning residuals of ``self_cond = (x1_hat [n, 3], p(a) [n, Ka],
         p(c) [n, Kc], p(e) [E_u, Ke])`` (the previous prediction). None stands for "no prediction yet": the
         positions themselves and all-zero probabilities, so every parameter takes part in every step (DDP)."""
@@ -80,7 +80,8 @@ class _Inputs(nn.Module):
             self_cond = (pos, zeros(pos.shape[0], self.n_atom_types), zeros(pos.shape[0], self.n_charges),
                          zeros(int(upper.sum()), self.n_bond_types))
         x1, pa, pc, pe = self_cond
-        d_node = (pos - x1).norm(dim=-1)                                                   # [n]
+        # each atom's move from x_t to the prediction, both centred (translation invariant)
+        d_node = (remove_mean(pos, batch) - remove_mean(x1, batch)).norm(dim=-1)           # [n]
         h = h + self.sc_node(torch.cat([h, pa, pc, self.sc_rbf(d_node)], -1))              # [n, S]
         i, j = edge_index[:, upper]                                                        # [E_u]
         d1 = (x1[i] - x1[j]).norm(dim=-1)                                                  # [E_u]
@@ -129,7 +130,7 @@ class EndpointNet(_Inputs):
                 edge_index: torch.Tensor, reverse: torch.Tensor, e_t: torch.Tensor,
                 value: torch.Tensor | None = None, num_graphs: int | None = None, self_cond: tuple | None = None):
         h, e = self.embed_inputs(a_t, c_t, pos, t, batch, e_t, value)                     # [n,S], [E,Ed]
-        h, e = self.add_self_condition(h, e, pos, edge_index, reverse, self_cond)
+        h, e = self.add_self_condition(h, e, pos, batch, edge_index, reverse, self_cond)
         # 4. GVP trunk: message passing with position and edge updates
         h, x, e = self.trunk(h, pos, e, edge_index)                                        # [n,S],[n,3],[E,Ed]
         # 5. heads
@@ -191,7 +192,7 @@ class GauntEndpointNet(_Inputs):
                 edge_index: torch.Tensor, reverse: torch.Tensor, e_t: torch.Tensor,
                 value: torch.Tensor | None = None, num_graphs: int | None = None, self_cond: tuple | None = None):
         h, e = self.embed_inputs(a_t, c_t, pos, t, batch, e_t, value)                     # [n,S], [E,Ed]
-        h, e = self.add_self_condition(h, e, pos, edge_index, reverse, self_cond)
+        h, e = self.add_self_condition(h, e, pos, batch, edge_index, reverse, self_cond)
         # 4. Gaunt trunk on the complete graph: invariant features and one vector per atom
         h, vec = self.trunk(h, pos, edge_index, e, batch)                                  # [n,S], [n,1,3]
         # 5. heads
