@@ -218,7 +218,7 @@ class PropMolFlow(pl.LightningModule):
     def sample_molecules(self, n_atoms: list[int], values: list[float] | None = None, steps: int = 100,
                          solver: str = "euler", seed: int = 0, batch_size: int = 100,
                          stochasticity: float | None = None, temperature: float | None = None,
-                         progress: bool = True) -> list[Molecule]:
+                         progress: bool = True, self_condition: bool = True) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -229,6 +229,8 @@ class PropMolFlow(pl.LightningModule):
             seed: seeds every random draw (prior, CTMC jumps).
             batch_size: molecules integrated together.
             stochasticity, temperature: CTMC settings (default: the model's, 10 and 0.05).
+            self_condition: feed each step's prediction into the next (a self-conditioned model only; False
+                samples it as if it had no previous prediction: an ablation).
 
         Returns:
             :class:`~molgen.data.molecule.Molecule` list; ``properties`` holds the target value when conditional.
@@ -251,12 +253,13 @@ class PropMolFlow(pl.LightningModule):
         for chunk in chunks:
             sizes = [int(n_atoms[k]) for k in chunk]
             vals = [float(values[k]) for k in chunk] if values is not None else None
-            out += self._sample_batch(sizes, vals, grid, step_solver, eta, temp, gen, bar)
+            out += self._sample_batch(sizes, vals, grid, step_solver, eta, temp, gen, bar, self_condition)
         bar.close()
         self.train(was_training)
         return out
 
-    def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar) -> list[Molecule]:
+    def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar,
+                      feed_back: bool = True) -> list[Molecule]:
         dev = self.device
         n_mol = len(sizes)
         idx = torch.repeat_interleave(torch.arange(n_mol), torch.tensor(sizes)).to(dev)     # [n]
@@ -277,7 +280,8 @@ class PropMolFlow(pl.LightningModule):
                 t_atom = torch.full((idx.shape[0],), time, device=dev)
                 if self.hparams.get("self_condition"):
                     out = self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, value, n_mol, self_cond=sc[0])
-                    sc[0] = self_condition_inputs(*out)
+                    if feed_back:
+                        sc[0] = self_condition_inputs(*out)
                 else:  # backbones without self-conditioning need not know the argument
                     out = self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, value, n_mol)
                 x1_hat, la, lc, le = out
