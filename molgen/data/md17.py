@@ -34,6 +34,10 @@ MASSES = {1: 1.008, 6: 12.011, 7: 14.007, 8: 15.999, 9: 18.998, 15: 30.974, 16: 
 
 #: The eight MD17 molecules (EGNO's names).
 MD17_MOLECULES = ("aspirin", "benzene", "ethanol", "malonaldehyde", "naphthalene", "salicylic", "toluene", "uracil")
+#: composition {atomic number: count} of each MD17 molecule
+MD17_FORMULAS = {"aspirin": {6: 9, 1: 8, 8: 4}, "benzene": {6: 6, 1: 6}, "ethanol": {6: 2, 1: 6, 8: 1},
+                 "malonaldehyde": {6: 3, 1: 4, 8: 2}, "naphthalene": {6: 10, 1: 8}, "salicylic": {6: 7, 1: 6, 8: 3},
+                 "toluene": {6: 7, 1: 8}, "uracil": {6: 4, 1: 4, 7: 2, 8: 2}}
 
 
 @dataclass

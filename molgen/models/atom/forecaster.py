@@ -11,6 +11,8 @@ predicted frames out as an :class:`mdtraj.Trajectory`.
 """
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 import numpy as np
@@ -148,22 +150,37 @@ class TrajectoryForecaster(pl.LightningModule):
         self.train(was)
         return torch.cat(out)
 
-    def predict(self, traj):
+    def predict(self, traj, dt_fs: float | None = None):
         """Forecast the P frames after an :class:`mdtraj.Trajectory` (nm) at the training time step.
 
         The state is taken from the last two frames with EGNO's convention: ``x_t`` = second-to-last frame,
         ``v_t = x_{t+1} - x_t`` (last minus second-to-last). The returned :class:`mdtraj.Trajectory` holds the
         P frames ``t + dT i / P`` over the predicted atoms (heavy atoms under the protocol), with times in ps.
+
+        Args:
+            traj: at least 2 frames, consecutive at the model's training time step.
+            dt_fs: the time step between frames in fs, when ``traj.time`` does not hold it (files without time
+                information, e.g. XYZ or PDB, which mdtraj numbers 0, 1, 2, ... ps).
+
+        A molecule the model was not trained on is forecast zero-shot, with a warning. Bad input (a time step
+        other than the training one, coordinates in Angstrom where mdtraj wants nm, a periodic box the molecule
+        is split across) raises :class:`~molgen.errors.DataError` with one line.
         """
         from molgen.data.md17 import Trajectory, make_topology
 
         if traj.n_frames < 2:
             raise DataError(f"predict needs at least 2 consecutive frames (got {traj.n_frames})")
-        ours = Trajectory.from_mdtraj(traj[-2:], time_step_fs=self.protocol.get("time_step_fs", 0.5))
         want = float(self.protocol.get("time_step_fs", 0.5))
-        if traj.n_frames > 1 and traj.timestep and abs(traj.timestep * 1000.0 - want) > 1e-3 * want:
-            raise DataError(f"trajectory time step {traj.timestep * 1000.0:g} fs differs from the model's "
-                            f"training time step {want:g} fs")
+        step = _time_step_fs(traj, dt_fs, want)
+        if abs(step - want) > 1e-3 * want:
+            ratio = want / step
+            hint = (f"; every {int(round(ratio))}th frame is: model.predict(traj[::{int(round(ratio))}])"
+                    if ratio > 1 and abs(ratio - round(ratio)) < 1e-6 else "")
+            raise DataError(f"trajectory time step {step:g} fs differs from the model's training time step "
+                            f"{want:g} fs{hint}")
+        _check_geometry(traj)
+        ours = Trajectory.from_mdtraj(traj[-2:], time_step_fs=want)
+        self._warn_if_unseen(ours.atomic_numbers)
         if self.protocol.get("heavy_only", True):
             ours = ours.select_atoms(ours.heavy_mask)
         x = torch.tensor(ours.positions, dtype=torch.float32)
@@ -172,6 +189,55 @@ class TrajectoryForecaster(pl.LightningModule):
         import mdtraj
 
         P, dT = pred.shape[0], int(self.protocol.get("delta_frame", 3000))
-        t0 = float(traj.time[-2]) if traj.time is not None else 0.0
+        t0 = float(traj.time[-2]) if dt_fs is None and traj.time is not None else (traj.n_frames - 2) * want / 1000.0
         times = t0 + np.array([dT * i // P for i in range(1, P + 1)]) * want / 1000.0
         return mdtraj.Trajectory(pred / 10.0, make_topology(ours.atomic_numbers, ours.positions[0]), time=times)
+
+    def _warn_if_unseen(self, atomic_numbers: np.ndarray) -> None:
+        """Warn (not refuse) when the molecule's composition is none of the training molecules'."""
+        from molgen.data.md17 import MD17_FORMULAS
+
+        known = [MD17_FORMULAS[m] for m in getattr(self, "molecules", []) if m in MD17_FORMULAS]
+        if not known:
+            return
+        z = np.asarray(atomic_numbers)
+        counts = {int(k): int((z == k).sum()) for k in np.unique(z)}
+        heavy = {k: v for k, v in counts.items() if k != 1}
+        if not any(counts == f or heavy == {k: v for k, v in f.items() if k != 1} for f in known):
+            warnings.warn(f"this model was trained on {', '.join(self.molecules)}; forecasting a molecule it has not "
+                          "seen (zero-shot): expect larger errors", stacklevel=3)
+
+
+def _time_step_fs(traj, dt_fs: float | None, want: float) -> float:
+    """The trajectory's time step in fs: ``dt_fs`` if given, else from ``traj.time``; one line when the file held
+    no time information (mdtraj then numbers the frames 0, 1, 2, ... ps)."""
+    if dt_fs is not None:
+        if not float(dt_fs) > 0:
+            raise DataError(f"dt_fs={dt_fs}: the time step must be positive (fs)")
+        return float(dt_fs)
+    time = np.asarray(traj.time, dtype=float) if traj.time is not None else None
+    if time is None or np.allclose(time, np.arange(traj.n_frames)):
+        raise DataError(f"the trajectory has no time information (mdtraj numbers its frames 0, 1, 2 ps); give the "
+                        f"time step: model.predict(traj, dt_fs={want:g}) or set traj.time (ps)")
+    steps = np.diff(time[-2:]) * 1000.0
+    return float(steps[0])
+
+
+def _check_geometry(traj) -> None:
+    """One line for coordinates that cannot be a molecule in nm: Angstrom read as nm, or a molecule split across a
+    periodic box (a bond longer than half the box)."""
+    xyz = np.asarray(traj.xyz[-1], dtype=float)                                 # [N, 3] nm
+    if len(xyz) < 2:
+        return
+    d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = float(np.median(d.min(1)))
+    if nearest > 0.5:
+        raise DataError(f"nearest atoms are {nearest:.2f} nm apart (median): the coordinates look like Angstrom, "
+                        "mdtraj expects nm (divide by 10, or load the file with mdtraj)")
+    if traj.unitcell_lengths is not None:
+        box = float(np.min(traj.unitcell_lengths[-1]))
+        far = float(np.max(d.min(1)))
+        if box > 0 and far > 0.5 * box:
+            raise DataError(f"an atom is {far:.2f} nm from its nearest neighbour in a {box:.2f} nm periodic box: the "
+                            "molecule is split across the box; make it whole first (traj.image_molecules())")

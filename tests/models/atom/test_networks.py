@@ -1,6 +1,7 @@
 """ATOM, EGNO and the static baseline: shapes, padding, symmetry (exact for EGNO, measured for ATOM)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,51 @@ def test_shipped_multitask_checkpoint_loads_and_predicts():
     assert (future.n_frames, future.n_atoms) == (8, 3)
     ckpt = torch.load(molgen.checkpoint.resolve("atom-md17"), weights_only=True)
     assert "optimizer_states" not in ckpt
+
+
+def test_predict_names_bad_trajectories_in_one_line():
+    """No time information, another time step (with the stride that fixes it), Angstrom read as nm, a molecule
+    split across a periodic box; dt_fs= gives the step for a file without times."""
+    import mdtraj
+
+    from molgen.errors import DataError
+
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    model = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2})
+    good = md17.Trajectory(traj.positions[:4], traj.atomic_numbers, time_step_fs=0.5).to_mdtraj()
+    bare = mdtraj.Trajectory(good.xyz, good.topology)                       # as read from an XYZ file
+    with pytest.raises(DataError, match=r"no time information .* dt_fs=0.5"):
+        model.predict(bare)
+    assert model.predict(bare, dt_fs=0.5).n_frames == 8
+    slow = mdtraj.Trajectory(good.xyz, good.topology, time=np.arange(4) * 0.0005 / 2)   # 0.25 fs apart
+    with pytest.raises(DataError, match="0.25 fs differs"):
+        model.predict(slow)
+    coarse = mdtraj.Trajectory(good.xyz, good.topology, time=np.arange(4) * 0.001)      # 1 fs
+    with pytest.raises(DataError, match=r"1 fs differs .* 0.5 fs"):
+        model.predict(coarse)
+    fast = mdtraj.Trajectory(good.xyz, good.topology, time=np.arange(4) * 0.00025)     # 0.25 fs: take every 2nd
+    with pytest.raises(DataError, match=r"traj\[::2\]"):
+        model.predict(fast)
+    with pytest.raises(DataError, match="look like Angstrom"):
+        model.predict(mdtraj.Trajectory(good.xyz * 10, good.topology, time=good.time))
+    split = good.xyz.copy()
+    split[:, 0] += np.array([1.0, 0, 0], dtype=np.float32)                  # atom 0 moved to the box's far side
+    boxed = mdtraj.Trajectory(split, good.topology, time=good.time, unitcell_lengths=np.full((4, 3), 1.2),
+                              unitcell_angles=np.full((4, 3), 90.0))
+    with pytest.raises(DataError, match="split across the box"):
+        model.predict(boxed)
+
+
+def test_predict_an_unseen_molecule_zero_shot_with_a_warning():
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    model = TrajectoryForecaster("atom", {"dim": 24, "n_blocks": 1, "n_heads": 2})
+    m = md17.Trajectory(traj.positions[:2], traj.atomic_numbers, time_step_fs=0.5).to_mdtraj()
+    model.molecules = ["aspirin", "toluene"]
+    with pytest.warns(UserWarning, match="zero-shot"):
+        assert model.predict(m).n_frames == 8
+    model.molecules = ["ethanol"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(m)
