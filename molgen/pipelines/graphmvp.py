@@ -234,6 +234,17 @@ def finetune_one(data, split, init_state: dict | None, seed: int, fcfg: dict, mo
     return best
 
 
+def write_split(data, split: tuple, path: Path) -> Path:
+    """The exact split as a CSV: ``index`` (row among the parsed molecules), ``smiles``, ``split``
+    (train/valid/test); molecules the split left out (``finetune.max_train``) are not listed."""
+    import pandas as pd
+
+    rows = [(int(i), data.smiles[int(i)], part) for part, idx in zip(("train", "valid", "test"), split) for i in idx]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["index", "smiles", "split"]).sort_values("index").to_csv(path, index=False)
+    return path
+
+
 def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     """Fine-tune on every requested set x init x seed; ``results.json`` gathers the best-validation scores."""
     from molgen.data.moleculenet import load_moleculenet, scaffold_split
@@ -259,6 +270,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
                             f"({len(split[2])} molecules); ROC-AUC is undefined")
         say(f"  {name}: {len(data)} molecules ({len(data.skipped)} unparsable skipped), {len(data.tasks)} tasks, "
             f"scaffold split {len(split[0])}/{len(split[1])}/{len(split[2])}")
+        write_split(data, split, ctx.dir / name / "split.csv")
         entry = {"molecules": len(data), "unparsable_skipped": len(data.skipped), "tasks": len(data.tasks),
                  "split": [len(s) for s in split], "max_train": fcfg.get("max_train"), "runs": {}}
         for init in inits:
@@ -288,7 +300,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     (ctx.dir / "report.md").write_text(
         f"Fine-tuned {fcfg['epochs']} epochs per run (paper: 100), batch {fcfg['batch_size']}, lr {fcfg['lr']}, "
         f"dropout {fcfg['dropout']}; test ROC-AUC at the best-validation epoch. Per-run folders hold "
-        "`classifier.ckpt` and `test_predictions.csv`.\n\n"
+        "`classifier.ckpt` and `test_predictions.csv`; `<set>/split.csv` is the exact scaffold split.\n\n"
         + markdown_table(["set", "encoder", "test ROC-AUC (%) per seed", "mean"], rows) + "\n")
     return metrics
 

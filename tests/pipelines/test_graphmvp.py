@@ -16,6 +16,7 @@ from molgen.cli import main
 from molgen.data.conformers import geom_pairs, qm9_pairs
 from molgen.data.embedded import embedded_dir
 from molgen.data.moleculenet import load_moleculenet, scaffold_split
+from molgen.errors import DataError
 from molgen.models.graphmvp.classifier import GraphMVPEncoder, MoleculeClassifier
 
 TINY = ["pipeline=graphmvp", "pretrain.max_molecules=24", "pretrain.epochs=2", "trainer.batch_size=8",
@@ -57,6 +58,15 @@ def test_tiny_end_to_end_run_and_load(tmp_path, capsys):
     preds = pd.read_csv(run / "finetune" / "bbbp" / "graphmvp-seed0" / "test_predictions.csv")
     assert list(preds.columns) == ["smiles", "label_p_np", "prob_p_np"] and len(preds) > 10
     assert not (run / "finetune" / "bbbp" / "graphmvp-seed0" / "last.ckpt").exists()
+    # the exact scaffold split: every molecule once, no scaffold on both sides, the test predictions = its test part
+    from rdkit.Chem.Scaffolds.MurckoScaffold import MurckoScaffoldSmiles
+
+    split = pd.read_csv(run / "finetune" / "bbbp" / "split.csv")
+    assert split["index"].is_unique and set(split["split"]) == {"train", "valid", "test"}
+    scaffold = {part: {MurckoScaffoldSmiles(smi, includeChirality=True) for smi in g["smiles"]}
+                for part, g in split.groupby("split")}
+    assert not scaffold["train"] & scaffold["test"] and not scaffold["train"] & scaffold["valid"]
+    assert sorted(split.loc[split["split"] == "test", "smiles"]) == sorted(preds["smiles"])
 
     # run again: every stage is reused
     code, lines, _ = run_cli(capsys, args)
@@ -99,6 +109,12 @@ def test_shipped_pretrained_encoder_embeds_offline():
     emb = encoder.embed(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
     assert emb.shape == (3, 300) and torch.isfinite(emb).all()
     assert (molgen.checkpoint.resolve("graphmvp-pretrained").stat().st_size) <= 20 * 2**20
+    # a SMILES RDKit cannot parse: one error naming it and its index, or a NaN row on request
+    with pytest.raises(DataError, match=r"SMILES #1 'C1CC' cannot be parsed"):
+        encoder.embed(["CCO", "C1CC", "CCN"])
+    rows = encoder.embed(["CCO", "C1CC", "CCN", None], invalid="nan")
+    assert rows.shape == (4, 300) and torch.isnan(rows[[1, 3]]).all() and torch.isfinite(rows[[0, 2]]).all()
+    assert torch.allclose(rows[0], emb[0], atol=1e-5)             # the same row as in a batch without failures
 
 
 def test_geom_rdkit_folder_reader(tmp_path):

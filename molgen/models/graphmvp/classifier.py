@@ -55,15 +55,30 @@ def mean_roc_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
     return (float(aucs[ok].mean()) if ok.any() else float("nan")), int(ok.sum())
 
 
-def graphs_of(smiles: Sequence[str]) -> list:
-    """2D graphs of SMILES for inference; raises DataError naming the first unparsable one."""
-    graphs = []
+def graphs_of(smiles: Sequence[str], invalid: str = "raise") -> tuple[list, list[int]]:
+    """2D graphs of SMILES for inference and the indices they belong to. ``invalid="raise"``: DataError naming
+    the first SMILES RDKit cannot parse and its index; ``"nan"``: such SMILES are left out (their rows become NaN
+    in :meth:`GraphMVPEncoder.embed` / :meth:`MoleculeClassifier.predict`)."""
+    if invalid not in ("raise", "nan"):
+        raise ValueError(f"invalid={invalid!r}: choose 'raise' or 'nan'")
+    graphs, index = [], []
     for i, s in enumerate(smiles):
-        mol = parse_smiles(s)
+        mol = parse_smiles(s) if isinstance(s, str) else None
         if mol is None:
-            raise DataError(f"SMILES #{i} {s!r} cannot be parsed by RDKit")
+            if invalid == "raise":
+                raise DataError(f"SMILES #{i} {s!r} cannot be parsed by RDKit (invalid='nan' gives a NaN row instead)")
+            continue
         graphs.append(mol_to_graph(mol))
-    return graphs
+        index.append(i)
+    return graphs, index
+
+
+def _rows(values: list[torch.Tensor], index: list[int], n: int, dim: int) -> torch.Tensor:
+    """``[n, dim]`` with the computed rows at ``index`` and NaN elsewhere."""
+    out = torch.full((n, dim), float("nan"))
+    if values:
+        out[torch.tensor(index, dtype=torch.long)] = torch.cat(values).to(out.dtype)
+    return out
 
 
 class MoleculeClassifier(pl.LightningModule):
@@ -150,17 +165,19 @@ class MoleculeClassifier(pl.LightningModule):
         return hp
 
     @torch.no_grad()
-    def predict(self, smiles: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Probabilities ``[n, T]`` (sigmoid of the logits) for SMILES strings; columns are ``task_names``."""
+    def predict(self, smiles: Sequence[str], batch_size: int = 256, invalid: str = "raise") -> torch.Tensor:
+        """Probabilities ``[n, T]`` (sigmoid of the logits) for SMILES strings; columns are ``task_names``.
+        ``invalid``: as :meth:`GraphMVPEncoder.embed` ("raise", or "nan" rows)."""
+        smiles = list(smiles)
         was = self.training
         self.eval()
         try:
-            graphs = graphs_of(smiles)
+            graphs, index = graphs_of(smiles, invalid)
             out = [torch.sigmoid(self(Batch.from_data_list(graphs[i : i + batch_size])))
                    for i in range(0, len(graphs), batch_size)]
         finally:
             self.train(was)
-        return torch.cat(out) if out else torch.zeros(0, self.hparams.num_tasks)
+        return _rows(out, index, len(smiles), self.hparams.num_tasks)
 
 
 class GraphMVPEncoder(nn.Module):
@@ -192,14 +209,17 @@ class GraphMVPEncoder(nn.Module):
         return self.gin.emb_dim
 
     @torch.no_grad()
-    def embed(self, smiles: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Float tensor ``[n, emb_dim]`` of molecule representations (eval mode, BatchNorm running stats)."""
+    def embed(self, smiles: Sequence[str], batch_size: int = 256, invalid: str = "raise") -> torch.Tensor:
+        """Float tensor ``[n, emb_dim]``, one row per SMILES, of molecule representations (eval mode, BatchNorm
+        running stats). ``invalid="raise"``: a SMILES RDKit cannot parse is one error naming it and its index;
+        ``"nan"``: its row is NaN."""
+        smiles = list(smiles)
         was = self.training
         self.eval()
         try:
-            graphs = graphs_of(smiles)
+            graphs, index = graphs_of(smiles, invalid)
             out = [self.gin.embed_graph(Batch.from_data_list(graphs[i : i + batch_size]))
                    for i in range(0, len(graphs), batch_size)]
         finally:
             self.train(was)
-        return torch.cat(out) if out else torch.zeros(0, self.dim)
+        return _rows(out, index, len(smiles), self.dim)
