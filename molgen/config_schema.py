@@ -50,6 +50,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.self_condition": (3, {"propmolflow": False}),
     "model.init_from": (3, {"propmolflow": None}),
     "validate.require_neutral": (3, None),
+    "sample.length_range": (3, {"cpdiffusion_ss": None}),
+    "chain": (3, {"cpdiffusion_ss": None}),
     "validate.depictions": (3, 48),   # presentation only (report.html): the verdicts are unchanged
     "validate.viewer": (3, 6),
 }
@@ -190,6 +192,7 @@ RULES: dict[str, Rule] = {
     "model.encoder": Rule(str),
     "model.init_from": Rule(str),
     "validate.require_neutral": Rule(bool),
+    "chain": Rule(str),
     "validate.depictions": _count(0),
     "validate.viewer": _count(0),
     "validate.workers": _count(1),

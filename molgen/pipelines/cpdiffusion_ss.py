@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from molgen.errors import DataError
+from molgen.errors import ConfigError, DataError
 from molgen.runner import Stage, say
 
 PIPELINE = "cpdiffusion_ss"
@@ -255,6 +255,17 @@ def _designer(cfg: DictConfig, ctx):
     return load_model(path, pipeline=PIPELINE)
 
 
+def _length_range(s) -> tuple[float, float] | None:
+    """``sample.length_range`` ([lo, hi] x the template's length, or null for free length)."""
+    value = s.get("length_range", [0.8, 1.2])
+    if value is None:
+        return None
+    if len(value) != 2:
+        raise ConfigError(f"sample.length_range={list(value)}: give [lo, hi] (fractions of the template length) "
+                          "or null")
+    return float(value[0]), float(value[1])
+
+
 def sample(cfg: DictConfig, ctx) -> dict:
     from Bio import SeqIO
 
@@ -264,7 +275,7 @@ def sample(cfg: DictConfig, ctx) -> dict:
     s = cfg.sample
     designer = _designer(cfg, ctx)
     if cfg.get("template"):
-        templates = [load_template(Path(str(cfg.template)).expanduser())]
+        templates = [load_template(Path(str(cfg.template)).expanduser(), cfg.get("chain"))]
     else:
         proteins, split = read_featurized(ctx.input("featurize"))
         templates = [p for p, sp in zip(proteins, split) if sp == "test"][: int(s.templates)]
@@ -278,7 +289,8 @@ def sample(cfg: DictConfig, ctx) -> dict:
     for k, tpl in enumerate(tqdm(templates, desc="templates")):
         for meth in methods:
             recs = designer.sample(tpl, n=int(s.n), method=meth, sampler=s.sampler, steps=s.steps,
-                                   temperature=float(s.temperature), batch_size=int(s.batch_size), seed=int(cfg.seed) + k)
+                                   temperature=float(s.temperature), batch_size=int(s.batch_size), seed=int(cfg.seed) + k,
+                                   length_range=_length_range(s))
             _write_fasta(recs, ctx.dir / "designs" / meth / f"{tpl.name}.fasta")
             rows += [_row(r) for r in recs]
             timing.setdefault(meth, []).append(sum(r.annotations["seconds"] for r in recs))
@@ -286,7 +298,8 @@ def sample(cfg: DictConfig, ctx) -> dict:
             for sampler, steps in (("ddim", int(s.fast_steps)),):
                 name = f"cpdiffusion_ss_{sampler}{steps}"
                 recs = designer.sample(tpl, n=int(s.n), sampler=sampler, steps=steps, temperature=float(s.temperature),
-                                       batch_size=int(s.batch_size), seed=int(cfg.seed) + k)
+                                       batch_size=int(s.batch_size), seed=int(cfg.seed) + k,
+                                       length_range=_length_range(s))
                 for i, r in enumerate(recs):  # ids unique across methods (structures are filed by id)
                     r.annotations["method"] = name
                     r.id = f"{tpl.name}_{name}_{i}"
@@ -418,7 +431,7 @@ STAGES = [
     Stage("featurize", featurize, groups=("data",), description="read chains, DSSP, SS graphs, homology split"),
     Stage("train", train, groups=("model", "trainer", "seed"), needs=("featurize",),
           description="protein LM (MLM) -> pooling + decoder -> EGNN latent diffusion; SS oracle"),
-    Stage("sample", sample, groups=("sample", "template", "seed"), needs=("featurize", "train"),
+    Stage("sample", sample, groups=("sample", "template", "chain", "seed"), needs=("featurize", "train"),
           file_keys=("ckpt", "template"), replaced_by={"train": "ckpt", "featurize": "template"},
           description="designs per template: CPDiffusion-SS, vanilla decoder, SS-composition baseline"),
     Stage("validate", validate, groups=("validate",), needs=("sample", "train"),

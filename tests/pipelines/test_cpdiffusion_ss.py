@@ -80,10 +80,22 @@ def test_bad_templates_through_cli(tiny_run, tmp_path, capsys):
     no_ca.write_text("".join(l for l in (DATA / "1r7aA02.pdb").open() if l[12:16].strip() != "CA"))
     empty = tmp_path / "empty.pdb"
     empty.write_text("")
-    for bad, msg in ((no_ca, "no amino-acid residue with a C-alpha"), (empty, "empty file")):
-        code = main(["run", *args, "stage=sample", f"template={bad}", f"ckpt={ckpt}", f"run=bad_{bad.stem}"])
+    ca_only = tmp_path / "ca_only.pdb"
+    ca_only.write_text("".join(l for l in (DATA / "1r7aA02.pdb").open()
+                               if not l.startswith("ATOM") or l[12:16].strip() == "CA"))
+    cases = [(no_ca, [], "no amino-acid residue with a C-alpha"), (empty, [], "empty file"),
+             (ca_only, [], "no residue has a complete N/CA/C/O backbone"),
+             (DATA / "1r7aA02.pdb", ["chain=Z"], "no chain 'Z' (chains: A)")]
+    for bad, extra, msg in cases:
+        code = main(["run", *args, "stage=sample", f"template={bad}", *extra, f"ckpt={ckpt}", f"run=bad_{bad.stem}"])
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0]
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (bad, err)
+    # the chain given on the command line is the one designed for; FASTA out
+    code = main(["run", *args, "stage=sample", f"template={DATA / '1r7aA02.pdb'}", "chain=A", f"ckpt={ckpt}",
+                 "run=chain_a", "sample.methods=[ss_composition]", "sample.n=3", "sample.fast_sampler_templates=0"])
+    assert code == 0
+    fasta = next((root / "runs" / "chain_a" / "sample" / "designs" / "ss_composition").glob("*.fasta")).read_text()
+    assert fasta.count(">") == 3
 
 
 def test_shipped_checkpoint_loads_by_name_and_designs():
@@ -98,6 +110,29 @@ def test_shipped_checkpoint_loads_by_name_and_designs():
     recs = designer.sample(template=DATA / "1g5aA03.pdb", n=2, sampler="ddim", steps=10, seed=0)
     assert len(recs) == 2 and recs[0].annotations["oracle"].startswith("in-project")
     assert designer.info["metrics"]["oracle_q3_test"] > 0.5
+
+
+def test_designs_fit_their_template_by_construction():
+    """Templates of different lengths: every design 0.8-1.2 x the template (the default), free length on request;
+    the SS-composition baseline takes the template's length."""
+    from molgen.data.proteins import load_template
+
+    if "cpdiffusion_ss-cath" not in molgen.list_checkpoints():
+        pytest.skip("no shipped cpdiffusion_ss-cath checkpoint in this checkout")
+    designer = molgen.load("cpdiffusion_ss-cath")
+    lengths = {}
+    for pdb in sorted(DATA.glob("*.pdb"))[:3]:
+        L = len(load_template(pdb))
+        recs = designer.sample(template=pdb, n=3, sampler="ddim", steps=5, seed=0, temperature=1.5)
+        lengths[pdb.stem] = (L, [len(r.seq) for r in recs])
+        assert all(0.8 * L <= len(r.seq) <= 1.2 * L for r in recs), (pdb.stem, L, [len(r.seq) for r in recs])
+        wider = designer.sample(template=pdb, n=2, sampler="ddim", steps=5, seed=0, length_range=(1.5, 1.6))
+        assert all(1.5 * L <= len(r.seq) <= 1.6 * L for r in wider)
+        comp = designer.sample(template=pdb, n=2, method="ss_composition", seed=0)
+        assert all(len(r.seq) == L for r in comp)
+    assert len({L for L, _ in lengths.values()}) == len(lengths) > 1     # really different templates
+    with pytest.raises(molgen.errors.DataError, match="length_range"):
+        designer.sample(template=sorted(DATA.glob("*.pdb"))[0], n=1, length_range=(1.2, 0.8))
 
 
 def _finished_run(args) -> Path:

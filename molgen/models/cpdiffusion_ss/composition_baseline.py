@@ -38,16 +38,20 @@ class SSCompositionSampler:
     def state(self) -> dict:
         return {"aa_freq": self.aa_freq.tolist(), "length_hist": self.length_hist.tolist()}
 
-    def sample(self, plan: str, n: int, seed: int = 0) -> list[str]:
-        """``n`` sequences for an element-level plan such as ``"CHCEC"``."""
+    def sample(self, plan: str, n: int, seed: int = 0, lengths: list[int] | None = None) -> list[str]:
+        """``n`` sequences for an element-level plan such as ``"CHCEC"``; ``lengths``: the template's element
+        lengths (then every design has the template's length), else drawn from the training histograms."""
         rng = np.random.default_rng(seed)
         p_len = self.length_hist / self.length_hist.sum(1, keepdims=True)
+        if lengths is not None and len(lengths) != len(plan):
+            raise ValueError(f"{len(lengths)} element lengths for a plan of {len(plan)} elements")
         out = []
         for _ in range(n):
             parts = []
-            for s in plan:
+            for j, s in enumerate(plan):
                 k = SS3.index(s)
-                length = max(1, int(rng.choice(len(p_len[k]), p=p_len[k])))
+                length = (int(lengths[j]) if lengths is not None
+                          else max(1, int(rng.choice(len(p_len[k]), p=p_len[k]))))
                 parts.append("".join(rng.choice(list(AMINO_ACIDS), size=length, p=self.aa_freq[k])))
             out.append("".join(parts))
         return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molgen.data.proteins import Protein, element_string, load_template, ss_graph
+from molgen.data.proteins import Protein, element_string, load_template, ss_elements, ss_graph
 from molgen.data.ss_dataset import collate, graph_item
 from molgen.errors import DataError
 from molgen.evaluation.ss_metrics import ss_composition_mse, ss_identity
@@ -65,7 +65,8 @@ class CPDiffusionSSDesigner:
     @torch.no_grad()
     def sample(self, template: "str | Path | Protein", n: int = 10, method: str = "cpdiffusion_ss",
                sampler: str = "ddpm", steps: int | None = None, temperature: float = 1.0,
-               max_len: int | None = None, batch_size: int = 50, seed: int = 0, chain: str | None = None):
+               max_len: int | None = None, batch_size: int = 50, seed: int = 0, chain: str | None = None,
+               length_range: tuple[float, float] | None = (0.8, 1.2)):
         """Design ``n`` sequences for ``template``.
 
         Args:
@@ -75,8 +76,13 @@ class CPDiffusionSSDesigner:
                 baseline) | ``ss_composition`` (the composition baseline).
             sampler: ``ddpm`` (500-step ancestral, the paper's) or ``ddim`` (``steps`` steps, faster).
             temperature: decoder sampling temperature (paper: 1.0).
-            max_len: cap on designed length (default: 2 x template length + 20, at most 1024).
+            max_len: cap on designed length (with ``length_range=None``; default 2 x template length + 20, at
+                most 1024).
             seed: random seed (same seed, same designs).
+            chain: the chain of a multi-chain template file (default: the first protein chain).
+            length_range: designs are ``lo`` to ``hi`` times the template's length, by construction (the decoder
+                may not end a sequence before ``lo`` and ends it at ``hi``); None: free length up to ``max_len``.
+                The SS-composition baseline then takes the template's element lengths.
 
         Returns:
             ``list[Bio.SeqRecord.SeqRecord]``; ``annotations`` has ``template``, ``method``, ``ss_plan``
@@ -92,6 +98,12 @@ class CPDiffusionSSDesigner:
             raise DataError(f"n={n}: ask for at least one sequence")
         protein = load_template(template, chain)
         g = ss_graph(protein)
+        min_len = 1
+        if length_range is not None:
+            lo, hi = (float(v) for v in length_range)
+            if not 0 < lo <= hi:
+                raise DataError(f"length_range={tuple(length_range)}: need 0 < lo <= hi")
+            min_len, max_len = max(1, int(np.ceil(lo * len(protein)))), max(1, int(np.floor(hi * len(protein))))
         max_len = max_len or min(1024, 2 * len(protein) + 20)
         t0 = time.time()
         gen = torch.Generator().manual_seed(seed)
@@ -99,7 +111,10 @@ class CPDiffusionSSDesigner:
         if method == "ss_composition":
             if self.composition is None:
                 raise DataError("this checkpoint has no SS-composition baseline statistics")
-            seqs = self.composition.sample(g.ss, n, seed)
+            lengths = [len(e) for e in ss_elements(protein.ss3)] if length_range is not None else None
+            if lengths is not None and len(lengths) != len(g.ss):
+                lengths = None  # the graph merged or dropped elements: fall back to drawn lengths
+            seqs = self.composition.sample(g.ss, n, seed, lengths)
         else:
             scale = float(self.model.hparams.pos_scale)
             item = graph_item(g.ss, g.pos, g.edge_index, g.edge_attr, scale)
@@ -111,7 +126,8 @@ class CPDiffusionSSDesigner:
                 else:
                     z = torch.randn((len(batch["elem_ss"]), self.model.hparams.latent_dim), generator=gen)
                     latents = self.model.destandardize(z)
-                ids = self.model.decode(batch, latents, max_len=max_len, temperature=temperature, generator=gen)
+                ids = self.model.decode(batch, latents, max_len=max_len, temperature=temperature, generator=gen,
+                                        min_len=min_len)
                 seqs += [decode_tokens(s) for s in ids]
         seconds = time.time() - t0
         predicted = self.oracle.predict_ss3(seqs) if self.oracle is not None else [None] * len(seqs)

@@ -177,9 +177,10 @@ class CPDiffusionSS(pl.LightningModule):
 
     @torch.no_grad()
     def decode(self, batch: dict, latents: torch.Tensor, max_len: int = 1024, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> list[list[int]]:
-        """Sample one token sequence per graph of the batch from its element latents."""
+               generator: torch.Generator | None = None, min_len: int = 1) -> list[list[int]]:
+        """Sample one token sequence per graph of the batch from its element latents, of ``min_len`` to
+        ``max_len`` residues (``<eos>`` is not allowed before ``min_len``; at ``max_len`` the sequence ends)."""
         memory, memory_mask = to_dense_batch(latents, batch["batch"])
         ss = to_dense_batch(F.one_hot(batch["elem_ss"], 3).float(), batch["batch"])[0]
         return self.decoder.sample(memory, memory_mask, ss, max_len=max_len, temperature=temperature,
-                                   generator=generator)
+                                   min_len=min_len, generator=generator)
