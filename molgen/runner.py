@@ -11,7 +11,8 @@ writes files into ``ctx.dir`` and returns a flat dict of metrics. The runner own
   (:data:`molgen.config_schema.ADDED`) are hashed only when they differ from the value that reproduces the
   earlier behaviour, so finished stages stay valid when molgen grows.
 * **Nothing finished is destroyed.** When the key changed, the previous artifact is moved aside to
-  ``<stage>@<key8>`` and restored, instead of recomputed, if that key comes back.
+  ``<stage>@<key8>`` and restored, instead of recomputed, if that key comes back (an interrupted one then
+  resumes where it stopped).
 * **Resume.** A stage that started with the same key but did not finish is called again with
   ``ctx.resuming = True`` (training picks up ``last.ckpt``).
 * **One writer.** A stage folder is locked (:class:`filelock.FileLock`) while a process runs it.
@@ -344,10 +345,14 @@ def _run_one(stage: Stage, cfg: DictConfig, run_dir: Path, sdir: Path, key: str,
         say(f"{prefix}: config or inputs changed; previous artifact kept in {old}")
     archived = run_dir / f"{stage.name}@{key[:8]}"
     archived_state = read_state(archived) if not resuming and archived.exists() else None
-    if archived_state and archived_state.get("key") == key and archived_state.get("status") == "complete":
+    if archived_state and archived_state.get("key") == key:
         archived.rename(sdir)
-        say(f"{prefix}: restored the finished artifact for this config from {archived}")
-        return archived_state
+        if archived_state.get("status") == "complete":
+            say(f"{prefix}: restored the finished artifact for this config from {archived}")
+            return archived_state
+        # an interrupted stage set aside when the config changed: it resumes where it stopped
+        say(f"{prefix}: restored the interrupted artifact for this config from {archived}")
+        state, resuming = archived_state, True
     sdir.mkdir(parents=True, exist_ok=True)
     state = {"stage": stage.name, "key": key, "status": "running", "started": _now(),
              "hashed": material, "attempts": (state or {}).get("attempts", 0) + 1}

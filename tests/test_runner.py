@@ -83,6 +83,24 @@ def test_interrupted_stage_resumes_with_same_key(tmp_path):
     assert read_state(tmp_path / "total")["attempts"] == 2
 
 
+def test_interrupted_stage_set_aside_resumes_when_its_config_comes_back(tmp_path):
+    """A training interrupted, then a run with another config (the interrupted folder moves aside), then the
+    first config again: the interrupted folder comes back and resumes; the other one is kept aside."""
+    with pytest.raises(RuntimeError):
+        run_stages(STAGES, cfg(crash=True), tmp_path)
+    first_key = read_state(tmp_path / "total")["key"]
+    run_stages(STAGES, cfg(scale=2), tmp_path)
+    second_key = read_state(tmp_path / "total")["key"]
+    assert (tmp_path / f"total@{first_key[:8]}" / "partial.txt").exists()
+    CALLS.clear()
+    run_stages(STAGES, cfg(), tmp_path)
+    assert CALLS == [("total", True)]                                  # resumed, not started afresh
+    assert (tmp_path / "total" / "partial.txt").exists()
+    state = read_state(tmp_path / "total")
+    assert state["key"] == first_key and state["attempts"] == 2 and state["status"] == "complete"
+    assert (tmp_path / f"total@{second_key[:8]}" / "total.txt").read_text() == "20"
+
+
 def test_single_stage_runs_its_inputs_first(tmp_path):
     run_stages(STAGES, cfg(), tmp_path, target="total")
     assert [c[0] for c in CALLS] == ["make", "total"]
