@@ -50,8 +50,13 @@ class HeunSolver:
         return x_t + 0.5 * (s - t) * (u_t + path.velocity(x_euler, x1_hat_s, s)), extra
 
 
-def time_grid(steps: int) -> list[float]:
-    """``steps + 1`` equally spaced times from 0 to 1 (``steps`` integration steps)."""
+def time_grid(steps: int, power: float = 1.0) -> list[float]:
+    """``steps + 1`` times from 0 to 1 (``steps`` integration steps): ``t_k = 1 - (1 - k / steps) ** power``.
+    ``power`` 1 spaces them equally; ``power`` > 1 makes the steps shrink towards t = 1, where the molecule's
+    details (bond orders, exact geometry) settle."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power}")
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return (1.0 - (1.0 - u) ** power).tolist()

@@ -46,3 +46,16 @@ def test_unknown_solver_and_bad_grid():
         get_solver("rk9")
     with pytest.raises(ValueError, match="steps"):
         time_grid(0)
+
+
+def test_time_grid_power_refines_towards_the_end():
+    uniform, late = time_grid(20), time_grid(20, power=2.0)
+    for grid in (uniform, late):
+        assert len(grid) == 21 and grid[0] == 0.0 and abs(grid[-1] - 1.0) < 1e-15
+        assert all(b > a for a, b in zip(grid, grid[1:]))
+    steps = [b - a for a, b in zip(late, late[1:])]
+    assert all(b < a for a, b in zip(steps, steps[1:]))               # every step smaller than the one before
+    assert abs(steps[-1] - 1 / 400) < 1e-12 and abs(steps[0] - 39 / 400) < 1e-12
+    assert max(abs(b - a - 0.05) for a, b in zip(uniform, uniform[1:])) < 1e-12
+    with pytest.raises(ValueError):
+        time_grid(10, power=0.0)

@@ -218,7 +218,8 @@ class PropMolFlow(pl.LightningModule):
     def sample_molecules(self, n_atoms: list[int], values: list[float] | None = None, steps: int = 100,
                          solver: str = "euler", seed: int = 0, batch_size: int = 100,
                          stochasticity: float | None = None, temperature: float | None = None,
-                         progress: bool = True, self_condition: bool = True) -> list[Molecule]:
+                         progress: bool = True, self_condition: bool = True,
+                         grid_power: float = 1.0) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -229,6 +230,8 @@ class PropMolFlow(pl.LightningModule):
             seed: seeds every random draw (prior, CTMC jumps).
             batch_size: molecules integrated together.
             stochasticity, temperature: CTMC settings (default: the model's, 10 and 0.05).
+            grid_power: time grid ``t_k = 1 - (1 - k/steps) ** grid_power`` (1: uniform; > 1: finer steps near
+                t = 1, see :func:`molgen.generative.solvers.time_grid`).
             self_condition: feed each step's prediction into the next (a self-conditioned model only; False
                 samples it as if it had no previous prediction: an ablation).
 
@@ -243,7 +246,7 @@ class PropMolFlow(pl.LightningModule):
             raise ConfigError("every molecule needs at least one atom")
         eta = self.hparams.stochasticity if stochasticity is None else stochasticity
         temp = self.hparams.temperature if temperature is None else temperature
-        step_solver, grid = get_solver(solver), time_grid(steps)
+        step_solver, grid = get_solver(solver), time_grid(steps, grid_power)
         gen = torch.Generator().manual_seed(int(seed))
         was_training = self.training
         self.eval()
