@@ -178,6 +178,7 @@ def viewer_script() -> str:
     return resources.files("molgen").joinpath("assets/3Dmol-min.js").read_text(encoding="utf-8")
 
 
+@quiet_rdkit()
 def viewer_html(mols: list[Molecule], indices: list[int], titles: list[str] | None = None) -> str:
     """Interactive 3D views (3Dmol.js, inlined; sticks and small spheres; drag to rotate) of ``mols[i]`` for
     ``i`` in ``indices``. An HTML fragment with its own scripts; empty when ``indices`` is empty."""
@@ -187,10 +188,16 @@ def viewer_html(mols: list[Molecule], indices: list[int], titles: list[str] | No
         return ""
     blocks, names = [], []
     for k, i in enumerate(indices):
-        rd = mols[i].to_rdkit()
-        rd.UpdatePropertyCache(strict=False)
-        blocks.append(Chem.MolToMolBlock(rd, kekulize=False))
+        try:  # RDKit cannot write some generated molecules (e.g. an H with charge +3): they get no 3D view
+            rd = mols[i].to_rdkit()
+            rd.UpdatePropertyCache(strict=False)
+            block = Chem.MolToMolBlock(rd, kekulize=False)
+        except Exception:  # noqa: BLE001 -- RDKit raises RuntimeError and its own types here
+            continue
+        blocks.append(block)
         names.append(titles[k] if titles else f"#{i}")
+    if not blocks:
+        return ""
     divs = "".join(f"<div><div class='viewer' id='molgen-view-{k}'></div><div>{html.escape(n)}</div></div>"
                    for k, n in enumerate(names))
     data = json.dumps(blocks).replace("</", "<\\/")
@@ -201,6 +208,6 @@ def viewer_html(mols: list[Molecule], indices: list[int], titles: list[str] | No
             "v.addModel(blocks[k],'sdf');v.setStyle({},{stick:{radius:0.14},sphere:{scale:0.22}});"
             "v.zoomTo();v.render();made++;}catch(e){el.textContent='3D view unavailable: '+e;}}"
             "document.body.setAttribute('data-molgen-viewers',String(made));})();")
-    return (f"<h2>3D views ({len(indices)} molecules)</h2><p>Drag to rotate, scroll to zoom (3Dmol.js "
+    return (f"<h2>3D views ({len(blocks)} molecules)</h2><p>Drag to rotate, scroll to zoom (3Dmol.js "
             f"{VIEWER_VERSION}, shipped with molgen; works offline).</p><div style='display:flex;flex-wrap:wrap'>"
             f"{divs}</div><script>{script}</script><script>{init}</script>")

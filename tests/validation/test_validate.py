@@ -63,6 +63,22 @@ def test_headline_requires_net_charge_zero_only_for_a_neutral_reference(handmade
                                                                   pytest.approx(0.25))
 
 
+def test_report_survives_molecules_rdkit_cannot_write(handmade, tmp_path):
+    """A generator can emit atoms RDKit refuses to write (an H with charge +3): such a molecule is drawn from
+    its bonds or marked undrawable, gets no 3D view, and the report is written."""
+    import numpy as np
+
+    from molgen.data.molecule import Molecule
+
+    odd = Molecule(np.array([[0.0, 0, 0], [0.74, 0, 0]]), [1, 1], formal_charges=[3, 0], bonds=np.array([[0, 1]]),
+                   bond_orders=np.array([1]), name="H3+ H")
+    res = validate([odd, handmade["ethanol"]], out=tmp_path, posebusters=False, distributions=False, fcd=False,
+                   progress=False, viewer=2)
+    html = (tmp_path / "report.html").read_text()
+    assert res.report.exists() and "class='cell'" in html
+    assert "3D views (1 molecules)" in html                            # ethanol only
+
+
 def test_reference_molecules_give_distribution_distances(handmade):
     mols = [handmade["ethanol"]] * 3
     res = validate(mols, reference=mols, posebusters=False, progress=False)
