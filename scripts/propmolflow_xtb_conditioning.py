@@ -9,7 +9,9 @@
    strain energy) and on ``n`` real QM9 test molecules whose DFT gap lies within 0.25 eV of each target.
 3. Prints the mean xTB gap of each set, the shift high - low for generated and for real molecules and their
    ratio (1 = the conditioning moves the gap as much as real chemistry does), and the strain energies and
-   PoseBusters-free geometry realism (xTB relaxation energy, heavy-atom RMSD) of generated vs real molecules.
+   geometry realism (xTB relaxation energy, heavy-atom RMSD) of generated vs real molecules; with
+   ``--posebusters N``, PoseBusters' full "mol" checks (incl. the internal-energy ratio) on the first N valid
+   molecules of the low-target set and of its QM9 set.
 xTB results are stored in ``<out>/quantum.sqlite``: a re-run reuses them. Writes ``<out>/summary.json``.
 """
 from __future__ import annotations
@@ -42,6 +44,27 @@ def xtb_table(mols, store: Path, workers: int) -> pd.DataFrame:
     return table
 
 
+def posebusters_rates(mols, n: int) -> dict:
+    """PoseBusters "mol" checks (full: with the internal-energy ratio) on the first ``n`` RDKit-valid molecules."""
+    from molgen.validation.geometry import posebusters_table
+    from molgen.validation.structure import with_bonds
+
+    rd = []
+    for m in mols:
+        try:
+            rd.append(with_bonds(m)[0].to_rdkit(sanitize=True))
+        except Exception:  # noqa: BLE001 -- invalid molecules are not tested
+            continue
+        if len(rd) == n:
+            break
+    table = posebusters_table(rd, mode="full")
+    out = {"n": len(rd), "pass_rate": float(table["posebusters_pass"].astype(bool).mean())}
+    for col in table.columns:
+        if col not in ("posebusters_pass", "posebusters_failed"):
+            out[col] = float(table[col].dropna().astype(bool).mean())
+    return out
+
+
 def summary(table: pd.DataFrame, only_stable: bool) -> dict:
     t = table[table["mol_stable"].astype(bool)] if only_stable else table
     ok = t["xtb_relaxed_gap_ev"].notna()
@@ -63,6 +86,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/xtb_conditioning")
+    ap.add_argument("--posebusters", type=int, default=0, help="PoseBusters on this many molecules per set")
     a = ap.parse_args()
     import molgen
     from molgen.validation.reference import qm9_molecules
@@ -84,6 +108,9 @@ def main() -> None:
         pick = np.random.RandomState(a.seed).choice(near, min(a.n, len(near)), replace=False)
         real = [qm9[i] for i in sorted(pick)]
         gen_t, real_t = xtb_table(mols, store, a.workers), xtb_table(real, store, a.workers)
+        if name == "low" and a.posebusters:
+            result["posebusters"] = {"generated": posebusters_rates(mols, a.posebusters),
+                                     "qm9": posebusters_rates(real, a.posebusters)}
         result[name] = {"target_ev": target, "generated": summary(gen_t, False),
                         "generated_stable": summary(gen_t, True), "qm9": summary(real_t, False),
                         "qm9_dft_gap_mean": float(qm9_gap[pick].mean())}
@@ -106,6 +133,14 @@ def main() -> None:
                   f"{s['mean_atoms']:.1f} |")
     print(f"shift high - low: generated {shift['generated']:.2f} eV (stable only {shift['generated_stable']:.2f}), "
           f"QM9 {shift['qm9']:.2f} eV; ratio {result['shift_ratio']:.2f} ({result['shift_ratio_stable']:.2f})")
+    if "posebusters" in result:
+        pb = result["posebusters"]
+        keys = [k for k in pb["generated"] if k not in ("n",)]
+        print("\nPoseBusters (full 'mol' checks), low-target set: | check | generated | QM9 |")
+        print("|---|---|---|")
+        for k in keys:
+            print(f"| {k} | {100 * pb['generated'][k]:.1f} % (n={pb['generated']['n']}) | "
+                  f"{100 * pb['qm9'].get(k, float('nan')):.1f} % (n={pb['qm9']['n']}) |")
     (out / "summary.json").write_text(json.dumps(result, indent=2))
 
 
