@@ -103,6 +103,8 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     metrics["exported"] = "best.ckpt" if best.exists() else "last.ckpt"
     if cfg.model.get("init_from"):
         metrics["initialised_from"] = str(cfg.model.init_from)
+        metrics["note"] = (f"fine-tuned from {cfg.model.init_from}, not trained from scratch; from scratch: "
+                           "model=propmolflow_small trainer=propmolflow_cpu")
     return metrics
 
 
