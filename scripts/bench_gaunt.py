@@ -7,7 +7,11 @@ per (batch, channel) pair, e3nn mode "uuu"), it times forward and forward+backwa
 * molgen ``gaunt_tensor_product`` with the S2-grid path ("grid", the one ``method="auto"`` picks) and,
   with ``--impls grid fourier e3nn``, the paper's 2D-Fourier path ("fourier"),
 * e3nn ``TensorProduct`` with the parity-even paths of the full tensor product and Gaunt path weights
-  (``molgen.nn.gaunt.e3nn_gaunt_tensor_product``): the same function.
+  (``molgen.nn.gaunt.e3nn_gaunt_tensor_product``): the same function ("e3nn");
+* with ``--impls ... e3nn_compiled e3nn_v2``, what an e3nn user would try for speed: the same e3nn module under
+  ``torch.compile`` ("e3nn_compiled"; compilation is part of the warm-up, not timed), and e3nn's
+  ``o3.experimental.FullTensorProductv2`` restricted to the parity-even outputs ``0e + 1o + ... + (2L)``
+  ("e3nn_v2": every path separately, without the Gaunt weighting: slightly more output, the same products).
 
 Each implementation lives in its own worker process (so its peak memory is its own), and the parent
 interleaves the calls: every repeat runs forward, then forward+backward, in each worker in turn (the order
@@ -56,6 +60,18 @@ def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads
     rows = batch if molgen_full_batch and impl != "e3nn" else timed_rows(lmax, batch, channels, e3nn_max_gb)
     if impl == "e3nn":
         fn = e3nn_gaunt_tensor_product(lmax, lmax, 2 * lmax).to(device)
+    elif impl == "e3nn_compiled":
+        fn = torch.compile(e3nn_gaunt_tensor_product(lmax, lmax, 2 * lmax).to(device))
+    elif impl == "e3nn_v2":
+        from e3nn import o3
+        from e3nn.o3.experimental import FullTensorProductv2
+
+        irreps = o3.Irreps.spherical_harmonics(lmax)
+        even = o3.Irreps([(1, (l, (-1) ** l)) for l in range(2 * lmax + 1)])
+        tp = FullTensorProductv2(irreps, irreps, filter_ir_out=even).to(device)
+
+        def fn(a, b):
+            return tp(a.reshape(-1, n), b.reshape(-1, n))
     else:
         def fn(a, b):
             return gaunt_tensor_product(a, b, 2 * lmax, method=impl)
@@ -162,7 +178,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--lmax", type=int, nargs="*", default=None)
-    parser.add_argument("--impls", nargs="*", default=["grid", "e3nn"], choices=["grid", "fourier", "e3nn"])
+    parser.add_argument("--impls", nargs="*", default=["grid", "e3nn"],
+                        choices=["grid", "fourier", "e3nn", "e3nn_compiled", "e3nn_v2"])
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per lmax (median reported)")
     parser.add_argument("--e3nn-max-gb", type=float, default=1.0)
     parser.add_argument("--clock", choices=["process", "wall"], default=None,
@@ -202,7 +219,8 @@ def main() -> None:
         except RuntimeError as err:
             print(f"error: lmax={lmax}: {err}", file=sys.stderr)
 
-    molgen = [impl for impl in args.impls if impl != "e3nn"]
+    molgen = [impl for impl in args.impls if not impl.startswith("e3nn")]
+    baselines = [impl for impl in args.impls if impl.startswith("e3nn")]
 
     def cell(lmax: int, impl: str, key: str) -> str:
         r = results.get(lmax, {}).get(impl)
@@ -210,14 +228,14 @@ def main() -> None:
             return "-"
         return f"{r[key]:.1f}" + ("*" if r["scaled"] and key != "peak_mb" else "")
 
-    def ratio(lmax: int, impl: str, key: str) -> str:
-        a, b = results.get(lmax, {}).get("e3nn"), results.get(lmax, {}).get(impl)
+    def ratio(lmax: int, base: str, impl: str, key: str) -> str:
+        a, b = results.get(lmax, {}).get(base), results.get(lmax, {}).get(impl)
         return f"{a[key] / b[key]:.1f}x" if a and b else "-"
 
     head = ["lmax"]
     for key, label in (("fwd_ms", "fwd"), ("fb_ms", "fwd+bwd")):
-        head += [f"{impl} {label} ms" for impl in args.impls] + [f"e3nn/{impl} {label}" for impl in molgen
-                                                                  if "e3nn" in args.impls]
+        head += [f"{impl} {label} ms" for impl in args.impls] + [f"{base}/{impl} {label}" for impl in molgen
+                                                                  for base in baselines]
     head.append("peak MB " + " / ".join(args.impls))
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -225,7 +243,7 @@ def main() -> None:
         row = [str(lmax)]
         for key in ("fwd_ms", "fb_ms"):
             row += [cell(lmax, impl, key) for impl in args.impls]
-            row += [ratio(lmax, impl, key) for impl in molgen if "e3nn" in args.impls]
+            row += [ratio(lmax, base, impl, key) for impl in molgen for base in baselines]
         row.append(" / ".join(cell(lmax, impl, "peak_mb") for impl in args.impls))
         print("| " + " | ".join(row) + " |")
     scaled = sorted({(lmax, r["rows"]) for lmax, res in results.items() for r in res.values() if r["scaled"]})
