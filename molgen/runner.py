@@ -210,15 +210,9 @@ def _set_aside(stage_dir: Path, state: dict | None) -> Path:
 def _claim(run_dir: Path, stage: str):
     """Lock ``<run>/.<stage>.lock`` for this process (a real file lock, released by the OS if the process dies);
     refuse with one line when another process holds it."""
-    from filelock import FileLock, Timeout
+    from molgen.files import claim
 
-    lock = FileLock(str(run_dir / f".{stage}.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise MolgenError(f"{run_dir / stage} is being written by another molgen process; "
-                          "wait for it or stop it first") from None
-    return lock
+    return claim(run_dir, stage, str(run_dir / stage))
 
 
 def _now() -> str:

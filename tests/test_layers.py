@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "molgen.errors": 0,
     "molgen.data": 0,
     "molgen.formatting": 0,
+    "molgen.files": 0,
     "molgen.settings": 0,
     "molgen.spec": 0,
     "molgen.settings": 0,

@@ -163,9 +163,23 @@ def validate(mols_or_path: str | Path | Iterable, reference=None, out: str | Pat
     mols, skipped, source = _as_molecules(mols_or_path)
     ref: Reference | None = load_reference(reference, n_molecules=reference_molecules if distributions else 0)
     outdir = Path(out) if out is not None else None
-    if outdir is not None:
-        outdir.mkdir(parents=True, exist_ok=True)
+    lock = None
+    if outdir is not None:  # one writer per output folder: a second validate into it is refused
+        from molgen.files import claim
 
+        lock = claim(outdir, "validate", f"{outdir}")
+    try:
+        return _validate(mols, skipped, source, ref, outdir, xtb, dft, posebusters, distributions, workers, timeout,
+                         engine, xtb_options, dft_options, fcd, fcd_reference_molecules, progress, title,
+                         require_neutral, depictions, viewer, t0)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _validate(mols, skipped, source, ref, outdir, xtb, dft, posebusters, distributions, workers, timeout, engine,
+              xtb_options, dft_options, fcd, fcd_reference_molecules, progress, title, require_neutral, depictions,
+              viewer, t0) -> ValidationResult:
     table = structure_table(mols, progress=progress)
     metrics: dict[str, Any] = {"source": source, "n_skipped_records": len(skipped)}
     if skipped:
@@ -298,8 +312,10 @@ def write_outputs(result: ValidationResult, bonded: list[Molecule], title: str, 
 
     out = result.out
     assert out is not None
-    (out / "metrics.json").write_text(json.dumps(jsonable(result.metrics, finite=True), indent=2))
-    result.table.to_csv(out / "molecules.csv", index=False)
+    from molgen.files import write_atomic
+
+    write_atomic(out / "metrics.json", json.dumps(jsonable(result.metrics, finite=True), indent=2))
+    write_atomic(out / "molecules.csv", result.table.to_csv(index=False))
     extra = []
     for _, row in result.table.iterrows():
         extra.append({f"molgen_validation_{c}": row[c] for c in SDF_COLUMNS

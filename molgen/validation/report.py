@@ -280,10 +280,12 @@ def write_reports(result, bonded: list[Molecule], title: str, ref, depictions: i
 
     out: Path = result.out
     figs = _plots(result, bonded, [m for m in (ref.molecules or [])] if ref is not None and ref.molecules else None)
+    from molgen.files import write_atomic
+
     for name, data in figs.items():
-        (out / name).write_bytes(data)
+        write_atomic(out / name, data)
     md = _markdown(result, title, {n: f"./{n}" for n in figs})
-    (out / "report.md").write_text(md)
+    write_atomic(out / "report.md", md)
     embedded = {n: "data:image/png;base64," + base64.b64encode(d).decode() for n, d in figs.items()}
     page = _md_to_html(_markdown(result, title, embedded), title)
     stable_col = "mol_stable_neutral" if result.metrics.get("require_neutral") else "mol_stable"
@@ -293,6 +295,4 @@ def write_reports(result, bonded: list[Molecule], title: str, ref, depictions: i
     extra += viewer_html(bonded, picks, [f"#{i} {table.iloc[i].get('formula', '')}"
                                          f"{'' if table.iloc[i][stable_col] else ' (unstable)'}" for i in picks])
     page = page.replace("</style>", GRID_STYLE + "</style>", 1).replace("\n</body>", "\n" + extra + "\n</body>", 1)
-    path = out / "report.html"
-    path.write_text(page)
-    return path
+    return write_atomic(out / "report.html", page)

@@ -63,6 +63,31 @@ def test_headline_requires_net_charge_zero_only_for_a_neutral_reference(handmade
                                                                   pytest.approx(0.25))
 
 
+def test_a_second_validate_into_a_busy_folder_is_refused(tmp_path, capsys):
+    """While one process writes a validation folder (its lock held: here by a child process), a second
+    `molgen validate` into it exits 2 with one line and writes nothing there; once free, it runs."""
+    import time
+
+    out = tmp_path / "val"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from molgen.files import claim; "
+                               f"lock = claim({str(out)!r}, 'validate', 'x'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc = main(["validate", str(DATA / "handmade.sdf"), f"out={out}", "distributions=false", "posebusters=false"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "being written by another molgen process" in err[0], err
+        assert not (out / "report.html").exists() and not (out / "metrics.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert main(["validate", str(DATA / "handmade.sdf"), f"out={out}", "distributions=false",
+                 "posebusters=false"]) == 0
+    assert (out / "report.html").exists() and not list(out.glob("*.tmp*"))
+
+
 def test_report_survives_molecules_rdkit_cannot_write(handmade, tmp_path):
     """A generator can emit atoms RDKit refuses to write (an H with charge +3): such a molecule is drawn from
     its bonds or marked undrawable, gets no 3D view, and the report is written."""
