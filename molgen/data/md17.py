@@ -13,11 +13,14 @@ Loaders (all return a :class:`Trajectory`; :func:`load_trajectory` picks one fro
 * :func:`load_xtb_npz`   the GFN2-xTB trajectories of ``shared/data/md17_xtb`` and of
   :mod:`molgen.data.simulate`: ``R``, ``z``, ``dt_fs`` and optionally ``frame_index``.
 
-The protocol (:func:`egno_split`, :func:`make_windows`) follows EGNO (Xu et al., ICML 2024,
+Two protocols. The trajectory-level one (:func:`strided_starts`) gives each split whole trajectories (train on
+some, test on others that share no frame): what a user running the model on their own simulation meets. The
+paper's (:func:`egno_split`, :func:`make_windows`) follows EGNO (Xu et al., ICML 2024,
 ``MinkaiXu/EGNO:md17/dataset.py``) as ATOM (Thompson et al. 2025) reuses it: heavy atoms only; velocity
 ``v_t = x_{t+1} - x_t`` (Angstrom per frame); start frames drawn from ``[margin, T - margin)`` with
 ``numpy.random.seed(100)``: 10% train, then 5% val and 5% test from the rest, capped to 500/2000/2000;
-``P = 8`` targets at ``t + dT * i // P`` for ``i = 1..P`` with ``dT = 3000`` frames.
+``P = 8`` targets at ``t + dT * i // P`` for ``i = 1..P`` with ``dT = 3000`` frames. It draws train, val and
+test windows from one trajectory, so a model can learn that trajectory's path rather than the dynamics.
 """
 from __future__ import annotations
 
@@ -294,6 +297,29 @@ def candidate_starts(traj: Trajectory, protocol: Protocol) -> np.ndarray:
         inside = t + off < len(stored)
         ok &= inside & stored[np.minimum(t + off, len(stored) - 1)]
     return t[ok]
+
+
+def strided_starts(traj: Trajectory, protocol: Protocol, stride: int = 1, cap: int | None = None) -> np.ndarray:
+    """Every ``stride``-th candidate start frame of a whole trajectory, thinned evenly to at most ``cap``.
+
+    The trajectory-level protocol takes all windows of a trajectory for one split (train, val or test), so
+    train and test share no frame and no trajectory; the stride only drops near-duplicate windows (consecutive
+    0.5 fs frames are almost identical).
+    """
+    if stride < 1:
+        raise DataError(f"{traj.name}: stride {stride} must be >= 1")
+    starts = candidate_starts(traj, protocol)[::stride]
+    if cap is not None and 0 < cap < len(starts):
+        starts = starts[np.unique(np.linspace(0, len(starts) - 1, cap).round().astype(np.int64))]
+    return starts
+
+
+def concat_windows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Windows of one molecule from several trajectories as one set (``z`` must agree)."""
+    for w in parts[1:]:
+        if not np.array_equal(w["z"], parts[0]["z"]):
+            raise DataError("trajectories of one molecule have different atoms (atomic numbers or order differ)")
+    return {k: (parts[0][k] if k == "z" else np.concatenate([w[k] for w in parts])) for k in parts[0]}
 
 
 def egno_split(candidates: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:

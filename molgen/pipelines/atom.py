@@ -30,6 +30,7 @@ from molgen.runner import Stage, StageContext, say
 PIPELINE = "atom"
 WINDOWS = "windows.pt"
 PREDICTIONS = "predictions.pt"
+MAIN = "main"  # the trajectory id of <molecule>.npz; others are <molecule>_<id>.npz (e.g. s101)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -50,7 +51,13 @@ def shared_data_dir(name: str) -> Path | None:
     return None
 
 
-def _molecule_file(folder: Path, molecule: str, source: str) -> Path:
+def _molecule_file(folder: Path, molecule: str, source: str, trajectory: str = MAIN) -> Path:
+    if trajectory != MAIN:  # an independent trajectory: <molecule>_<id>.npz, also under independent/
+        name = f"{molecule}_{trajectory}.npz"
+        for f in (folder / name, folder / "independent" / name):
+            if f.is_file():
+                return f
+        raise DataError(f"data.trajectories: no {name} in {folder} or {folder / 'independent'}")
     names = {"md17": [f"md17_{molecule}.npz", f"{molecule}.npz"],
              "rmd17": [f"rmd17_{molecule}_train_01.npz", f"rmd17_{molecule}.npz", f"{molecule}.npz"],
              "tg80": [f"tg80_{molecule}.npz", f"{molecule}.npz"]}.get(source, [f"{molecule}.npz"])
@@ -60,10 +67,13 @@ def _molecule_file(folder: Path, molecule: str, source: str) -> Path:
     raise DataError(f"data.molecule={molecule}: no {' or '.join(names)} in {folder}")
 
 
-def load_source(cfg: DictConfig, molecule: str, workdir: Path) -> md17.Trajectory:
-    """The trajectory of one molecule from ``data.source`` (see configs/data/md17.yaml)."""
+def load_source(cfg: DictConfig, molecule: str, workdir: Path, trajectory: str = MAIN) -> md17.Trajectory:
+    """A trajectory of one molecule from ``data.source`` (see configs/data/md17.yaml): ``trajectory`` is ``main``
+    (``<molecule>.npz``) or the id of an independent one (``<molecule>_<id>.npz``, e.g. ``s101``)."""
     source = cfg.source
     if source == "simulate":
+        if trajectory != MAIN:
+            raise ConfigError("data.source=simulate makes one trajectory per molecule; use split_by=window")
         from molgen.data.simulate import simulate_from_config
 
         return simulate_from_config(cfg, molecule, workdir / "simulation")
@@ -83,13 +93,35 @@ def load_source(cfg: DictConfig, molecule: str, workdir: Path) -> md17.Trajector
                             "(set data.path=FOLDER or MOLGEN_SHARED_DATA)")
         folder = found
     layout = cfg.layout if cfg.layout != "auto" else {"embedded": "xtb", "npz": "auto"}.get(source, source)
-    return md17.load_trajectory(_molecule_file(folder, molecule, source), layout, name=molecule)
+    return md17.load_trajectory(_molecule_file(folder, molecule, source, trajectory), layout, name=molecule)
 
 
 def protocol_from(cfg: DictConfig) -> md17.Protocol:
     return md17.Protocol(delta_frame=int(cfg.delta_frame), n_targets=int(cfg.n_targets), margin=int(cfg.margin),
-                         fractions=tuple(float(f) for f in cfg.fractions), caps=tuple(int(c) for c in cfg.caps),
+                         fractions=tuple(float(f) for f in cfg.fractions),
+                         caps=tuple(int(c) if c is not None else 10**9 for c in cfg.caps),
                          seed=int(cfg.seed), heavy_only=bool(cfg.heavy_only))
+
+
+def _trajectory_plan(data: DictConfig) -> dict[str, tuple[list[str], int, int | None]]:
+    """``{split: (trajectory ids, stride, cap per trajectory)}`` of the trajectory-level protocol; each trajectory
+    in one split only."""
+    plan = {}
+    for i, role in enumerate(("train", "val", "test")):
+        ids = [str(t) for t in (data.trajectories.get(role) or [])]
+        stride = int(data.strides[i]) if data.get("strides") else 1
+        cap = int(data.caps[i]) if data.caps[i] is not None else None
+        plan[role] = (ids, stride, cap)
+    seen: dict[str, str] = {}
+    for role, (ids, _, _) in plan.items():
+        for tid in ids:
+            if tid in seen:
+                raise ConfigError(f"data.trajectories: trajectory {tid} is in both {seen[tid]} and {role}; a "
+                                  "trajectory-level split gives each trajectory to one split")
+            seen[tid] = role
+    if not plan["train"][0] or not plan["test"][0]:
+        raise ConfigError("data.trajectories needs at least one train and one test trajectory")
+    return plan
 
 
 def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -102,35 +134,68 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     if len(holdout) == len(molecules):
         raise ConfigError("data.holdout holds every molecule: nothing left to train on")
     protocol = protocol_from(data)
+    by_trajectory = str(data.get("split_by", "window")) == "trajectory"
+    if str(data.get("split_by", "window")) not in ("window", "trajectory"):
+        raise ConfigError(f"data.split_by={data.split_by}: choose window (the paper's) or trajectory")
+    plan = _trajectory_plan(data) if by_trajectory else None
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
     info: dict[str, dict] = {}
     reference: dict[str, torch.Tensor] = {}
     time_step = None
     for k, mol in enumerate(molecules):
-        traj = load_source(data, mol, ctx.dir)
-        if not traj.time_ordered:
-            raise DataError(f"{mol}: {data.source} frames are not time-ordered; use md17/xtb/tg80 trajectories")
-        time_step = time_step or traj.time_step_fs
-        if abs(traj.time_step_fs - time_step) > 1e-6:
-            raise DataError(f"{mol}: time step {traj.time_step_fs} fs differs from {time_step} fs of {molecules[0]}")
-        cand = md17.candidate_starts(traj, protocol)
-        if len(cand) == 0:
-            raise DataError(f"{mol}: no start frame fits (source frames {traj.n_source_frames}, margin "
-                            f"{protocol.margin}, dT {protocol.delta_frame})")
-        split = md17.egno_split(cand, protocol)
-        if mol in holdout:  # zero-shot: every drawn start of the held-out molecule goes to test
-            split = {"train": split["train"][:0], "val": split["val"][:0],
-                     "test": np.concatenate([split["test"], split["val"]])[:protocol.caps[2]]}
-        for name, starts in split.items():
-            if len(starts):
-                splits[name].append((md17.make_windows(traj, starts, protocol), k))
-        sub = traj.select_atoms(traj.heavy_mask) if protocol.heavy_only else traj
+        roles = {"test": plan["test"]} if plan and mol in holdout else plan
+        trajectories = {tid for ids, _, _ in roles.values() for tid in ids} if roles else {MAIN}
+        trajs = {tid: load_source(data, mol, ctx.dir, tid) for tid in sorted(trajectories)}
+        for tid, traj in trajs.items():
+            if not traj.time_ordered:
+                raise DataError(f"{mol}: {data.source} frames are not time-ordered; use md17/xtb/tg80 trajectories")
+            time_step = time_step or traj.time_step_fs
+            if abs(traj.time_step_fs - time_step) > 1e-6:
+                raise DataError(f"{mol} ({tid}): time step {traj.time_step_fs} fs differs from {time_step} fs of "
+                                f"{molecules[0]}")
+        if roles:  # trajectory-level: every (strided) window of a trajectory goes to that trajectory's split
+            split, cand = {}, 0
+            for role, (ids, stride, cap) in roles.items():
+                parts = []
+                for tid in ids:
+                    starts = md17.strided_starts(trajs[tid], protocol, stride, cap)
+                    cand += len(md17.candidate_starts(trajs[tid], protocol))
+                    if len(starts):
+                        parts.append(md17.make_windows(trajs[tid], starts, protocol))
+                if parts:
+                    split[role] = md17.concat_windows(parts)
+            n = {role: len(split[role]["start_frames"]) if role in split else 0 for role in ("train", "val", "test")}
+            if not any(n.values()):
+                raise DataError(f"{mol}: no start frame fits any trajectory (margin {protocol.margin}, dT "
+                                f"{protocol.delta_frame})")
+            for role, w in split.items():
+                splits[role].append((w, k))
+        else:
+            traj = trajs[MAIN]
+            cand = md17.candidate_starts(traj, protocol)
+            if len(cand) == 0:
+                raise DataError(f"{mol}: no start frame fits (source frames {traj.n_source_frames}, margin "
+                                f"{protocol.margin}, dT {protocol.delta_frame})")
+            starts = md17.egno_split(cand, protocol)
+            if mol in holdout:  # zero-shot: every drawn start of the held-out molecule goes to test
+                starts = {"train": starts["train"][:0], "val": starts["val"][:0],
+                          "test": np.concatenate([starts["test"], starts["val"]])[:protocol.caps[2]]}
+            for name, st in starts.items():
+                if len(st):
+                    splits[name].append((md17.make_windows(traj, st, protocol), k))
+            n = {name: int(len(st)) for name, st in starts.items()}
+            cand = len(cand)
+        first = next(iter(trajs.values()))
+        sub = first.select_atoms(first.heavy_mask) if protocol.heavy_only else first
         reference[mol] = torch.tensor(sub.positions[0])
-        info[mol] = {"source_frames": int(traj.n_source_frames), "stored_frames": traj.n_frames,
-                     "atoms": traj.n_atoms, "predicted_atoms": sub.n_atoms, "candidate_starts": int(len(cand)),
-                     **{f"n_{s}": int(len(v)) for s, v in split.items()}, "holdout": mol in holdout}
-        say(f"  {mol}: {traj.n_frames} frames ({traj.n_source_frames} source), {sub.n_atoms} predicted atoms, "
-            f"train/val/test starts {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
+        info[mol] = {"source_frames": int(sum(t.n_source_frames for t in trajs.values())),
+                     "stored_frames": int(sum(t.n_frames for t in trajs.values())),
+                     "atoms": first.n_atoms, "predicted_atoms": sub.n_atoms, "candidate_starts": int(cand),
+                     **{f"n_{s}": int(v) for s, v in n.items()}, "holdout": mol in holdout}
+        if roles:
+            info[mol]["trajectories"] = {role: list(ids) for role, (ids, _, _) in roles.items()}
+        say(f"  {mol}: {info[mol]['stored_frames']} frames in {len(trajs)} trajector{'y' if len(trajs) == 1 else 'ies'}, "
+            f"{sub.n_atoms} predicted atoms, train/val/test starts {n['train']}/{n['val']}/{n['test']}")
     tensors = {name: md17.pad_windows([w for w, _ in parts], [k for _, k in parts]) if parts else None
                for name, parts in splits.items()}
     if tensors["train"] is None or tensors["test"] is None:
@@ -143,17 +208,26 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
                 t[key] = torch.nn.functional.pad(t[key], (0, 0, 0, pad) if t[key].ndim == 3 else (0, pad))
             t["targets"] = torch.nn.functional.pad(t["targets"], (0, 0, 0, pad))
     meta = {"molecules": molecules, "holdout": holdout, "protocol": protocol.as_dict(), "time_step_fs": time_step,
-            "source": str(data.source), "info": info}
+            "source": str(data.source), "info": info, "split_by": "trajectory" if by_trajectory else "window"}
+    if plan:
+        meta["trajectories"] = {role: {"ids": ids, "stride": stride, "cap": cap} for role, (ids, stride, cap) in plan.items()}
     torch.save({**{k: v for k, v in tensors.items() if v is not None}, "meta": meta, "reference": reference},
                ctx.dir / WINDOWS)
     (ctx.dir / "protocol.json").write_text(json.dumps(meta, indent=2))
     rows = [[f"{m} (held out)" if i["holdout"] else m, i["source_frames"], i["predicted_atoms"], i["candidate_starts"],
              i["n_train"], i["n_val"], i["n_test"]] for m, i in info.items()]
+    if plan:
+        how = ("Trajectory-level protocol: "
+               + "; ".join(f"{role} on {', '.join(ids)} (every {stride}th start frame"
+                           + (f", at most {cap} per trajectory)" if cap else ")") for role, (ids, stride, cap) in plan.items())
+               + "; no trajectory is in two splits, so test windows share no frame with training. ")
+    else:
+        how = "EGNO protocol (train, val and test windows drawn from one trajectory per molecule). "
     (ctx.dir / "report.md").write_text("\n".join([
-        f"EGNO protocol on `{data.source}` trajectories ({'xTB dynamics, not DFT' if data.source in ('embedded', 'xtb') else data.source}): "
+        how + f"On `{data.source}` trajectories ({'xTB dynamics, not DFT' if data.source in ('embedded', 'xtb') else data.source}): "
         f"dT = {protocol.delta_frame} frames ({protocol.delta_frame * time_step / 1000:g} ps), P = {protocol.n_targets}, "
-        f"margin {protocol.margin} frames at both ends, {'heavy atoms' if protocol.heavy_only else 'all atoms'}, "
-        f"seed {protocol.seed}, fractions {list(protocol.fractions)}, caps {list(protocol.caps)}.", "",
+        f"margin {protocol.margin} frames at both ends, {'heavy atoms' if protocol.heavy_only else 'all atoms'}"
+        + ("." if plan else f", seed {protocol.seed}, fractions {list(protocol.fractions)}, caps {list(protocol.caps)}."), "",
         markdown_table(["molecule", "source frames", "atoms", "candidate starts", "train", "val", "test"], rows)]))
     return {"molecules": len(molecules), "margin": protocol.margin, "delta_frame": protocol.delta_frame,
             **{f"n_{s}": int(t["x0"].shape[0]) if t is not None else 0 for s, t in tensors.items()}}
@@ -174,7 +248,7 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
     return {"_target_": str(m.get("_target_", "molgen.models.atom.forecaster.TrajectoryForecaster")),
             "network": str(m.name), "network_args": net_args, "optimizer": str(m.optimizer), "lr": float(m.lr),
             "weight_decay": float(m.weight_decay), "step_lr_every": int(m.step_lr_every),
-            "center": bool(m.get("center", False)),
+            "center": bool(m.get("center", False)), "augment_rotations": bool(m.get("augment_rotations", False)),
             "protocol": {"delta_frame": int(meta["protocol"]["delta_frame"]),
                          "n_targets": int(meta["protocol"]["n_targets"]),
                          "heavy_only": bool(meta["protocol"]["heavy_only"]),
@@ -310,22 +384,28 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
         r = {"s2s": float(m[:, -1].mean()), "s2t": float(m.mean()), "static_s2s": float(s[:, -1].mean()),
              "static_s2t": float(s.mean()), "n_test": int(sel.sum()),
              "s2s_sem": float(m[:, -1].std() / max(1, int(sel.sum())) ** 0.5)}
+        r["s2t_ratio"] = r["s2t"] / max(r["static_s2t"], 1e-12)
         metrics[mol] = r
         curves[mol] = (m.mean(0).numpy(), s.mean(0).numpy())
         tag = " (zero-shot)" if mol in meta["holdout"] else ""
         rows.append([f"{mol}{tag}", r["n_test"], f"{r['s2s']:.2f} ± {r['s2s_sem']:.2f}", f"{r['s2t']:.2f}",
-                     f"{r['static_s2s']:.2f}", f"{r['static_s2t']:.2f}"])
+                     f"{r['static_s2s']:.2f}", f"{r['static_s2t']:.2f}", f"{r['s2t_ratio']:.2f}"])
     metrics["s2s"] = float(np.mean([v["s2s"] for v in metrics.values()]))
     metrics["s2t"] = float(np.mean([v["s2t"] for k, v in metrics.items() if isinstance(v, dict)]))
+    ratios = [v["s2t_ratio"] for v in metrics.values() if isinstance(v, dict)]
+    metrics["s2t_ratio_geomean"] = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-12)))))
     plot_error_curves(curves, offsets_ps, ctx.dir / "error_curves.png", preds.get("network", "model"))
     first = 0
     plot_overlay(test["x0"][first], test["targets"][first], pred[first], test["mask"][first],
                  ctx.dir / "overlay.png", title=f"{meta['molecules'][int(test['molecule'][first])]} "
                                                  f"start {int(test['start_frames'][first])}")
-    lines = [f"Test-set errors of `{preds.get('network')}` under the EGNO protocol on {meta['source']} trajectories "
+    protocol = ("the trajectory-level protocol (test trajectories " + ", ".join(meta["trajectories"]["test"]["ids"])
+                + ", never seen in training)") if meta.get("split_by") == "trajectory" else "the EGNO protocol"
+    lines = [f"Test-set errors of `{preds.get('network')}` under {protocol} on {meta['source']} trajectories "
              f"({'xTB dynamics, not MD17 DFT' if meta['source'] in ('embedded', 'xtb') else meta['source']}); MSE over "
              "heavy atoms and x/y/z in 1e-2 A^2; S2S = last frame, S2T = mean over the P frames; static = predict "
-             "x_t.", "", markdown_table(["molecule", "test windows", "S2S", "S2T", "static S2S", "static S2T"], rows),
+             "x_t; ratio = S2T / static S2T (below 1 beats no motion).", "",
+             markdown_table(["molecule", "test windows", "S2S", "S2T", "static S2S", "static S2T", "S2T ratio"], rows),
              "", "![per-frame error](./error_curves.png)", "", "![overlay](./overlay.png)"]
     if preds.get("network") in ("atom", "egno"):
         from molgen.checkpoint import load_model

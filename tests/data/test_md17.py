@@ -151,3 +151,47 @@ def test_molecule_batches_are_pure_and_trimmed():
                           md17.make_windows(b, md17.candidate_starts(b, p)[:2], p)], [0, 1])
     trimmed = md17.trim_padding({k: v[:2] for k, v in t.items()})   # the two ethanol windows
     assert trimmed["x0"].shape == (2, 3, 3) and trimmed["targets"].shape == (2, 8, 3, 3)
+
+
+def test_trajectory_level_starts_are_strided_capped_and_exact():
+    """The trajectory-level protocol: all (strided) windows of a whole independent trajectory, thinned evenly."""
+    traj = md17.load_xtb_npz(repo_data_dir() / "independent" / "ethanol_s101.npz")
+    assert traj.n_source_frames == 12_000 and traj.n_frames == 960
+    protocol = md17.Protocol(margin=0)
+    cand = md17.candidate_starts(traj, protocol)
+    assert cand.min() == 0 and cand.max() + 3000 < 12_000 and (cand % 25 == 0).all()
+    every = md17.strided_starts(traj, protocol, stride=4)
+    np.testing.assert_array_equal(every, cand[::4])
+    capped = md17.strided_starts(traj, protocol, stride=1, cap=10)
+    assert len(capped) == 10 and capped[0] == cand[0] and capped[-1] == cand[-1]     # spread over the trajectory
+    assert set(capped) <= set(cand)
+    with pytest.raises(DataError, match="stride"):
+        md17.strided_starts(traj, protocol, stride=0)
+    w = md17.make_windows(traj, capped, protocol)
+    np.testing.assert_allclose(w["targets"][3, 2], traj.frames_at([capped[3] + 1125])[0][:3])
+
+
+@needs_xtb
+def test_embedded_independent_trajectories_match_their_source_and_differ_from_main():
+    for seed in ("s101", "s102"):
+        sub = md17.load_xtb_npz(repo_data_dir() / "independent" / f"ethanol_{seed}.npz")
+        full = md17.load_xtb_npz(XTB / "independent" / f"ethanol_{seed}.npz")
+        np.testing.assert_array_equal(sub.positions, full.positions[sub.frame_index])
+    main = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    other = md17.load_xtb_npz(repo_data_dir() / "independent" / "ethanol_s101.npz")
+    # no frame of the independent trajectory occurs in the main one (a trajectory-level split cannot leak)
+    d = np.abs(other.positions[:, None, :3] - main.positions[None, :, :3]).max(axis=(2, 3))
+    assert d.min() > 1e-3
+
+
+def test_concat_windows_refuses_different_atoms():
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    protocol = md17.Protocol()
+    starts = md17.candidate_starts(traj, protocol)[:3]
+    a = md17.make_windows(traj, starts, protocol)
+    both = md17.concat_windows([a, a])
+    assert both["x0"].shape == (6, 3, 3) and both["z"].shape == (3,)
+    b = dict(a, z=a["z"][::-1].copy())
+    b["z"][0] = 7
+    with pytest.raises(DataError, match="different atoms"):
+        md17.concat_windows([a, b])

@@ -75,3 +75,29 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert rc == 2 and err.startswith("error: data.molecule=caffeine: no caffeine.npz in") and len(err.strip().splitlines()) == 1
     rc, out, err = run(tmp_path, capsys, "data.source=xtb", f"data.path={tmp_path / 'missing'}")
     assert rc == 2 and "folder not found" in err
+
+
+def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, capsys):
+    """split_by=trajectory: train on the main trajectory, choose on seed 102, test on seed 101 (embedded)."""
+    rc, out, err = run(tmp_path, capsys, "model=static", "data.split_by=trajectory", "data.margin=0",
+                       "data.trajectories={train:[main],val:[s102],test:[s101]}", "data.strides=[5,10,4]",
+                       "data.caps=[null,8,30]", "run=traj")
+    assert rc == 0, err
+    meta = json.loads((tmp_path / "traj" / "featurize" / "protocol.json").read_text())
+    assert meta["split_by"] == "trajectory"
+    assert meta["info"]["ethanol"]["trajectories"] == {"train": ["main"], "val": ["s102"], "test": ["s101"]}
+    assert (meta["info"]["ethanol"]["n_val"], meta["info"]["ethanol"]["n_test"]) == (8, 30)
+    windows = torch.load(tmp_path / "traj" / "featurize" / "windows.pt", weights_only=True)
+    s101 = md17.load_xtb_npz(repo_data_dir() / "independent" / "ethanol_s101.npz")
+    starts = windows["test"]["start_frames"].numpy()
+    np.testing.assert_array_equal(windows["test"]["x0"][:, :3].numpy(), s101.frames_at(starts)[:, :3])
+    assert starts.max() + 3000 < 12_000                           # windows of the 12k-frame trajectory
+    report = (tmp_path / "traj" / "featurize" / "report.md").read_text()
+    assert report.startswith("Trajectory-level protocol: train on main")
+    # a trajectory in two splits is refused before anything runs
+    rc, out, err = run(tmp_path, capsys, "model=static", "data.split_by=trajectory",
+                       "data.trajectories={train:[main],val:[],test:[main]}", "run=bad")
+    assert rc == 2 and err.strip().startswith("error: data.trajectories: trajectory main is in both train and test")
+    rc, out, err = run(tmp_path, capsys, "model=static", "data.split_by=trajectory",
+                       "data.trajectories={train:[main],val:[],test:[s999]}", "run=bad2")
+    assert rc == 2 and "no ethanol_s999.npz" in err and len(err.strip().splitlines()) == 1

@@ -44,6 +44,22 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return ((pred - target) ** 2 * m).sum((2, 3)) / (3 * m.sum((2, 3))).clamp(min=1)
 
 
+def rotate_windows(batch: dict, rotations: torch.Tensor | None = None) -> dict:
+    """The windows rotated about their input centroids: ``x0``, ``v0`` and ``targets`` by one rotation per window
+    (uniform random ``[B, 3, 3]`` when ``rotations`` is None); padding atoms stay at zero."""
+    from e3nn import o3
+
+    x0, mask = batch["x0"], batch["mask"]
+    R = o3.rand_matrix(x0.shape[0], dtype=x0.dtype) if rotations is None else rotations.to(x0.dtype)
+    m = mask.to(x0.dtype)[..., None]
+    c = (x0 * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)          # [B, 1, 3]
+    out = dict(batch)
+    out["x0"] = (((x0 - c) @ R.transpose(1, 2)) + c) * m
+    out["v0"] = (batch["v0"] @ R.transpose(1, 2)) * m
+    out["targets"] = (((batch["targets"] - c[:, None]) @ R[:, None].transpose(2, 3)) + c[:, None]) * m[:, None]
+    return out
+
+
 class TrajectoryForecaster(pl.LightningModule):
     """Lightning module for P-frame forecasting.
 
@@ -59,11 +75,15 @@ class TrajectoryForecaster(pl.LightningModule):
         center: feed the network coordinates relative to the input centroid and add it back (False = ATOM's
             absolute coordinates; True in ``model=atom_multitask``, where rMD17-derived benzene sits ~110 A
             from the origin).
+        augment_rotations: rotate every training window (input, velocity and targets, about the input
+            centroid) by a random rotation. ATOM's trunk is not equivariant, and an MD trajectory with its
+            overall rotation removed shows a molecule in few orientations; without augmentation the model
+            learns orientation-specific maps that fail on a new simulation.
     """
 
     def __init__(self, network: str = "atom", network_args: dict | None = None, optimizer: str = "adamw",
                  lr: float = 1e-3, weight_decay: float = 1e-5, step_lr_every: int = 0, step_lr_gamma: float = 0.5,
-                 protocol: dict | None = None, center: bool = False):
+                 protocol: dict | None = None, center: bool = False, augment_rotations: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.net = build(network_spec(network, network_args))
@@ -91,6 +111,8 @@ class TrajectoryForecaster(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------ training
     def _step(self, batch: dict, split: str) -> torch.Tensor:
+        if split == "train" and self.hparams.augment_rotations:
+            batch = rotate_windows(batch)
         pred = self(batch["x0"], batch["v0"], batch["z"], batch["mask"])
         mse = masked_mse(pred, batch["targets"], batch["mask"])                      # [B, P]
         loss = mse.mean()

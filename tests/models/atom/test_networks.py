@@ -206,3 +206,45 @@ def test_predict_an_unseen_molecule_zero_shot_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.predict(m)
+
+
+def test_rotate_windows_rotates_inputs_and_targets_about_the_input_centroid(aspirin_batch):
+    from molgen.models.atom.forecaster import rotate_windows
+    from e3nn import o3
+
+    x0, v0, z = aspirin_batch
+    torch.manual_seed(0)
+    targets = x0[:, None] + 0.1 * torch.randn(4, 8, *x0.shape[1:], dtype=x0.dtype)
+    mask = torch.ones(z.shape, dtype=torch.bool)
+    mask[0, -2:] = False                                          # padding atoms stay zero
+    batch = {"x0": x0 * mask[..., None], "v0": v0 * mask[..., None], "targets": targets * mask[:, None, :, None],
+             "mask": mask, "z": z}
+    R = o3.rand_matrix(4, dtype=x0.dtype)
+    out = rotate_windows(batch, R)
+    # distances within and between frames are kept; the static baseline's error is unchanged
+    for b in range(4):
+        n = int(mask[b].sum())
+        before = torch.cdist(batch["targets"][b, :, :n].reshape(-1, 3), batch["x0"][b, :n])
+        after = torch.cdist(out["targets"][b, :, :n].reshape(-1, 3), out["x0"][b, :n])
+        torch.testing.assert_close(after, before)
+    static = lambda w: masked_mse(w["x0"][:, None].expand_as(w["targets"]), w["targets"], w["mask"])  # noqa: E731
+    torch.testing.assert_close(static(out), static(batch))
+    torch.testing.assert_close(out["v0"][1], v0[1] @ R[1].T)
+    assert (out["x0"][0, -2:] == 0).all() and (out["targets"][0, :, -2:] == 0).all()
+    # centroids stay put (rotation about the input centroid), so a centred model sees no translation
+    torch.testing.assert_close(out["x0"][1].mean(0), x0[1].mean(0))
+
+
+def test_atom_displacement_head_starts_as_the_static_baseline(aspirin_batch):
+    x0, v0, z = aspirin_batch
+    model = small_atom(displacement=True, velocity_scale=250.0)
+    pred = model(x0, v0, z)
+    torch.testing.assert_close(pred, x0[:, None].expand_as(pred))
+    # one gradient step moves it away from the static baseline (the zero projection still receives a gradient)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    model.train()
+    loss = ((model(x0, v0, z) - (x0 + 0.05)[:, None]) ** 2).mean()
+    loss.backward()
+    opt.step()
+    model.eval()
+    assert not torch.allclose(model(x0, v0, z), x0[:, None].expand_as(pred))
