@@ -261,7 +261,10 @@ class Protocol:
         fractions: train/val/test shares of the candidate start frames (10% / 5% / 5%).
         caps: maximum train/val/test samples (500 / 2000 / 2000).
         seed: NumPy seed of the draw (100).
-        heavy_only: drop hydrogens.
+        heavy_only: forecast and score heavy atoms only.
+        hydrogen_inputs: with ``heavy_only``, keep the hydrogens as *inputs* (their positions and velocities show
+            the O-H / CH3 rotors that drive a small molecule's reorientation) while predictions are still scored
+            on heavy atoms only (the windows' ``scored`` mask).
     """
 
     delta_frame: int = 3000
@@ -271,6 +274,7 @@ class Protocol:
     caps: tuple[int, int, int] = (500, 2000, 2000)
     seed: int = 100
     heavy_only: bool = True
+    hydrogen_inputs: bool = False
 
     def target_offsets(self) -> np.ndarray:
         """Frame offsets ``dT * i // P`` of the P targets, ``[P]``."""
@@ -279,7 +283,7 @@ class Protocol:
     def as_dict(self) -> dict:
         return {"delta_frame": self.delta_frame, "n_targets": self.n_targets, "margin": self.margin,
                 "fractions": list(self.fractions), "caps": list(self.caps), "seed": self.seed,
-                "heavy_only": self.heavy_only}
+                "heavy_only": self.heavy_only, "hydrogen_inputs": self.hydrogen_inputs}
 
 
 def candidate_starts(traj: Trajectory, protocol: Protocol) -> np.ndarray:
@@ -319,7 +323,7 @@ def concat_windows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for w in parts[1:]:
         if not np.array_equal(w["z"], parts[0]["z"]):
             raise DataError("trajectories of one molecule have different atoms (atomic numbers or order differ)")
-    return {k: (parts[0][k] if k == "z" else np.concatenate([w[k] for w in parts])) for k in parts[0]}
+    return {k: (parts[0][k] if k in ("z", "scored") else np.concatenate([w[k] for w in parts])) for k in parts[0]}
 
 
 def egno_split(candidates: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:
@@ -346,16 +350,19 @@ def make_windows(traj: Trajectory, starts: np.ndarray, protocol: Protocol) -> di
 
     Returns:
         ``x0`` [S, N, 3] positions at t, ``v0`` [S, N, 3] = x_{t+1} - x_t (Angstrom per source frame),
-        ``targets`` [S, P, N, 3] at ``t + dT*i//P``, ``target_frames`` [S, P] source indices, ``z`` [N].
+        ``targets`` [S, P, N, 3] at ``t + dT*i//P``, ``target_frames`` [S, P] source indices, ``z`` [N],
+        ``scored`` [N] bool, the atoms predictions are scored on (all but input-only hydrogens).
     """
     if not traj.time_ordered:
         raise DataError(f"{traj.name}: frames are not time-ordered (rMD17-style); cannot build dynamics windows")
-    sub = traj.select_atoms(traj.heavy_mask) if protocol.heavy_only else traj
+    keep_h = protocol.heavy_only and protocol.hydrogen_inputs
+    sub = traj.select_atoms(traj.heavy_mask) if protocol.heavy_only and not keep_h else traj
+    scored = sub.heavy_mask if keep_h else np.ones(sub.n_atoms, dtype=bool)
     starts = np.asarray(starts, dtype=np.int64)
     target_frames = starts[:, None] + protocol.target_offsets()[None]
     x0 = sub.frames_at(starts)
     return {"x0": x0, "v0": sub.frames_at(starts + 1) - x0, "targets": sub.frames_at(target_frames),
-            "target_frames": target_frames, "start_frames": starts, "z": sub.atomic_numbers}
+            "target_frames": target_frames, "start_frames": starts, "z": sub.atomic_numbers, "scored": scored}
 
 
 # ------------------------------------------------------------------------------------------------ tensors
@@ -363,14 +370,14 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
     """Stack windows of one or several molecules into padded tensors (multitask batches).
 
     Returns (torch tensors): ``x0``/``v0`` [S, N_max, 3], ``targets`` [S, P, N_max, 3], ``z`` [S, N_max] (0 =
-    padding), ``mask`` [S, N_max] bool, ``molecule`` [S] (index into the molecule list), ``start_frames`` [S],
+    padding), ``mask`` [S, N_max] bool, ``scored`` [S, N_max] bool (atoms the loss and metrics count), ``molecule`` [S] (index into the molecule list), ``start_frames`` [S],
     ``target_frames`` [S, P].
     """
     import torch
 
     n_max = max(w["x0"].shape[1] for w in windows)
-    parts: dict[str, list] = {k: [] for k in ("x0", "v0", "targets", "z", "mask", "molecule", "start_frames",
-                                              "target_frames")}
+    parts: dict[str, list] = {k: [] for k in ("x0", "v0", "targets", "z", "mask", "scored", "molecule",
+                                              "start_frames", "target_frames")}
     for w, mol in zip(windows, molecule_ids):
         S, N = w["x0"].shape[:2]
         pad = n_max - N
@@ -379,12 +386,15 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
         parts["targets"].append(np.pad(w["targets"], ((0, 0), (0, 0), (0, pad), (0, 0))))
         parts["z"].append(np.broadcast_to(np.pad(w["z"], (0, pad)), (S, n_max)))
         parts["mask"].append(np.broadcast_to(np.arange(n_max) < N, (S, n_max)))
+        scored = w.get("scored", np.ones(N, dtype=bool))
+        parts["scored"].append(np.broadcast_to(np.pad(scored, (0, pad)), (S, n_max)))
         parts["molecule"].append(np.full(S, mol))
         parts["start_frames"].append(w["start_frames"])
         parts["target_frames"].append(w["target_frames"])
     out = {k: np.concatenate(v) for k, v in parts.items()}
     dtypes = {"x0": torch.float32, "v0": torch.float32, "targets": torch.float32, "z": torch.long,
-              "mask": torch.bool, "molecule": torch.long, "start_frames": torch.long, "target_frames": torch.long}
+              "mask": torch.bool, "scored": torch.bool, "molecule": torch.long, "start_frames": torch.long,
+              "target_frames": torch.long}
     return {k: torch.as_tensor(np.ascontiguousarray(v), dtype=dtypes[k]) for k, v in out.items()}
 
 
@@ -405,8 +415,9 @@ def trim_padding(batch: dict) -> dict:
     """Collate helper: drop padding columns beyond the largest molecule of a batch (``[B, N_max] -> [B, n]``)."""
     n = int(batch["mask"].sum(1).max())
     out = dict(batch)
-    for key in ("x0", "v0", "z", "mask"):
-        out[key] = batch[key][:, :n]
+    for key in ("x0", "v0", "z", "mask", "scored"):
+        if key in batch:
+            out[key] = batch[key][:, :n]
     out["targets"] = batch["targets"][:, :, :n]
     return out
 

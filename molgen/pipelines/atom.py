@@ -100,7 +100,8 @@ def protocol_from(cfg: DictConfig) -> md17.Protocol:
     return md17.Protocol(delta_frame=int(cfg.delta_frame), n_targets=int(cfg.n_targets), margin=int(cfg.margin),
                          fractions=tuple(float(f) for f in cfg.fractions),
                          caps=tuple(int(c) if c is not None else 10**9 for c in cfg.caps),
-                         seed=int(cfg.seed), heavy_only=bool(cfg.heavy_only))
+                         seed=int(cfg.seed), heavy_only=bool(cfg.heavy_only),
+                         hydrogen_inputs=bool(cfg.get("hydrogen_inputs", False)))
 
 
 def _trajectory_plan(data: DictConfig) -> dict[str, tuple[list[str], int, int | None]]:
@@ -187,7 +188,8 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
             cand = len(cand)
         first = next(iter(trajs.values()))
         sub = first.select_atoms(first.heavy_mask) if protocol.heavy_only else first
-        reference[mol] = torch.tensor(sub.positions[0])
+        inputs = first if protocol.hydrogen_inputs else sub
+        reference[mol] = torch.tensor(inputs.positions[0])
         info[mol] = {"source_frames": int(sum(t.n_source_frames for t in trajs.values())),
                      "stored_frames": int(sum(t.n_frames for t in trajs.values())),
                      "atoms": first.n_atoms, "predicted_atoms": sub.n_atoms, "candidate_starts": int(cand),
@@ -204,7 +206,7 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     for t in tensors.values():  # one common padding width across splits
         if t is not None and t["x0"].shape[1] < n_max:
             pad = n_max - t["x0"].shape[1]
-            for key in ("x0", "v0", "z", "mask"):
+            for key in ("x0", "v0", "z", "mask", "scored"):
                 t[key] = torch.nn.functional.pad(t[key], (0, 0, 0, pad) if t[key].ndim == 3 else (0, pad))
             t["targets"] = torch.nn.functional.pad(t["targets"], (0, 0, 0, pad))
     meta = {"molecules": molecules, "holdout": holdout, "protocol": protocol.as_dict(), "time_step_fs": time_step,
@@ -226,7 +228,8 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     (ctx.dir / "report.md").write_text("\n".join([
         how + f"On `{data.source}` trajectories ({'xTB dynamics, not DFT' if data.source in ('embedded', 'xtb') else data.source}): "
         f"dT = {protocol.delta_frame} frames ({protocol.delta_frame * time_step / 1000:g} ps), P = {protocol.n_targets}, "
-        f"margin {protocol.margin} frames at both ends, {'heavy atoms' if protocol.heavy_only else 'all atoms'}"
+        f"margin {protocol.margin} frames at both ends, "
+        f"{('heavy atoms scored, hydrogens as inputs' if protocol.hydrogen_inputs else 'heavy atoms') if protocol.heavy_only else 'all atoms'}"
         + ("." if plan else f", seed {protocol.seed}, fractions {list(protocol.fractions)}, caps {list(protocol.caps)}."), "",
         markdown_table(["molecule", "source frames", "atoms", "candidate starts", "train", "val", "test"], rows)]))
     return {"molecules": len(molecules), "margin": protocol.margin, "delta_frame": protocol.delta_frame,
@@ -252,6 +255,7 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
             "protocol": {"delta_frame": int(meta["protocol"]["delta_frame"]),
                          "n_targets": int(meta["protocol"]["n_targets"]),
                          "heavy_only": bool(meta["protocol"]["heavy_only"]),
+                         "hydrogen_inputs": bool(meta["protocol"].get("hydrogen_inputs", False)),
                          "time_step_fs": float(meta["time_step_fs"])}}
 
 
@@ -370,8 +374,9 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
     preds = torch.load(pfile, weights_only=True)
     pred = preds["pred"]
     static = test["x0"][:, None].expand_as(test["targets"])
-    mse = masked_mse(pred, test["targets"], test["mask"]) * 100                       # [S, P], x1e-2 A^2
-    mse_static = masked_mse(static, test["targets"], test["mask"]) * 100
+    scored = test["mask"] & test.get("scored", test["mask"])                          # input-only hydrogens excluded
+    mse = masked_mse(pred, test["targets"], scored) * 100                             # [S, P], x1e-2 A^2
+    mse_static = masked_mse(static, test["targets"], scored) * 100
     offsets_ps = (test["target_frames"][0] - test["start_frames"][0]).numpy() * meta["time_step_fs"] / 1000.0
     metrics: dict = {}
     rows = []

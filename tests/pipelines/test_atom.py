@@ -101,3 +101,22 @@ def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, ca
     rc, out, err = run(tmp_path, capsys, "model=static", "data.split_by=trajectory",
                        "data.trajectories={train:[main],val:[],test:[s999]}", "run=bad2")
     assert rc == 2 and "no ethanol_s999.npz" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hydrogen_inputs_are_seen_but_not_scored(tmp_path, capsys):
+    """data.hydrogen_inputs=true: the model reads all 9 ethanol atoms, metrics count the 3 heavy atoms only, and
+    the static baseline's error equals that of the heavy-atom protocol on the same windows."""
+    rc, out, err = run(tmp_path, capsys, *TINY_ATOM, "data.hydrogen_inputs=true", "run=h")
+    assert rc == 0, err
+    windows = torch.load(tmp_path / "h" / "featurize" / "windows.pt", weights_only=True)
+    assert windows["test"]["x0"].shape[1] == 9
+    assert windows["test"]["scored"][0].tolist() == [True] * 3 + [False] * 6            # C C O, then H
+    rc, out, err = run(tmp_path, capsys, "model=static", "run=heavy")
+    assert rc == 0, err
+    h = json.loads((tmp_path / "h" / "metrics.json").read_text())["validate"]["ethanol"]
+    heavy = json.loads((tmp_path / "heavy" / "metrics.json").read_text())["validate"]["ethanol"]
+    assert h["static_s2t"] == pytest.approx(heavy["static_s2t"], rel=1e-5)
+    model = molgen.load(tmp_path / "h" / "train" / "last.ckpt")
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    future = model.predict(md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5).to_mdtraj())
+    assert (future.n_frames, future.n_atoms) == (8, 3)

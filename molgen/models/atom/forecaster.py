@@ -71,7 +71,8 @@ class TrajectoryForecaster(pl.LightningModule):
         optimizer: ``adamw`` (ATOM: amsgrad, eps 1e-10) | ``adam`` (EGNO) | ``muon`` (Muon on 2-D trunk
             weights, AdamW on the rest; ATOM's multitask setting).
         lr, weight_decay: optimiser settings. step_lr_every, step_lr_gamma: StepLR (EGNO: 2500, 0.5; 0 = off).
-        protocol: ``delta_frame``, ``n_targets``, ``heavy_only``, ``time_step_fs`` (used by :meth:`predict`).
+        protocol: ``delta_frame``, ``n_targets``, ``heavy_only``, ``hydrogen_inputs``, ``time_step_fs`` (used by
+            :meth:`predict`).
         center: feed the network coordinates relative to the input centroid and add it back (False = ATOM's
             absolute coordinates; True in ``model=atom_multitask``, where rMD17-derived benzene sits ~110 A
             from the origin).
@@ -114,7 +115,8 @@ class TrajectoryForecaster(pl.LightningModule):
         if split == "train" and self.hparams.augment_rotations:
             batch = rotate_windows(batch)
         pred = self(batch["x0"], batch["v0"], batch["z"], batch["mask"])
-        mse = masked_mse(pred, batch["targets"], batch["mask"])                      # [B, P]
+        scored = batch["mask"] & batch["scored"] if "scored" in batch else batch["mask"]   # not input-only H
+        mse = masked_mse(pred, batch["targets"], scored)                              # [B, P]
         loss = mse.mean()
         bs = batch["x0"].shape[0]
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True, on_step=split == "train")
@@ -203,11 +205,17 @@ class TrajectoryForecaster(pl.LightningModule):
         _check_geometry(traj)
         ours = Trajectory.from_mdtraj(traj[-2:], time_step_fs=want)
         self._warn_if_unseen(ours.atomic_numbers)
+        keep = np.ones(ours.n_atoms, dtype=bool)
         if self.protocol.get("heavy_only", True):
-            ours = ours.select_atoms(ours.heavy_mask)
+            if self.protocol.get("hydrogen_inputs", False):   # hydrogens are inputs; heavy atoms are returned
+                keep = ours.heavy_mask
+            else:
+                ours = ours.select_atoms(ours.heavy_mask)
+                keep = keep[:ours.n_atoms]
         x = torch.tensor(ours.positions, dtype=torch.float32)
         z = torch.tensor(ours.atomic_numbers)[None]
-        pred = self.forecast(x[:1], x[1:2] - x[:1], z)[0].numpy()                   # [P, N, 3]
+        pred = self.forecast(x[:1], x[1:2] - x[:1], z)[0].numpy()[:, keep]         # [P, N, 3]
+        ours = ours.select_atoms(keep)
         import mdtraj
 
         P, dT = pred.shape[0], int(self.protocol.get("delta_frame", 3000))
