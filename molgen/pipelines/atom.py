@@ -272,6 +272,13 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     extra = {"molecules": meta["molecules"], "holdout": meta["holdout"], "data": str(cfg.data.name)}
     module = build(spec)                                  # the model group's _target_ with these arguments
     args = {k: v for k, v in spec.items() if k != "_target_"}
+    init = cfg.model.get("init_from")
+    if init and not ctx.resuming:  # a fine-tune / longer run that starts from a checkpoint's weights
+        from molgen.checkpoint import warm_start
+
+        warm = warm_start(module, str(init), pipeline=PIPELINE)
+        say(f"  initialised from {warm['source']} ({warm['loaded']} tensors)")
+        extra["initialised_from"] = str(init)
     if args["network"] == "static":  # nothing to train: a checkpoint that load() can rebuild
         ckpt = {"state_dict": module.state_dict(), "molgen": metadata(PIPELINE, module, args, **extra)}
         for name in ("last.ckpt", "best.ckpt"):
@@ -431,7 +438,7 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
 STAGES = [
     Stage("featurize", featurize, groups=("data",),
           description="trajectories -> EGNO-protocol windows (or simulate them with GFN2-xTB)"),
-    Stage("train", train, groups=("model", "trainer"), needs=("featurize",),
+    Stage("train", train, groups=("model", "trainer"), needs=("featurize",), file_keys=("model.init_from",),
           description="train ATOM / EGNO (static baseline: no training)"),
     Stage("sample", sample, groups=("sample", "ckpt"), needs=("featurize", "train"), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="predict the P future frames of every test window"),

@@ -120,3 +120,18 @@ def test_hydrogen_inputs_are_seen_but_not_scored(tmp_path, capsys):
     traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
     future = model.predict(md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5).to_mdtraj())
     assert (future.n_frames, future.n_atoms) == (8, 3)
+
+
+def test_init_from_warm_starts_and_refuses_another_architecture(tmp_path, capsys):
+    rc, out, err = run(tmp_path, capsys, *TINY_ATOM, "run=first")
+    assert rc == 0, err
+    first = tmp_path / "first" / "train" / "last.ckpt"
+    rc, out, err = run(tmp_path, capsys, *TINY_ATOM, f"model.init_from={first}", "data.hydrogen_inputs=true",
+                       "run=warm")
+    assert rc == 0, err
+    assert f"initialised from {first}" in out
+    ckpt = torch.load(tmp_path / "warm" / "train" / "last.ckpt", weights_only=True)
+    assert ckpt["molgen"]["initialised_from"] == str(first)
+    rc, out, err = run(tmp_path, capsys, "model.network_args.dim=48", "model.network_args.n_blocks=1",
+                       "model.network_args.n_heads=2", f"model.init_from={first}", "run=wider")
+    assert rc == 2 and "the architecture differs" in err and len(err.strip().splitlines()) == 1
