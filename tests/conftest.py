@@ -48,6 +48,29 @@ def real_graphs(real_molecules):
     return GraphDataset.from_molecules(real_molecules, MoleculeVocab(), ("gap", "mu"))
 
 
+def noisy_flow_state(graphs, n_mol: int = 3, seed: int = 0, dtype=torch.float32):
+    """A noisy PropMolFlow state of the first ``n_mol`` molecules: half-masked atom / charge tokens, symmetric
+    half-masked bond tokens (dense ``[n, n]``), positions displaced by 0.3 A, one time per molecule."""
+    from torch_geometric.data import Batch
+
+    from molgen.models.propmolflow.model import bond_tokens
+    from molgen.nn.molecule_net import complete_graph
+
+    b = Batch.from_data_list([graphs[k] for k in range(n_mol)])
+    g = torch.Generator().manual_seed(seed)
+    n = b.num_nodes
+    a = torch.where(torch.rand(n, generator=g) < 0.5, b.atom_type, torch.full_like(b.atom_type, 5))
+    c = torch.where(torch.rand(n, generator=g) < 0.5, b.charge, torch.full_like(b.charge, 6))
+    ei, _ = complete_graph(b.batch)
+    dense = torch.zeros(n, n, dtype=torch.long)
+    dense[ei[0], ei[1]] = bond_tokens(ei, n, b.bond_index, b.bond_type)
+    mask = torch.triu(torch.rand(n, n, generator=g) < 0.5, 1)
+    dense[mask | mask.T] = 5
+    pos = b.pos.to(dtype) + 0.3 * torch.randn(n, 3, generator=g, dtype=dtype)
+    t = torch.rand(n_mol, generator=g, dtype=dtype)[b.batch]
+    return a, c, dense, pos, t, b.batch
+
+
 @pytest.fixture(autouse=True)
 def _seed_every_rng():
     """torch, numpy and ``random`` start every test from seed 0: a test that draws without its own generator

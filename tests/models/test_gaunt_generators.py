@@ -11,33 +11,17 @@ from torch_geometric.loader import DataLoader
 
 from molgen.errors import ConfigError
 from molgen.generative import remove_mean
-from molgen.models.propmolflow.model import PropMolFlow, WithProperty, bond_tokens
+from molgen.models.propmolflow.model import PropMolFlow, WithProperty
 from molgen.models.propmolflow.net import GauntEndpointNet
 from molgen.models.sild.model import SiLD
 from molgen.models.sild.nets import GauntLatentEncoder
 from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import assert_equivariant
+from tests.conftest import noisy_flow_state
 
 GAUNT_NET = {"_target_": "molgen.models.propmolflow.net.GauntEndpointNet", "lmax": 2, "hidden": 12, "n_layers": 2}
 GAUNT = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone=GAUNT_NET)
-
-
-def _state(graphs, n_mol=3, seed=0):
-    """A noisy PropMolFlow state of the first molecules: half-masked tokens, symmetric bond tokens (float32)."""
-    b = Batch.from_data_list([graphs[k] for k in range(n_mol)])
-    g = torch.Generator().manual_seed(seed)
-    n = b.num_nodes
-    a = torch.where(torch.rand(n, generator=g) < 0.5, b.atom_type, torch.full_like(b.atom_type, 5))
-    c = torch.where(torch.rand(n, generator=g) < 0.5, b.charge, torch.full_like(b.charge, 6))
-    ei, _ = complete_graph(b.batch)
-    dense = torch.zeros(n, n, dtype=torch.long)
-    dense[ei[0], ei[1]] = bond_tokens(ei, n, b.bond_index, b.bond_type)
-    mask = torch.triu(torch.rand(n, n, generator=g) < 0.5, 1)
-    dense[mask | mask.T] = 5
-    pos = b.pos + 0.3 * torch.randn(n, 3, generator=g)
-    t = torch.rand(n_mol, generator=g)[b.batch]
-    return a, c, dense, pos, t, b.batch
 
 
 def _run(net, a, c, dense, pos, t, batch, value=None):
@@ -65,7 +49,7 @@ def test_propmolflow_gaunt_net_is_se3_equivariant(real_graphs, cond):
     net = model.net.eval()          # float64: the check does not depend on the float summation order
     assert isinstance(net, GauntEndpointNet)
     _nontrivial(net.trunk)
-    a, c, dense, pos, t, batch = _state(real_graphs)
+    a, c, dense, pos, t, batch = noisy_flow_state(real_graphs)
     pos, t = pos.double(), t.double()
     value = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64) if cond else None
     x1, la, lc, bond = _run(net, a, c, dense, pos, t, batch, value)
@@ -159,7 +143,7 @@ def test_gaunt_propmolflow_trains_and_round_trips_through_molgen_load(real_graph
     loaded = molgen.load(tmp_path / "last.ckpt", pipeline="propmolflow")
     assert isinstance(loaded.net, GauntEndpointNet) and loaded.hparams.backbone["hidden"] == 12
     model.eval()
-    a, c, dense, pos, t, batch = _state(real_graphs)
+    a, c, dense, pos, t, batch = noisy_flow_state(real_graphs)
     value = torch.tensor([5.0, 6.0, 7.0])
     for x, y in zip(_run(model.net, a, c, dense, pos, t, batch, value), _run(loaded.net, a, c, dense, pos, t, batch, value)):
         assert torch.equal(x, y)

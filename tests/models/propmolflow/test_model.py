@@ -6,29 +6,12 @@ from torch_geometric.loader import DataLoader
 
 from molgen.errors import ConfigError
 from molgen.generative import remove_mean
-from molgen.models.propmolflow.model import GVP_BACKBONE, PropMolFlow, WithProperty, bond_tokens
+from molgen.models.propmolflow.model import GVP_BACKBONE, PropMolFlow, WithProperty
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import assert_equivariant
+from tests.conftest import noisy_flow_state
 
 TINY = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone={**GVP_BACKBONE, "v_dim": 4, "n_layers": 3})
-
-
-def _state(graphs, n_mol=3, seed=0):
-    """A noisy state of the first molecules: half-masked tokens, dense symmetric bond tokens."""
-    b = Batch.from_data_list([graphs[k] for k in range(n_mol)])
-    g = torch.Generator().manual_seed(seed)
-    n = b.num_nodes
-    a = torch.where(torch.rand(n, generator=g) < 0.5, b.atom_type, torch.full_like(b.atom_type, 5))
-    c = torch.where(torch.rand(n, generator=g) < 0.5, b.charge, torch.full_like(b.charge, 6))
-    ei, _ = complete_graph(b.batch)
-    dense = torch.zeros(n, n, dtype=torch.long)
-    dense[ei[0], ei[1]] = bond_tokens(ei, n, b.bond_index, b.bond_type)
-    mask = torch.triu(torch.rand(n, n, generator=g) < 0.5, 1)
-    mask = mask | mask.T
-    dense[mask] = 5
-    pos = b.pos.double() + 0.3 * torch.randn(n, 3, generator=g, dtype=torch.float64)
-    t = torch.rand(n_mol, generator=g, dtype=torch.float64)[b.batch]
-    return a, c, dense, pos, t, b.batch
 
 
 def _run(net, a, c, dense, pos, t, batch, value=None):
@@ -46,7 +29,7 @@ def _run(net, a, c, dense, pos, t, batch, value=None):
 def test_network_is_se3_equivariant_and_permutation_equivariant(real_graphs, cond):
     torch.manual_seed(0)
     model = PropMolFlow(**TINY, property_name=cond, embedding="concatenate_sum", property_mean=5.0).double()
-    a, c, dense, pos, t, batch = _state(real_graphs)
+    a, c, dense, pos, t, batch = noisy_flow_state(real_graphs, dtype=torch.float64)
     value = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64) if cond else None
     x1, la, lc, bond = _run(model.net, a, c, dense, pos, t, batch, value)
     assert torch.allclose(remove_mean(x1, batch), x1, atol=1e-10)            # zero centre of mass
@@ -58,7 +41,7 @@ def test_network_is_se3_equivariant_and_permutation_equivariant(real_graphs, con
 
 
 def test_a_mirror_image_is_not_a_symmetry_with_cross_products(real_graphs):
-    a, c, dense, pos, t, batch = _state(real_graphs)
+    a, c, dense, pos, t, batch = noisy_flow_state(real_graphs, dtype=torch.float64)
     for n_cp, symmetric in ((4, False), (0, True)):
         torch.manual_seed(0)
         net = PropMolFlow(**{**TINY, "backbone": {**TINY["backbone"], "n_cp_feats": n_cp}}).double().net
