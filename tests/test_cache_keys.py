@@ -3,7 +3,9 @@
 
 Intended changes: GraphMVP's finetune (and the validate stage after it) now hashes the whole `model` group it
 reads (it read `model.name` without hashing it); CPDiffusion-SS's sample (and validate) stages since designs fit
-the template's length by construction (`sample.length_range`). Update a key here only with a change that is meant
+the template's length by construction (`sample.length_range`); ATOM's stages since its data and model groups
+gained the trajectory-level protocol's options (`split_by`, `trajectories`, `strides`, `hydrogen_inputs`,
+`augment_rotations`, `init_from`, ...). Update a key here only with a change that is meant
 to invalidate finished stages, and say so in the commit.
 """
 import pytest
@@ -47,11 +49,11 @@ RECORDED = {
         "finetune": "4e714c6192a1d011",
         "validate": "82d3538a20151630",
     },
-    "pipeline=atom": {
-        "featurize": "45ec1576aec770e3",
-        "train": "e91d81b4ae254db5",
-        "sample": "699725f1446af737",
-        "validate": "89f1f76554faf8c0",
+    "pipeline=atom": {                     # data and model groups gained the trajectory-level options (meant)
+        "featurize": "d240dd27ddf7e0e8",
+        "train": "bf47d58fd438df1a",
+        "sample": "6176fd1c275d448d",
+        "validate": "386803e4e9c29cb5",
     },
     "pipeline=cpdiffusion_ss": {
         "featurize": "77296fc87542f596",

@@ -11,7 +11,9 @@ from molgen.models.propmolflow.model import GVP_BACKBONE, PropMolFlow, WithPrope
 from molgen.nn.molecule_net import complete_graph
 from molgen.testing import assert_equivariant
 
-from .test_model import _run, _state
+from tests.conftest import noisy_flow_state
+
+from .test_model import _run
 
 TINY = dict(s_dim=32, edge_dim=16, rbf_dim=8, backbone={**GVP_BACKBONE, "v_dim": 4, "n_layers": 3})
 
@@ -40,7 +42,7 @@ def test_self_conditioned_network_is_se3_and_permutation_equivariant(real_graphs
     torch.manual_seed(0)
     model = PropMolFlow(**TINY, self_condition=True).double()
     _randomise_self_condition(model)
-    a, c, dense, pos, t, batch = _state(real_graphs)
+    a, c, dense, pos, t, batch = noisy_flow_state(real_graphs, dtype=torch.float64)
     x1, la, *_ = _two_passes(model.net, a, c, dense, pos, t, batch)
     assert torch.allclose(remove_mean(x1, batch), x1, atol=1e-10)
     _, la_first, *_ = _run(model.net, a, c, dense, pos, t, batch)
@@ -65,7 +67,7 @@ def test_warm_start_from_a_model_without_self_conditioning_is_exact(real_graphs,
     info = warm_start(target, ckpt, pipeline="propmolflow")
     assert info["loaded"] == len(source.state_dict())
     assert info["new"] and all(k.startswith(("net.sc_node.", "net.sc_edge.")) for k in info["new"])
-    a, c, dense, pos, t, batch = _state(real_graphs)
+    a, c, dense, pos, t, batch = noisy_flow_state(real_graphs, dtype=torch.float64)
     value = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64)
     want = _run(source.net, a, c, dense, pos, t, batch, value)
     for got in (_run(target.net, a, c, dense, pos, t, batch, value),
