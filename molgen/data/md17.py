@@ -370,8 +370,8 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
     """Stack windows of one or several molecules into padded tensors (multitask batches).
 
     Returns (torch tensors): ``x0``/``v0`` [S, N_max, 3], ``targets`` [S, P, N_max, 3], ``z`` [S, N_max] (0 =
-    padding), ``mask`` [S, N_max] bool, ``scored`` [S, N_max] bool (atoms the loss and metrics count), ``molecule`` [S] (index into the molecule list), ``start_frames`` [S],
-    ``target_frames`` [S, P].
+    padding), ``mask`` [S, N_max] bool, ``scored`` [S, N_max] bool (atoms the loss and metrics count),
+    ``molecule`` [S] (index into the molecule list), ``start_frames`` [S], ``target_frames`` [S, P].
     """
     import torch
 
@@ -409,6 +409,12 @@ class WindowDataset:
 
     def __getitem__(self, i: int) -> dict:
         return {k: v[i] for k, v in self.tensors.items()}
+
+
+def scored_atoms(windows: dict):
+    """``[S, N]`` bool: the real atoms predictions are scored on (not padding, not input-only hydrogens); windows
+    written before the ``scored`` mask existed score every real atom."""
+    return windows["mask"] & windows["scored"] if "scored" in windows else windows["mask"]
 
 
 def trim_padding(batch: dict) -> dict:

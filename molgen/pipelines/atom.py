@@ -97,6 +97,9 @@ def load_source(cfg: DictConfig, molecule: str, workdir: Path, trajectory: str =
 
 
 def protocol_from(cfg: DictConfig) -> md17.Protocol:
+    if cfg.get("hydrogen_inputs", False) and not cfg.heavy_only:
+        raise ConfigError("data.hydrogen_inputs=true needs data.heavy_only=true (with heavy_only=false every atom is "
+                          "already an input and scored)")
     return md17.Protocol(delta_frame=int(cfg.delta_frame), n_targets=int(cfg.n_targets), margin=int(cfg.margin),
                          fractions=tuple(float(f) for f in cfg.fractions),
                          caps=tuple(int(c) if c is not None else 10**9 for c in cfg.caps),
@@ -381,7 +384,7 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
     preds = torch.load(pfile, weights_only=True)
     pred = preds["pred"]
     static = test["x0"][:, None].expand_as(test["targets"])
-    scored = test["mask"] & test.get("scored", test["mask"])                          # input-only hydrogens excluded
+    scored = md17.scored_atoms(test)                                                  # input-only hydrogens excluded
     mse = masked_mse(pred, test["targets"], scored) * 100                             # [S, P], x1e-2 A^2
     mse_static = masked_mse(static, test["targets"], scored) * 100
     offsets_ps = (test["target_frames"][0] - test["start_frames"][0]).numpy() * meta["time_step_fs"] / 1000.0

@@ -75,6 +75,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert rc == 2 and err.startswith("error: data.molecule=caffeine: no caffeine.npz in") and len(err.strip().splitlines()) == 1
     rc, out, err = run(tmp_path, capsys, "data.source=xtb", f"data.path={tmp_path / 'missing'}")
     assert rc == 2 and "folder not found" in err
+    rc, out, err = run(tmp_path, capsys, "data.hydrogen_inputs=true", "data.heavy_only=false")
+    assert rc == 2 and err.strip().startswith("error: data.hydrogen_inputs=true needs data.heavy_only=true")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, capsys):

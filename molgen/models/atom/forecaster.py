@@ -19,6 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from molgen.data.md17 import scored_atoms
 from molgen.errors import DataError
 from molgen.spec import build
 
@@ -115,8 +116,7 @@ class TrajectoryForecaster(pl.LightningModule):
         if split == "train" and self.hparams.augment_rotations:
             batch = rotate_windows(batch)
         pred = self(batch["x0"], batch["v0"], batch["z"], batch["mask"])
-        scored = batch["mask"] & batch["scored"] if "scored" in batch else batch["mask"]   # not input-only H
-        mse = masked_mse(pred, batch["targets"], scored)                              # [B, P]
+        mse = masked_mse(pred, batch["targets"], scored_atoms(batch))                 # [B, P]
         loss = mse.mean()
         bs = batch["x0"].shape[0]
         self.log(f"{split}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True, on_step=split == "train")
@@ -205,13 +205,10 @@ class TrajectoryForecaster(pl.LightningModule):
         _check_geometry(traj)
         ours = Trajectory.from_mdtraj(traj[-2:], time_step_fs=want)
         self._warn_if_unseen(ours.atomic_numbers)
-        keep = np.ones(ours.n_atoms, dtype=bool)
-        if self.protocol.get("heavy_only", True):
-            if self.protocol.get("hydrogen_inputs", False):   # hydrogens are inputs; heavy atoms are returned
-                keep = ours.heavy_mask
-            else:
-                ours = ours.select_atoms(ours.heavy_mask)
-                keep = keep[:ours.n_atoms]
+        heavy_only = self.protocol.get("heavy_only", True)
+        if heavy_only and not self.protocol.get("hydrogen_inputs", False):
+            ours = ours.select_atoms(ours.heavy_mask)
+        keep = ours.heavy_mask if heavy_only else np.ones(ours.n_atoms, dtype=bool)   # hydrogen inputs not returned
         x = torch.tensor(ours.positions, dtype=torch.float32)
         z = torch.tensor(ours.atomic_numbers)[None]
         pred = self.forecast(x[:1], x[1:2] - x[:1], z)[0].numpy()[:, keep]         # [P, N, 3]
