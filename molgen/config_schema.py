@@ -54,6 +54,10 @@ ADDED: dict[str, tuple[int, Any]] = {
     "chain": (3, {"cpdiffusion_ss": None}),
     "validate.depictions": (3, 48),   # presentation only (report.html): the verdicts are unchanged
     "validate.viewer": (3, 6),
+    "data.simulate_train": (3, {"atom": None}),       # extra simulated training trajectories (none before)
+    "data.simulated_frames": (3, {"atom": 12000}),
+    "data.simulation_dir": (3, {"atom": None}),
+    "data.simulation_workers": (3, {"atom": 2}),
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)

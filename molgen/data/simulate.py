@@ -18,6 +18,7 @@ Needs ``ase`` (``pip install ase``; molgen's ``md`` extra) and ``tblite``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def _equilibrate(atoms, s: SimulationSettings, progress: bool) -> None:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from tqdm.auto import tqdm
 
+    import warnings
+
+    # ASE >= 3.28 deprecates Langevin(fixcm=True), the recipe of the shared trajectories; keep it, quietly
+    warnings.filterwarnings("ignore", message=".*fixcm.*", category=FutureWarning)
     MaxwellBoltzmannDistribution(atoms, temperature_K=s.temperature_K, rng=np.random.RandomState(s.seed))
     Stationary(atoms)
     ZeroRotation(atoms)
@@ -181,6 +186,50 @@ def simulate(z: np.ndarray, positions: np.ndarray, settings: SimulationSettings,
     md[0].save_pdb(str(workdir / "trajectory.pdb"))
     md.save_dcd(str(workdir / "trajectory.dcd"))
     return traj
+
+
+def _simulate_job(job: dict) -> str:
+    """One :func:`simulate` call in a worker process (one thread); returns the folder."""
+    simulate(job["z"], job["positions"], job["settings"], job["workdir"], name=job["name"], progress=False)
+    return str(job["workdir"])
+
+
+def _one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"   # before tblite (OpenMP) is imported in this process
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def simulate_many(jobs: list[dict], workers: int = 2, desc: str = "simulations") -> list[Trajectory]:
+    """Run (or resume) several simulations, ``workers`` at a time with one thread each.
+
+    Each job is a dict with ``z``, ``positions``, ``settings`` (:class:`SimulationSettings`), ``workdir`` and
+    ``name``; finished ones are read back, not rerun. Returns the trajectories in the order of ``jobs``."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    from molgen.data.md17 import load_xtb_npz
+
+    todo = [j for j in jobs if not (Path(j["workdir"]) / "trajectory.npz").is_file()]
+    if todo:
+        try:
+            import ase  # noqa: F401
+        except ImportError:
+            raise DataError("simulating trajectories needs ASE: pip install ase (or molgen[md])") from None
+        bar = tqdm(total=len(todo), desc=desc, unit="trajectory")
+        if workers <= 1:
+            for j in todo:
+                _simulate_job(j)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                     initializer=_one_thread) as pool:
+                for f in as_completed([pool.submit(_simulate_job, j) for j in todo]):
+                    f.result()
+                    bar.update(1)
+        bar.close()
+    return [load_xtb_npz(Path(j["workdir"]) / "trajectory.npz", name=j["name"]) for j in jobs]
 
 
 def simulate_from_config(cfg, molecule: str, workdir: Path) -> Trajectory:

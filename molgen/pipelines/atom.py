@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ PIPELINE = "atom"
 WINDOWS = "windows.pt"
 PREDICTIONS = "predictions.pt"
 MAIN = "main"  # the trajectory id of <molecule>.npz; others are <molecule>_<id>.npz (e.g. s101)
+SIMULATED = re.compile(r"sim(\d+)")  # sim<seed>: simulated in featurize (see data.simulate_train)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -67,10 +69,20 @@ def _molecule_file(folder: Path, molecule: str, source: str, trajectory: str = M
     raise DataError(f"data.molecule={molecule}: no {' or '.join(names)} in {folder}")
 
 
+def simulation_dir(cfg: DictConfig, workdir: Path) -> Path:
+    return Path(str(cfg.simulation_dir)).expanduser() if cfg.get("simulation_dir") else workdir / "simulation"
+
+
 def load_source(cfg: DictConfig, molecule: str, workdir: Path, trajectory: str = MAIN) -> md17.Trajectory:
     """A trajectory of one molecule from ``data.source`` (see configs/data/md17.yaml): ``trajectory`` is ``main``
-    (``<molecule>.npz``) or the id of an independent one (``<molecule>_<id>.npz``, e.g. ``s101``)."""
+    (``<molecule>.npz``), the id of an independent one (``<molecule>_<id>.npz``, e.g. ``s101``) or of one
+    simulated by :func:`simulate_trajectories` (``sim<seed>``)."""
     source = cfg.source
+    if SIMULATED.fullmatch(trajectory):
+        path = simulation_dir(cfg, workdir) / f"{molecule}_{trajectory}" / "trajectory.npz"
+        if not path.is_file():
+            raise DataError(f"{path}: simulation {trajectory} of {molecule} not found (simulate_trajectories first)")
+        return md17.load_xtb_npz(path, name=molecule)
     if source == "simulate":
         if trajectory != MAIN:
             raise ConfigError("data.source=simulate makes one trajectory per molecule; use split_by=window")
@@ -128,6 +140,44 @@ def _trajectory_plan(data: DictConfig) -> dict[str, tuple[list[str], int, int | 
     return plan
 
 
+def _roles(plan: dict | None, data: DictConfig, molecule: str, holdout: list[str]) -> dict | None:
+    """The trajectory-level plan of one molecule: a held-out molecule is test only; ``data.simulate_train`` adds
+    simulated training trajectories ``sim1001, sim1002, ...``."""
+    if plan is None:
+        return None
+    if molecule in holdout:
+        return {"test": plan["test"]}
+    extra = int((data.get("simulate_train") or {}).get(molecule, 0))
+    if extra:
+        ids, stride, cap = plan["train"]
+        return {**plan, "train": (ids + [f"sim{1000 + i}" for i in range(1, extra + 1)], stride, cap)}
+    return plan
+
+
+def simulate_trajectories(data: DictConfig, todo: dict[str, list[str]], workdir: Path) -> None:
+    """Simulate (or resume, or reuse) the ``sim<seed>`` trajectories ``{molecule: [ids]}`` by the recipe of
+    ``shared/data/md17_xtb``: GFN2-xTB, the main trajectory's time step and temperature, 2,000 Langevin steps from
+    seed ``<seed>`` starting at the main trajectory's frame 0, rotation removed, Nose-Hoover chain production."""
+    from molgen.data.simulate import SimulationSettings, simulate_many
+
+    jobs = []
+    for mol, ids in todo.items():
+        main = load_source(data, mol, workdir, MAIN)
+        temperature = float(main.extra["temperature_K"]) if "temperature_K" in main.extra else 500.0
+        for tid in ids:
+            seed = int(SIMULATED.fullmatch(tid).group(1))
+            settings = SimulationSettings(temperature_K=temperature, time_step_fs=main.time_step_fs,
+                                          n_frames=int(data.get("simulated_frames", 12000)), seed=seed)
+            jobs.append({"z": main.atomic_numbers, "positions": main.positions[0].astype(np.float64),
+                         "settings": settings, "workdir": simulation_dir(data, workdir) / f"{mol}_{tid}", "name": mol})
+    todo = [j for j in jobs if not (j["workdir"] / "trajectory.npz").is_file()]
+    if todo:
+        say(f"  simulating {len(todo)} GFN2-xTB trajector{'y' if len(todo) == 1 else 'ies'} in "
+            f"{simulation_dir(data, workdir)} ({int(data.get('simulation_workers', 2))} at a time, one thread each"
+            + (f"; {len(jobs) - len(todo)} finished ones reused)" if len(todo) < len(jobs) else ")"))
+        simulate_many(todo, workers=int(data.get("simulation_workers", 2)))
+
+
 def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     data = cfg.data
     molecules = list(data.molecules) if data.molecules else [str(data.molecule)]
@@ -142,12 +192,21 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     if str(data.get("split_by", "window")) not in ("window", "trajectory"):
         raise ConfigError(f"data.split_by={data.split_by}: choose window (the paper's) or trajectory")
     plan = _trajectory_plan(data) if by_trajectory else None
+    extra = dict(data.get("simulate_train") or {})
+    if extra and not by_trajectory:
+        raise ConfigError("data.simulate_train adds training trajectories: it needs data.split_by=trajectory")
+    if [m for m in extra if m not in molecules]:
+        raise ConfigError(f"data.simulate_train: {[m for m in extra if m not in molecules]} not in data.molecules "
+                          f"({', '.join(molecules)})")
+    roles_of = {mol: _roles(plan, data, mol, holdout) for mol in molecules}
+    simulate_trajectories(data, {mol: sorted({t for ids, _, _ in roles.values() for t in ids if SIMULATED.fullmatch(t)})
+                                 for mol, roles in roles_of.items() if roles}, ctx.dir)
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
     info: dict[str, dict] = {}
     reference: dict[str, torch.Tensor] = {}
     time_step = None
     for k, mol in enumerate(molecules):
-        roles = {"test": plan["test"]} if plan and mol in holdout else plan
+        roles = roles_of[mol]
         trajectories = {tid for ids, _, _ in roles.values() for tid in ids} if roles else {MAIN}
         trajs = {tid: load_source(data, mol, ctx.dir, tid) for tid in sorted(trajectories)}
         for tid, traj in trajs.items():
@@ -226,6 +285,10 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
                + "; ".join(f"{role} on {', '.join(ids)} (every {stride}th start frame"
                            + (f", at most {cap} per trajectory)" if cap else ")") for role, (ids, stride, cap) in plan.items())
                + "; no trajectory is in two splits, so test windows share no frame with training. ")
+        if extra:
+            how += ("More training trajectories simulated with GFN2-xTB by the recipe of the shared files (from the "
+                    "main trajectory's frame 0, new seeds): "
+                    + ", ".join(f"{n} of {m}" for m, n in extra.items() if m not in holdout) + ". ")
     else:
         how = "EGNO protocol (train, val and test windows drawn from one trajectory per molecule). "
     (ctx.dir / "report.md").write_text("\n".join([
@@ -439,7 +502,7 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 STAGES = [
-    Stage("featurize", featurize, groups=("data",),
+    Stage("featurize", featurize, groups=("data",), ignore_keys=("data.simulation_dir", "data.simulation_workers"),
           description="trajectories -> EGNO-protocol windows (or simulate them with GFN2-xTB)"),
     Stage("train", train, groups=("model", "trainer"), needs=("featurize",), file_keys=("model.init_from",),
           description="train ATOM / EGNO (static baseline: no training)"),

@@ -106,6 +106,45 @@ def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, ca
     assert rc == 2 and "no ethanol_s999.npz" in err and len(err.strip().splitlines()) == 1
 
 
+SIM = ["model=static", "data.split_by=trajectory", "data.margin=0", "data.trajectories={train:[main],val:[],test:[s101]}",
+       "data.strides=[50,1,40]", "data.caps=[null,null,20]", "data.simulated_frames=3040"]
+
+
+def test_simulated_training_trajectories_are_new_physical_and_reused(tmp_path, capsys):
+    """data.simulate_train: GFN2-xTB trajectories from new seeds join the training split only; they start from
+    the main trajectory's frame 0, stay physical, differ from each other, and a second run reuses them."""
+    sims = tmp_path / "sims"
+    rc, out, err = run(tmp_path, capsys, *SIM, "data.simulate_train={ethanol:2}", f"data.simulation_dir={sims}",
+                       "run=sim")
+    assert rc == 0, err
+    assert "simulating 2 GFN2-xTB trajectories" in out
+    meta = json.loads((tmp_path / "sim" / "featurize" / "protocol.json").read_text())
+    assert meta["info"]["ethanol"]["trajectories"]["train"] == ["main", "sim1001", "sim1002"]
+    assert meta["info"]["ethanol"]["trajectories"]["test"] == ["s101"]
+    main_traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    a, b = (md17.load_xtb_npz(sims / f"ethanol_sim{seed}" / "trajectory.npz") for seed in (1001, 1002))
+    assert a.n_frames == b.n_frames == 3040 and a.time_step_fs == main_traj.time_step_fs
+    assert np.isfinite(a.positions).all() and not np.allclose(a.positions[-1], b.positions[-1], atol=0.05)
+    heavy = a.positions[:, :3]                                  # C-C and C-O bonds hold over the whole trajectory
+    for i, j in ((0, 1), (0, 2)):
+        d = np.linalg.norm(heavy[:, i] - heavy[:, j], axis=-1)
+        assert 1.2 < d.min() and d.max() < 1.75
+    windows = torch.load(tmp_path / "sim" / "featurize" / "windows.pt", weights_only=True)
+    n_main = len(md17.strided_starts(main_traj, md17.Protocol(margin=0, caps=(10**9,) * 3), 50, None))
+    assert windows["train"]["x0"].shape[0] == n_main + 2 * 1                 # (3040 - 3000) // 50 + 1 = 1 each
+    # same simulations, another run: reused, not simulated again
+    rc, out, err = run(tmp_path, capsys, *SIM, "data.simulate_train={ethanol:2}", f"data.simulation_dir={sims}",
+                       "data.strides=[25,1,40]", "run=again")
+    assert rc == 0, err
+    assert "simulating" not in out
+    # user errors, one line each, before anything is simulated
+    rc, out, err = run(tmp_path, capsys, "data.simulate_train={ethanol:2}", "run=bad")
+    assert rc == 2 and err.strip() == ("error: data.simulate_train adds training trajectories: it needs "
+                                       "data.split_by=trajectory")
+    rc, out, err = run(tmp_path, capsys, *SIM, "data.simulate_train={aspirin:1}", "run=bad2")
+    assert rc == 2 and err.strip().startswith("error: data.simulate_train: ['aspirin'] not in data.molecules")
+
+
 def test_hydrogen_inputs_are_seen_but_not_scored(tmp_path, capsys):
     """data.hydrogen_inputs=true: the model reads all 9 ethanol atoms, metrics count the 3 heavy atoms only, and
     the static baseline's error equals that of the heavy-atom protocol on the same windows."""
