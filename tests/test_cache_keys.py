@@ -5,7 +5,8 @@ Intended changes: GraphMVP's finetune (and the validate stage after it) now hash
 reads (it read `model.name` without hashing it); CPDiffusion-SS's sample (and validate) stages since designs fit
 the template's length by construction (`sample.length_range`); ATOM's stages since its data and model groups
 gained the trajectory-level protocol's options (`split_by`, `trajectories`, `strides`, `hydrogen_inputs`,
-`augment_rotations`, `init_from`, ...). Update a key here only with a change that is meant
+`augment_rotations`, `init_from`, ...); CPDiffusion-SS's validate stage since its table gained sequence recovery
+and the ProteinMPNN designability score (`validate.mpnn_score`). Update a key here only with a change that is meant
 to invalidate finished stages, and say so in the commit.
 """
 import pytest
@@ -59,7 +60,7 @@ RECORDED = {
         "featurize": "77296fc87542f596",
         "train": "9896eabda8ed5e22",
         "sample": "0dfabc80135be3b3",      # designs 0.8-1.2 x the template length since schema 3 (meant)
-        "validate": "f415ff007701befc",
+        "validate": "2bbda69eb038c0a2",   # + recovery and the MPNN score (meant)
     },
 }
 

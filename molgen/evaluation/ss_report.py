@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from molgen.data.proteins import element_string
-from molgen.evaluation.ss_metrics import (consistency, novelty, pairwise_identity, ss_composition_mse,
-                                          ss_identity)
+from molgen.evaluation.ss_metrics import (consistency, novelty, pairwise_identity, sequence_identity,
+                                          ss_composition_mse, ss_identity)
 from molgen.evaluation.ss_structures import structure_evaluation
 from molgen.formatting import markdown_table, mean_std
 
@@ -34,8 +34,39 @@ LABELS = {"cpdiffusion_ss": "CPDiffusion-SS (molgen)", "vanilla_decoder": "vanil
 
 def _columns(with_structures: bool) -> list[str]:
     """The per-method columns of ``table.csv`` and of the report's table, in order."""
-    return [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio",
+    return [*CONSISTENCY_KEYS, "seq_id_diversity", "novelty", "length_ratio", "recovery", "mpnn_score",
             *(STRUCTURE_KEYS if with_structures else []), "seconds"]
+
+
+def label(method: str) -> str:
+    from molgen.models.proteinmpnn import parse_method
+
+    mpnn = parse_method(method)
+    return f"ProteinMPNN {mpnn[0]}, T = {mpnn[1]:g}" if mpnn else LABELS.get(method, method)
+
+
+def recovery(design: str, native: str) -> float:
+    """Sequence recovery (%): identical positions when the lengths agree (the usual definition), else the
+    identity of a global alignment (:func:`~molgen.evaluation.ss_metrics.sequence_identity`)."""
+    if len(design) == len(native):
+        return 100.0 * float(np.mean([a == b for a, b in zip(design, native)])) if native else float("nan")
+    return sequence_identity(design, native)
+
+
+def mpnn_scorer(vcfg):
+    """ProteinMPNN (vanilla weights) for the designability score, per ``validate.mpnn_score``: ``auto`` (when
+    installed), ``true`` (required), ``false``."""
+    from molgen.models import proteinmpnn
+
+    want = str(vcfg.get("mpnn_score", "auto")).lower()
+    if want in ("false", "none", "0"):
+        return None
+    if not proteinmpnn.available():
+        if want == "true":
+            from molgen.errors import DataError
+            raise DataError(f"validate.mpnn_score=true needs ProteinMPNN: {proteinmpnn.INSTALL}")
+        return None
+    return proteinmpnn.load("vanilla")
 
 
 def _finite_mean(values) -> float:
@@ -57,7 +88,8 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             diversity and TM to template are computed. A native template sequence is scored when
             ``("native", "<template>_native")`` has a structure. None: the SS predicted at sampling time
             (``predicted_ss3``) is used.
-        templates: template name -> :class:`~molgen.data.proteins.Protein` (for TM to template).
+        templates: template name -> :class:`~molgen.data.proteins.Protein` (TM to template; the backbone the
+            MPNN score threads every design on, ``validate.mpnn_score``).
         oracle: the oracle's name for the report (default: the one named in the scored records).
         plddt: (method, record id) -> mean pLDDT of its predicted structure (reported when given).
     """
@@ -69,6 +101,7 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
     # default: the oracle that scored the designs at sampling time (recorded in every scored record)
     oracle = oracle or next((r["oracle"] for r in rows if r.get("oracle")), "the designer's SS oracle")
     plddt = plddt or {}
+    scorer = mpnn_scorer(vcfg) if templates else None
     # the oracle on the native template sequences: the ceiling an oracle-based consistency can reach
     natives = list({r["template"]: r for r in rows}.values())
     if structures is None:
@@ -111,6 +144,13 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
         per_method[method]["novelty"].append(float(np.mean(nov)) if len(nov) else float("nan"))
         per_method[method]["length_ratio"].append(np.mean([len(s) for s in seqs]) / len(recs[0]["template_ss3"]))
         per_method[method]["seconds"].append(sum(r.get("seconds", 0.0) for r in recs))
+        rec = [recovery(s, recs[0]["template_sequence"]) for s in seqs]
+        per_method[method]["recovery"].append(float(np.mean(rec)))
+        mpnn = np.full(len(seqs), np.nan)
+        if scorer is not None and tpl in templates:  # the first mpnn_per_template designs (one decoding order each)
+            k = min(len(seqs), int(vcfg.get("mpnn_per_template", 10)))
+            mpnn[:k] = scorer.score(templates[tpl].coords, seqs[:k], orders=1, seed=0)
+        per_method[method]["mpnn_score"].append(_finite_mean(mpnn))
         for i, r in enumerate(recs):
             e = r["predicted_elements"]
             seq_rows.append({"id": r["id"], "method": method, "template": tpl, "length": len(r["sequence"]),
@@ -118,7 +158,8 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
                              "ss_identity_noloop": ss_identity(e, plan, True),
                              "mse_x100": 100 * ss_composition_mse(e, plan),
                              "mse_noloop_x100": 100 * ss_composition_mse(e, plan, True),
-                             "novelty_max_identity": nov_by.get(i, float("nan")), "tm_to_template": tm_wt[i],
+                             "novelty_max_identity": nov_by.get(i, float("nan")), "recovery": rec[i],
+                             "mpnn_score": float(mpnn[i]), "tm_to_template": tm_wt[i],
                              "plddt": plddt.get((method, r["id"]), float("nan")), "sequence": r["sequence"]})
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(seq_rows[0]))
@@ -126,7 +167,8 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
         w.writerows(seq_rows)
     cols = _columns(structures is not None)
     order = [m for m in ("cpdiffusion_ss", *sorted(k for k in per_method if k.startswith("cpdiffusion_ss_")),
-                         "vanilla_decoder", "ss_composition", "native") if m in per_method]
+                         "vanilla_decoder", "ss_composition",
+                         *sorted(k for k in per_method if k.startswith("proteinmpnn_")), "native") if m in per_method]
     with open(out_dir / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "templates", *cols])
@@ -134,19 +176,21 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             w.writerow([m, len(per_method[m]["ID"]), *[mean_std(per_method[m][c]) for c in cols]])
     metrics = {f"{m}/{c}": float(np.nanmean(per_method[m][c])) for m in order for c in cols
                if np.isfinite(per_method[m][c]).any()}
+    metrics["mpnn_scorer"] = scorer.name if scorer is not None else "not computed (ProteinMPNN not installed)"
     if structures is not None:
         metrics["structures_sequence_mismatch"] = mismatched
         if mismatched:
             oracle += (f" ({mismatched} of {sum(len(v) for v in by.values())} structures do not carry their "
                        "design's sequence)")
-    _write_report(out_dir, order, per_method, by, train_metrics or {}, rows, oracle, structures is not None)
+    _write_report(out_dir, order, per_method, by, train_metrics or {}, rows, oracle, structures is not None,
+                  metrics["mpnn_scorer"])
     metrics["templates"] = n_templates
     metrics["oracle"] = oracle
     return metrics
 
 
 def _write_report(out_dir: Path, order, per_method, by, train_metrics: dict, rows, oracle: str,
-                  with_structures: bool) -> None:
+                  with_structures: bool, scorer: str = "") -> None:
     n_t = len({r["template"] for r in rows})
     n = max(len(v) for (m, _), v in by.items() if m != "native")
     if with_structures:
@@ -166,10 +210,14 @@ def _write_report(out_dir: Path, order, per_method, by, train_metrics: dict, row
          f"{n_t} test templates x {n} designs per method (the paper: 50 x 200). Element-level SS metrics "
          "exactly as the paper's metrics.py; MSE x 100. Mean (std over templates). Seq.ID = mean pairwise "
          "identity among a template's designs (lower = more diverse); novelty = mean highest identity to a "
-         "training sequence (lower = more novel).", "",
-         markdown_table(["method", *ss_heads, "novelty % ↓", "length / template",
+         "training sequence (lower = more novel); recovery = % of the native template sequence recovered "
+         "(per position when the lengths agree, else by global alignment); MPNN score = mean negative "
+         f"log-likelihood per residue of the design threaded on the template backbone ({scorer}; one random "
+         "decoding order, the first `validate.mpnn_per_template` designs per template; lower = more designable, "
+         "n/a when the design's length differs from the template's).", "",
+         markdown_table(["method", *ss_heads, "novelty % ↓", "length / template", "recovery %", "MPNN score ↓",
                          *(["TM div ↓", "TM_wt", "pLDDT"] if with_structures else []), "s / template"],
-                        [[LABELS.get(m, m), *(mean_std(per_method[m][c]) for c in cols)] for m in order])]
+                        [[label(m), *(mean_std(per_method[m][c]) for c in cols)] for m in order])]
     L += ["", "Paper, Table I (ESMFold + DSSP oracle, 50 CATH 4.3 templates x 200, full-size models), for reference:",
           "", markdown_table(["method", *ss_heads, "TM_new ↓", "TM_wt ↓"],  # PAPER_TABLE_I's column order
                              [[name, *(v[k] for k in (4, 5, 6, 7, 8, 9, 2, 0, 3))]

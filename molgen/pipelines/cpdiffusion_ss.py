@@ -267,10 +267,7 @@ def _length_range(s) -> tuple[float, float] | None:
 
 
 def sample(cfg: DictConfig, ctx) -> dict:
-    from Bio import SeqIO
-
     from molgen.data.proteins import load_template
-    from molgen.models.cpdiffusion_ss.designer import METHODS
 
     s = cfg.sample
     designer = _designer(cfg, ctx)
@@ -280,9 +277,7 @@ def sample(cfg: DictConfig, ctx) -> dict:
         proteins, split = read_featurized(ctx.input("featurize"))
         templates = [p for p, sp in zip(proteins, split) if sp == "test"][: int(s.templates)]
     methods = list(s.methods)
-    for meth in methods:
-        if meth not in METHODS:
-            raise DataError(f"sample.methods: unknown method '{meth}' (choose from {', '.join(METHODS)})")
+    check_methods(cfg)
     rows, timing = [], {}
     from tqdm import tqdm
 
@@ -323,6 +318,20 @@ def sample(cfg: DictConfig, ctx) -> dict:
         f"[samples.jsonl](./samples.jsonl). Seconds per template: "
         + ", ".join(f"{m} {np.mean(v):.1f}" for m, v in timing.items()) + ".\n")
     return metrics
+
+
+def check_methods(cfg: DictConfig) -> None:
+    """``sample.methods`` are known and can run here (ProteinMPNN installed); checked before any stage runs."""
+    from molgen.models import proteinmpnn
+    from molgen.models.cpdiffusion_ss.designer import METHODS
+
+    for meth in cfg.sample.methods:
+        meth = str(meth)
+        if meth not in METHODS and not meth.startswith("proteinmpnn_"):
+            raise ConfigError(f"sample.methods: unknown method '{meth}' (choose from {', '.join(METHODS)} or "
+                              "proteinmpnn_<vanilla|soluble>_t<temperature>)")
+        if proteinmpnn.parse_method(meth) and not proteinmpnn.available():
+            raise ConfigError(f"sample.methods: {meth} needs ProteinMPNN: {proteinmpnn.INSTALL}")
 
 
 def _write_fasta(records, path: Path) -> None:
@@ -380,6 +389,11 @@ def validate(cfg: DictConfig, ctx) -> dict:
     kwargs: dict = {}
     if oracle != "predictor":
         kwargs = _structures(v, oracle, rows, ctx)
+    tpl_file = ctx.input("sample") / "templates.jsonl.gz"
+    if "templates" not in kwargs and tpl_file.exists():  # backbones for the MPNN score
+        from molgen.data.proteins import read_proteins
+
+        kwargs["templates"] = {p.name: p for p in read_proteins(tpl_file)[0]}
     metrics = evaluate_samples(rows, designer, v, ctx.dir, train_metrics=designer.info.get("metrics", {}), **kwargs)
     if "plddt" in kwargs:
         metrics["mean_plddt"] = float(np.nanmean(list(kwargs["plddt"].values())))
@@ -433,7 +447,8 @@ STAGES = [
           description="protein LM (MLM) -> pooling + decoder -> EGNN latent diffusion; SS oracle"),
     Stage("sample", sample, groups=("sample", "template", "chain", "seed"), needs=("featurize", "train"),
           file_keys=("ckpt", "template"), replaced_by={"train": "ckpt", "featurize": "template"},
-          description="designs per template: CPDiffusion-SS, vanilla decoder, SS-composition baseline"),
+          description="designs per template: CPDiffusion-SS, vanilla decoder, SS-composition baseline, "
+                      "ProteinMPNN", check=check_methods),
     Stage("validate", validate, groups=("validate",), needs=("sample", "train"),
           file_keys=("ckpt", "validate.structures_dir"), replaced_by={"train": "ckpt"},
           description="SS consistency (ID, ID_max, MSE), diversity, novelty vs Table I; oracle: predictor, "

@@ -73,7 +73,8 @@ class CPDiffusionSSDesigner:
             template: a PDB/mmCIF/json path or a :class:`Protein`.
             n: number of sequences.
             method: ``cpdiffusion_ss`` | ``vanilla_decoder`` (decoder fed random Gaussian latents, the paper's
-                baseline) | ``ss_composition`` (the composition baseline).
+                baseline) | ``ss_composition`` (the composition baseline) | ``proteinmpnn_<vanilla|soluble>_t<T>``
+                (ProteinMPNN's published weights at sampling temperature T; :mod:`molgen.models.proteinmpnn`).
             sampler: ``ddpm`` (500-step ancestral, the paper's) or ``ddim`` (``steps`` steps, faster).
             temperature: decoder sampling temperature (paper: 1.0).
             max_len: cap on designed length (with ``length_range=None``; default 2 x template length + 20, at
@@ -92,8 +93,12 @@ class CPDiffusionSSDesigner:
         from Bio.Seq import Seq
         from Bio.SeqRecord import SeqRecord
 
-        if method not in METHODS:
-            raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+        from molgen.models import proteinmpnn
+
+        mpnn = proteinmpnn.parse_method(method)
+        if method not in METHODS and mpnn is None:
+            raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)} or "
+                             "proteinmpnn_<vanilla|soluble>_t<temperature>)")
         if n < 1:
             raise DataError(f"n={n}: ask for at least one sequence")
         protein = load_template(template, chain)
@@ -108,7 +113,10 @@ class CPDiffusionSSDesigner:
         t0 = time.time()
         gen = torch.Generator().manual_seed(seed)
         seqs: list[str] = []
-        if method == "ss_composition":
+        if mpnn is not None:  # the baseline: ProteinMPNN on the template's backbone (its length by nature)
+            seqs = proteinmpnn.load(mpnn[0]).sample(protein.coords, n, temperature=mpnn[1], seed=seed,
+                                                     batch_size=batch_size)
+        elif method == "ss_composition":
             if self.composition is None:
                 raise DataError("this checkpoint has no SS-composition baseline statistics")
             lengths = [len(e) for e in ss_elements(protein.ss3)] if length_range is not None else None
