@@ -54,6 +54,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "chain": (3, {"cpdiffusion_ss": None}),
     "validate.depictions": (3, 48),   # presentation only (report.html): the verdicts are unchanged
     "validate.viewer": (3, 6),
+    "model.prior": (3, {"sild": "diffusion"}),       # SiLD's latent prior (GeoLDM's diffusion before)
     "data.simulate_train": (3, {"atom": None}),       # extra simulated training trajectories (none before)
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),
@@ -189,7 +190,8 @@ RULES: dict[str, Rule] = {
     "sample.steps": _count(1),
     "sample.n_write": _count(0),
     "sample.solver": Rule(str, choices=("euler", "heun")),
-    "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral")),
+    "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
+    "model.prior": Rule(str, choices=("diffusion", "flow")),
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),
     "condition.embedding": Rule(str, choices=("concatenate", "sum", "multiply", "concatenate_sum",
                                               "concatenate_multiply")),

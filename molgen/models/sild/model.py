@@ -35,6 +35,7 @@ from molgen.data.graph import MoleculeVocab, from_dense
 from molgen.data.molecule import Molecule
 from molgen.errors import CheckpointError, ConfigError
 from molgen.generative.equivariant_diffusion import EquivariantDiffusion
+from molgen.generative.equivariant_flow import EquivariantFlow
 from molgen.generative.gaussian_path import centred_gaussian, remove_mean
 from molgen.models.sild.nets import BondHead, EquivariantDenoiser, LatentDecoder
 from molgen.nn.graph import edge_bond_types
@@ -67,6 +68,7 @@ def upgrade_args(args: dict) -> dict:
     return args
 
 PHASES = ("autoencoder", "diffusion")
+PRIORS = ("diffusion", "flow")
 
 
 class SiLD(pl.LightningModule):
@@ -91,6 +93,9 @@ class SiLD(pl.LightningModule):
         embedding, gaussian_expansion, property_mean, property_std: see :class:`PropertyEmbedding`.
         max_atoms: largest molecule of the atom-count histogram.
         lr: learning rate of the current phase (set by the train stage).
+        prior: the latent generative process: ``diffusion`` (GeoLDM's: EDM, ``timesteps`` levels, epsilon
+            prediction) or ``flow`` (:class:`~molgen.generative.equivariant_flow.EquivariantFlow`: straight-line
+            flow matching with OT-aligned prior, endpoint prediction, 50-100 sampling steps).
     """
 
     def __init__(self, vocab: dict | None = None, encoder: Mapping | None = EGNN_ENCODER, latent_dim: int = 2,
@@ -98,7 +103,7 @@ class SiLD(pl.LightningModule):
                  denoiser_hidden: int = 128, denoiser_layers: int = 6, timesteps: int = 1000, kl_weight: float = 0.01,
                  bond_noise: float = 0.05, feature_scale: float = 0.25, property_name: str | None = None,
                  embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
-                 property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3):
+                 property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, prior: str = "diffusion"):
         super().__init__()
         if encoder is not None and not isinstance(encoder, Mapping):
             raise ConfigError(f"model.encoder={encoder}: not an encoder spec (a mapping with a _target_ class; "
@@ -120,7 +125,10 @@ class SiLD(pl.LightningModule):
         prop = (PropertyEmbedding(property_name, denoiser_hidden, embedding, gaussian_expansion, property_mean,
                                   property_std) if property_name else None)
         self.denoiser = EquivariantDenoiser(self.feat_dim, denoiser_hidden, denoiser_layers, prop)
+        if prior not in PRIORS:
+            raise ConfigError(f"model.prior={prior}: choose from {', '.join(PRIORS)}")
         self.diffusion = EquivariantDiffusion(timesteps)
+        self.flow = EquivariantFlow() if prior == "flow" else None
         self.sampler = PropertySampler(max_atoms, conditional=property_name is not None)
         self.phase = "autoencoder"
         # a formal charge q is possible for element Z only if q <= Z (RDKit cannot even write H(+2))
@@ -260,8 +268,22 @@ class SiLD(pl.LightningModule):
         res_x, res_h = self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index)
         return sigma * x_t + res_x, sigma * h_t + res_h
 
+    def predict_endpoint(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None):
+        """The flow prior's endpoint prediction (the
+        :class:`~molgen.generative.equivariant_flow.EndpointPredictor` protocol; ``t`` = flow time, 1 = data).
+
+        :math:`\hat z_1 = c(t)\,z_t + f_\theta(z_t, 1 - t)` with :math:`c(t) = t / ((1-t)^2 + t^2)`, the
+        skip weight that is exact for unit-variance data (EDM's preconditioning for this path): the network learns
+        a residual, and the denoiser sees the noise level ``1 - t`` as in the diffusion prior."""
+        if edge_index is None:
+            edge_index = complete_graph(batch, num_graphs)[0]
+        c = (t / ((1 - t) ** 2 + t ** 2)).to(x_t.dtype)[batch].unsqueeze(-1)        # [n, 1]
+        res_x, res_h = self.denoiser(x_t, h_t, 1 - t, batch, num_graphs, context, edge_index)
+        return c * x_t + res_x, c * h_t + res_h
+
     def diffusion_loss(self, data) -> torch.Tensor:
-        """EDM's L2 loss on latents drawn from the frozen encoder's posterior, mean over the batch."""
+        """The latent prior's loss on latents drawn from the frozen encoder's posterior, mean over the batch:
+        EDM's L2 (``prior=diffusion``) or the flow's endpoint L2 (``prior=flow``)."""
         edge_index = complete_graph(data.batch, data.num_graphs)[0]
         with torch.no_grad():
             z_x, z_h, _ = self.encode(data, edge_index)
@@ -270,6 +292,11 @@ class SiLD(pl.LightningModule):
         def denoiser(x_t, h_t, t, batch, num_graphs, context):
             return self.denoise(x_t, h_t, t, batch, num_graphs, context, edge_index)
 
+        if self.flow is not None:
+            def predictor(x_t, h_t, t, batch, num_graphs, context):
+                return self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index)
+
+            return self.flow.loss(predictor, z_x, z_h, data.batch, data.num_graphs, self._context(data)).mean()
         return self.diffusion.loss(denoiser, z_x, z_h, data.batch, data.num_graphs, self._context(data)).mean()
 
     # ------------------------------------------------------------------ Lightning
@@ -304,7 +331,9 @@ class SiLD(pl.LightningModule):
         Args:
             n_atoms: atom count of each molecule.
             values: target property value per molecule (user units); required by a conditional model.
-            steps: denoising steps (default: all ``T``); sampler: ``ancestral`` or ``ddim``.
+            steps: denoising steps (default: all ``T``; the flow prior: integration steps, default 100);
+            sampler: ``ancestral`` or ``ddim`` (diffusion prior); ``euler`` or ``heun`` (flow prior; the
+            diffusion samplers' names mean Euler there).
             seed: seeds every random draw; batch_size: molecules denoised together.
         """
         if self.conditional and (values is None or len(values) != len(n_atoms)):
@@ -328,8 +357,16 @@ class SiLD(pl.LightningModule):
             def denoiser(x_t, h_t, t, b, nb, c):
                 return self.denoise(x_t, h_t, t, b, nb, c, ei)
 
-            z_x, z_h = self.diffusion.sample(denoiser, batch, B, self.feat_dim, ctx, steps, sampler, gen,
-                                             progress=progress)
+            if self.flow is not None:
+                def predictor(x_t, h_t, t, b, nb, c):
+                    return self.predict_endpoint(x_t, h_t, t, b, nb, c, ei)
+
+                z_x, z_h = self.flow.sample(predictor, batch, B, self.feat_dim, ctx, steps or 100,
+                                            "euler" if sampler in ("ancestral", "ddim") else sampler,
+                                            generator=gen, progress=progress)
+            else:
+                z_x, z_h = self.diffusion.sample(denoiser, batch, B, self.feat_dim, ctx, steps, sampler, gen,
+                                                 progress=progress)
             pos, tl, cl = self.decode(z_x, z_h, ei, batch, B)
             types = tl.argmax(-1)
             charges = cl.masked_fill(~self.charge_allowed[types], float("-inf")).argmax(-1)

@@ -1,0 +1,115 @@
+r"""Flow matching on point clouds with invariant features: the compute-efficient prior for SiLD's latents.
+
+The same sample layout as :mod:`molgen.generative.equivariant_diffusion` (equivariant positions ``x [n, 3]`` in the
+zero-centre-of-mass subspace, invariant features ``h [n, k]``), but the generative process is the straight-line
+path of conditional flow matching (Lipman et al. 2023) that PropMolFlow uses for atom positions:
+
+.. math::
+    x_t = (1 - t)\,x_0 + t\,x_1,\qquad h_t = (1 - t)\,h_0 + t\,h_1,\qquad
+    \mathcal L = \tfrac{1}{N(3+k)}\big(\|\hat x_1 - x_1\|^2 + \|\hat h_1 - h_1\|^2\big)
+
+with :math:`x_0` a centred Gaussian and :math:`h_0 \sim \mathcal N(0, I)`; the network predicts the endpoint
+:math:`(\hat x_1, \hat h_1)` (FlowMol's parameterisation) and sampling integrates
+:math:`u_t = (\hat z_1 - z_t) / (1 - t)` with :mod:`molgen.generative.solvers` over
+:func:`~molgen.generative.solvers.time_grid`. During training the prior positions are paired with the data by a
+Hungarian permutation and a Kabsch rotation (:func:`~molgen.generative.gaussian_path.align_prior`, the
+equivariant optimal-transport coupling of Klein et al. 2023); the prior's distribution is unchanged, so the
+learned density stays rotation and translation invariant with an equivariant network.
+
+Why for SiLD: a 1000-level epsilon-prediction DDPM (GeoLDM's prior) needs GPU-days to converge, while endpoint
+flow matching with OT pairing trains in far fewer steps and samples in 50-100 network evaluations (FlowMol,
+SemlaFlow report the same for molecules).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from molgen.generative.gaussian_path import GaussianPath, align_prior, centred_gaussian, remove_mean
+from molgen.generative.solvers import EulerSolver, HeunSolver, time_grid
+
+SOLVERS = {"euler": EulerSolver, "heun": HeunSolver}
+
+
+class EndpointPredictor(Protocol):
+    """``(x_t [n,3], h_t [n,k], t [B], batch [n], num_graphs, context) -> (x1_hat [n,3], h1_hat [n,k])``; ``t`` is
+    the flow time (0 = prior, 1 = data)."""
+
+    def __call__(self, x_t: torch.Tensor, h_t: torch.Tensor, t: torch.Tensor, batch: torch.Tensor,
+                 num_graphs: int, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class EquivariantFlow(nn.Module):
+    """Straight-line flow matching over ``(x, h)`` (see the module docstring).
+
+    Args:
+        align: pair prior and data positions by permutation + rotation during training (equivariant OT).
+        t_max: training times are drawn uniformly from ``[0, t_max]`` (the endpoint loss is flat at ``t = 1``).
+    """
+
+    def __init__(self, align: bool = True, t_max: float = 1.0):
+        super().__init__()
+        self.align = align
+        self.t_max = float(t_max)
+        self.path = GaussianPath()
+
+    def noise(self, batch: torch.Tensor, num_graphs: int, k: int,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior sample: centred Gaussian positions ``[n, 3]`` and Gaussian features ``[n, k]``."""
+        x0 = centred_gaussian(batch, generator, num_graphs)
+        h0 = torch.randn(batch.shape[0], k, generator=generator).to(batch.device)
+        return x0, h0
+
+    def loss(self, predictor: EndpointPredictor, x: torch.Tensor, h: torch.Tensor, batch: torch.Tensor,
+             num_graphs: int, context: torch.Tensor | None = None, t: torch.Tensor | None = None,
+             noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Endpoint L2 loss per molecule ``[B]``, :math:`\\frac{1}{N(3+k)}\\|\\hat z_1 - z_1\\|^2`.
+
+        Args:
+            x: data positions, centred per molecule; h: data features.
+            t: ``[B]`` flow times (default uniform on ``[0, t_max]``); noise: ``(x0, h0)`` (default fresh).
+        """
+        if t is None:
+            t = torch.rand(num_graphs, device=x.device) * self.t_max
+        x0, h0 = noise if noise is not None else self.noise(batch, num_graphs, h.shape[1])
+        if self.align:
+            x0 = align_prior(x0, x, batch)
+        tn = t[batch].unsqueeze(-1)                                               # [n, 1]
+        x_t, h_t = (1 - tn) * x0 + tn * x, (1 - tn) * h0 + tn * h
+        pred_x, pred_h = predictor(x_t, h_t, t, batch, num_graphs, context)
+        err = ((pred_x - x) ** 2).sum(-1) + ((pred_h - h) ** 2).sum(-1)           # [n]
+        per_graph = x.new_zeros(num_graphs).index_add_(0, batch, err)
+        n_atoms = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(x.dtype)
+        return per_graph / (n_atoms * (3 + h.shape[1]))
+
+    @torch.no_grad()
+    def sample(self, predictor: EndpointPredictor, batch: torch.Tensor, num_graphs: int, k: int,
+               context: torch.Tensor | None = None, steps: int = 100, solver: str = "euler",
+               time_power: float = 1.0, generator: torch.Generator | None = None,
+               progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integrate from the prior to ``(x [n, 3], h [n, k])``.
+
+        Args:
+            steps: integration steps; solver: ``euler`` (one network call per step) | ``heun`` (two);
+            time_power: :func:`~molgen.generative.solvers.time_grid` spacing (> 1: finer steps near the data).
+        """
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
+        from tqdm.auto import tqdm
+
+        step = SOLVERS[solver]()
+        x, h = self.noise(batch, num_graphs, k, generator)
+        z = torch.cat([x, h], -1)
+
+        def predict(z_t: torch.Tensor, t: float):
+            tt = torch.full((num_graphs,), float(t), device=batch.device)
+            px, ph = predictor(z_t[:, :3], z_t[:, 3:], tt, batch, num_graphs, context)
+            return torch.cat([remove_mean(px, batch, num_graphs), ph], -1), None
+
+        grid = time_grid(steps, time_power)
+        for t, s in tqdm(list(zip(grid[:-1], grid[1:])), desc="flow steps", disable=not progress, leave=False):
+            z, _ = step.step(predict, self.path, z, t, s)
+            z = torch.cat([remove_mean(z[:, :3], batch, num_graphs), z[:, 3:]], -1)
+        return z[:, :3], z[:, 3:]
