@@ -137,13 +137,15 @@ class PropertyEmbedding(nn.Module):
         method: one of :data:`COMBINERS`.
         gaussian_expansion: expand the raw value on 5 fixed Gaussians instead of z-scoring it.
         mean, std: z-score statistics (training split, user units).
+        null_token: learn a "no property" embedding, selected by a NaN value (classifier-free guidance: the
+            model is trained with the property dropped for some molecules and sampled with both predictions).
 
     Shapes:
         h0 ``[n, dim]``, value ``[B]`` (user units), batch ``[n]`` -> ``[n, dim]``.
     """
 
     def __init__(self, name: str, dim: int, method: str = "concatenate", gaussian_expansion: bool = False,
-                 mean: float = 0.0, std: float = 1.0):
+                 mean: float = 0.0, std: float = 1.0, null_token: bool = False):
         super().__init__()
         info = check_property(name)
         if method not in COMBINERS:
@@ -158,12 +160,23 @@ class PropertyEmbedding(nn.Module):
             self.expand = None
             self.embed = nn.Sequential(_mlp(1, dim), nn.LayerNorm(dim))
         self.combine = COMBINERS[method](dim)
+        # the "no property" embedding of classifier-free guidance: a NaN value selects it
+        self.null = nn.Parameter(torch.zeros(dim)) if null_token else None
 
     def embed_value(self, value: torch.Tensor) -> torch.Tensor:
-        """``p [B, dim]`` from ``value [B]``."""
+        """``p [B, dim]`` from ``value [B]``; a NaN value gives the learned null embedding (``null_token``)."""
+        missing = torch.isnan(value)
+        if missing.any() and self.null is None:
+            raise ValueError(f"a {self.name} value is NaN and this embedding has no null token (train with "
+                             "property dropout for classifier-free guidance)")
+        clean = torch.where(missing, torch.full_like(value, self.mean), value)
         if self.expand is not None:
-            return self.embed(self.expand(value))
-        return self.embed(((value - self.mean) / self.std).unsqueeze(-1))
+            p = self.embed(self.expand(clean))
+        else:
+            p = self.embed(((clean - self.mean) / self.std).unsqueeze(-1))
+        if self.null is not None:
+            p = torch.where(missing.unsqueeze(-1), self.null.to(p.dtype).expand_as(p), p)
+        return p
 
     def forward(self, h0: torch.Tensor, value: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         return self.combine(h0, self.embed_value(value)[batch])

@@ -148,10 +148,12 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         if s.get("ood") or cfg.condition.get("value") is not None:
             raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
         sizes = model.sampler.sample_n_atoms(n, gen)
-    say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}")
+    guidance = float(s.get("guidance", 1.0))
+    say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"
+        + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else ""))
     t0 = time.time()
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), solver=str(s.solver), seed=seed,
-                                  batch_size=int(s.batch_size))
+                                  batch_size=int(s.batch_size), guidance=guidance)
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"propmolflow_{k}"
@@ -165,7 +167,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         ctx.dir / "samples.pt")
     write_xyz(mols, ctx.dir / "samples.xyz")
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
-            "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "property": model.property_name or "none",
+            "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "guidance": guidance, "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
 
 

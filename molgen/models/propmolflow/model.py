@@ -101,6 +101,10 @@ class PropMolFlow(pl.LightningModule):
         self_condition: self-conditioning (FlowMol3): in training, half of the batches first predict the endpoint
             without gradients and feed that prediction back as input; in sampling, each step gets the previous
             step's prediction. Costs ~1.2x per training step, nothing at sampling.
+        property_dropout: classifier-free guidance (Ho & Salimans 2022): in training, the property of this share
+            of the molecules is replaced by a learned "no property" embedding, so the same network also predicts
+            unconditionally; sampling with ``guidance = w`` then uses ``u + w (c - u)`` of the two predictions
+            (positions and the categorical logits). 0: no null embedding (guidance unavailable).
     """
 
     def __init__(self, vocab: dict | None = None, s_dim: int = 256, edge_dim: int = 128, rbf_dim: int = 32,
@@ -109,7 +113,8 @@ class PropMolFlow(pl.LightningModule):
                  embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
                  property_std: float = 1.0, max_atoms: int = 29, n_bins: int = 1000, lr: float = 2.5e-4,
                  weight_decay: float = 1e-12, align_prior: bool = True, schedule: str = "linear",
-                 stochasticity: float = 10.0, temperature: float = 0.05, self_condition: bool = False):
+                 stochasticity: float = 10.0, temperature: float = 0.05, self_condition: bool = False,
+                 property_dropout: float = 0.0):
         super().__init__()
         if backbone is not None and not isinstance(backbone, Mapping):
             raise ConfigError(f"model.backbone={backbone}: not a backbone spec (a mapping with a _target_ class; "
@@ -121,8 +126,10 @@ class PropMolFlow(pl.LightningModule):
         if property_name is not None:
             check_property(property_name)
         self.property_name = property_name
-        prop = (PropertyEmbedding(property_name, s_dim, embedding, gaussian_expansion, property_mean, property_std)
-                if property_name else None)
+        if not 0.0 <= property_dropout < 1.0:
+            raise ConfigError(f"model.property_dropout={property_dropout}: must be in [0, 1)")
+        prop = (PropertyEmbedding(property_name, s_dim, embedding, gaussian_expansion, property_mean, property_std,
+                                  null_token=property_dropout > 0) if property_name else None)
         extra = {"self_condition": True} if self_condition else {}
         self.net = build(backbone, n_atom_types=self.vocab.n_atom_types, n_charges=self.vocab.n_charges,
                          n_bond_types=self.vocab.n_bond_types, s_dim=s_dim, edge_dim=edge_dim, rbf_dim=rbf_dim,
@@ -182,6 +189,9 @@ class PropMolFlow(pl.LightningModule):
         e_t[upper], e_t[reverse[upper]] = e_t_upper, e_t_upper                         # symmetric [E]
         # predict the endpoint (self-conditioning: half of the batches on a first prediction made without gradients)
         value = self._values(batch)
+        if value is not None and self.hparams.get("property_dropout", 0.0) > 0:   # classifier-free guidance
+            drop = torch.rand(value.shape, device=value.device) < self.hparams.property_dropout
+            value = value.masked_fill(drop, float("nan"))
         self_cond = None
         if self.hparams.self_condition and bool(torch.rand(()) < 0.5):
             with torch.no_grad():
@@ -219,7 +229,7 @@ class PropMolFlow(pl.LightningModule):
                          solver: str = "euler", seed: int = 0, batch_size: int = 100,
                          stochasticity: float | None = None, temperature: float | None = None,
                          progress: bool = True, self_condition: bool = True,
-                         grid_power: float = 1.0) -> list[Molecule]:
+                         grid_power: float = 1.0, guidance: float = 1.0) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -234,6 +244,9 @@ class PropMolFlow(pl.LightningModule):
                 t = 1, see :func:`molgen.generative.solvers.time_grid`).
             self_condition: feed each step's prediction into the next (a self-conditioned model only; False
                 samples it as if it had no previous prediction: an ablation).
+            guidance: classifier-free guidance weight ``w`` (1: the conditional prediction alone; > 1 pushes
+                harder towards the target; needs a model trained with ``property_dropout``; two network
+                evaluations per step).
 
         Returns:
             :class:`~molgen.data.molecule.Molecule` list; ``properties`` holds the target value when conditional.
@@ -244,6 +257,9 @@ class PropMolFlow(pl.LightningModule):
             raise ConfigError("this model is unconditional: it takes no property values")
         if any(int(n) < 1 for n in n_atoms):
             raise ConfigError("every molecule needs at least one atom")
+        if float(guidance) != 1.0 and not (self.conditional and self.hparams.get("property_dropout", 0.0) > 0):
+            raise ConfigError(f"guidance={guidance}: this model was not trained with property dropout "
+                              "(model.property_dropout > 0), so it has no unconditional prediction to guide with")
         eta = self.hparams.stochasticity if stochasticity is None else stochasticity
         temp = self.hparams.temperature if temperature is None else temperature
         step_solver, grid = get_solver(solver), time_grid(steps, grid_power)
@@ -256,13 +272,14 @@ class PropMolFlow(pl.LightningModule):
         for chunk in chunks:
             sizes = [int(n_atoms[k]) for k in chunk]
             vals = [float(values[k]) for k in chunk] if values is not None else None
-            out += self._sample_batch(sizes, vals, grid, step_solver, eta, temp, gen, bar, self_condition)
+            out += self._sample_batch(sizes, vals, grid, step_solver, eta, temp, gen, bar, self_condition,
+                                      float(guidance))
         bar.close()
         self.train(was_training)
         return out
 
     def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar,
-                      feed_back: bool = True) -> list[Molecule]:
+                      feed_back: bool = True, guidance: float = 1.0) -> list[Molecule]:
         dev = self.device
         n_mol = len(sizes)
         idx = torch.repeat_interleave(torch.arange(n_mol), torch.tensor(sizes)).to(dev)     # [n]
@@ -279,14 +296,22 @@ class PropMolFlow(pl.LightningModule):
             e_t = torch.empty(edge_index.shape[1], dtype=torch.long, device=dev)
             e_t[upper], e_t[reverse[upper]] = e_up, e_up
 
+            def net(x_in: torch.Tensor, t_atom: torch.Tensor, v: torch.Tensor | None):
+                if self.hparams.get("self_condition"):
+                    return self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, v, n_mol, self_cond=sc[0])
+                # backbones without self-conditioning need not know the argument
+                return self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, v, n_mol)
+
             def predict(x_in: torch.Tensor, time: float):
                 t_atom = torch.full((idx.shape[0],), time, device=dev)
-                if self.hparams.get("self_condition"):
-                    out = self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, value, n_mol, self_cond=sc[0])
-                    if feed_back:
-                        sc[0] = self_condition_inputs(*out)
-                else:  # backbones without self-conditioning need not know the argument
-                    out = self.net(a, c, x_in, t_atom, idx, edge_index, reverse, e_t, value, n_mol)
+                out = net(x_in, t_atom, value)
+                if guidance != 1.0:  # classifier-free guidance: u + w (c - u), logits in log-probability space
+                    uncond = net(x_in, t_atom, torch.full_like(value, float("nan")))
+                    out = (uncond[0] + guidance * (out[0] - uncond[0]),
+                           *(torch.log_softmax(lu, -1) + guidance * (torch.log_softmax(lc_, -1) - torch.log_softmax(lu, -1))
+                             for lc_, lu in zip(out[1:], uncond[1:])))
+                if self.hparams.get("self_condition") and feed_back:
+                    sc[0] = self_condition_inputs(*out)
                 x1_hat, la, lc, le = out
                 return x1_hat, (la, lc, le)
 
@@ -315,7 +340,7 @@ class PropMolFlow(pl.LightningModule):
         return mols
 
     def sample(self, n: int, condition: dict[str, float] | None = None, steps: int = 100, seed: int = 0,
-               solver: str = "euler", batch_size: int = 100, progress: bool = True) -> list:
+               solver: str = "euler", batch_size: int = 100, progress: bool = True, guidance: float = 1.0) -> list:
         """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
 
         Args:
@@ -323,7 +348,7 @@ class PropMolFlow(pl.LightningModule):
             condition: ``{property: value}`` in user units (e.g. ``{"gap": 6.8}`` eV); atom counts are drawn from the
                 training molecules with values near the target (p(N | value)). None: unconditional model -> N from the histogram; conditional model -> (N, value)
                 drawn jointly from the training data (PropMolFlow's in-distribution protocol).
-            steps, seed, solver, batch_size: see :meth:`sample_molecules`.
+            steps, seed, solver, batch_size, guidance: see :meth:`sample_molecules`.
 
         Example:
             >>> mols = model.sample(8, condition={"gap": 6.8}, steps=100, seed=0)   # doctest: +SKIP
@@ -344,7 +369,7 @@ class PropMolFlow(pl.LightningModule):
         else:
             sizes = self.sampler.sample_n_atoms(n, gen)
         mols = self.sample_molecules(sizes, values, steps=steps, solver=solver, seed=seed, batch_size=batch_size,
-                                     progress=progress)
+                                     progress=progress, guidance=guidance)
         return [m.to_rdkit() for m in mols]
 
 
