@@ -39,10 +39,10 @@ def _columns(with_structures: bool) -> list[str]:
 
 
 def label(method: str) -> str:
-    from molgen.models.proteinmpnn import parse_method
-
-    mpnn = parse_method(method)
-    return f"ProteinMPNN {mpnn[0]}, T = {mpnn[1]:g}" if mpnn else LABELS.get(method, method)
+    if method.startswith("proteinmpnn_") and "_t" in method:   # proteinmpnn_<weights>_t<temperature>
+        weights, temp = method[len("proteinmpnn_"):].rsplit("_t", 1)
+        return f"ProteinMPNN {weights}, T = {temp}"
+    return LABELS.get(method, method)
 
 
 def recovery(design: str, native: str) -> float:
@@ -53,22 +53,6 @@ def recovery(design: str, native: str) -> float:
     return sequence_identity(design, native)
 
 
-def mpnn_scorer(vcfg):
-    """ProteinMPNN (vanilla weights) for the designability score, per ``validate.mpnn_score``: ``auto`` (when
-    installed), ``true`` (required), ``false``."""
-    from molgen.models import proteinmpnn
-
-    want = str(vcfg.get("mpnn_score", "auto")).lower()
-    if want in ("false", "none", "0"):
-        return None
-    if not proteinmpnn.available():
-        if want == "true":
-            from molgen.errors import DataError
-            raise DataError(f"validate.mpnn_score=true needs ProteinMPNN: {proteinmpnn.INSTALL}")
-        return None
-    return proteinmpnn.load("vanilla")
-
-
 def _finite_mean(values) -> float:
     v = np.asarray(values, dtype=float)
     return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
@@ -76,7 +60,8 @@ def _finite_mean(values) -> float:
 
 def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metrics: dict | None = None,
                      structures: dict[tuple[str, str], Path] | None = None, templates: dict | None = None,
-                     oracle: str | None = None, plddt: dict[tuple[str, str], float] | None = None) -> dict:
+                     oracle: str | None = None, plddt: dict[tuple[str, str], float] | None = None,
+                     scorer=None) -> dict:
     """Score sampled designs; writes ``metrics.csv``, ``table.csv`` and ``report.md`` into ``out_dir``.
 
     Args:
@@ -92,6 +77,8 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
             MPNN score threads every design on, ``validate.mpnn_score``).
         oracle: the oracle's name for the report (default: the one named in the scored records).
         plddt: (method, record id) -> mean pLDDT of its predicted structure (reported when given).
+        scorer: the designability scorer (``.score(coords, sequences, orders, seed)`` and ``.name``, e.g.
+            :class:`molgen.models.proteinmpnn.ProteinMPNN`) applied on ``templates``' backbones; None: not scored.
     """
     out_dir = Path(out_dir)
     by = defaultdict(list)
@@ -101,7 +88,7 @@ def evaluate_samples(rows: list[dict], designer, vcfg, out_dir: Path, train_metr
     # default: the oracle that scored the designs at sampling time (recorded in every scored record)
     oracle = oracle or next((r["oracle"] for r in rows if r.get("oracle")), "the designer's SS oracle")
     plddt = plddt or {}
-    scorer = mpnn_scorer(vcfg) if templates else None
+    scorer = scorer if templates else None
     # the oracle on the native template sequences: the ceiling an oracle-based consistency can reach
     natives = list({r["template"]: r for r in rows}.values())
     if structures is None:

@@ -394,10 +394,26 @@ def validate(cfg: DictConfig, ctx) -> dict:
         from molgen.data.proteins import read_proteins
 
         kwargs["templates"] = {p.name: p for p in read_proteins(tpl_file)[0]}
-    metrics = evaluate_samples(rows, designer, v, ctx.dir, train_metrics=designer.info.get("metrics", {}), **kwargs)
+    metrics = evaluate_samples(rows, designer, v, ctx.dir, train_metrics=designer.info.get("metrics", {}),
+                               scorer=mpnn_scorer(v), **kwargs)
     if "plddt" in kwargs:
         metrics["mean_plddt"] = float(np.nanmean(list(kwargs["plddt"].values())))
     return metrics
+
+
+def mpnn_scorer(vcfg):
+    """ProteinMPNN (vanilla weights) for the designability score, per ``validate.mpnn_score``: ``auto`` (when
+    installed), ``true`` (required), ``false``."""
+    from molgen.models import proteinmpnn
+
+    want = str(vcfg.get("mpnn_score", "auto")).lower()
+    if want in ("false", "none", "0"):
+        return None
+    if not proteinmpnn.available():
+        if want == "true":
+            raise DataError(f"validate.mpnn_score=true needs ProteinMPNN: {proteinmpnn.INSTALL}")
+        return None
+    return proteinmpnn.load("vanilla")
 
 
 def _structures(v, oracle: str, rows: list[dict], ctx) -> dict:
