@@ -54,9 +54,9 @@ ADDED: dict[str, tuple[int, Any]] = {
     "chain": (3, {"cpdiffusion_ss": None}),
     "validate.depictions": (3, 48),   # presentation only (report.html): the verdicts are unchanged
     "validate.viewer": (3, 6),
-    "model.prior": (3, {"sild": "diffusion"}),
-    "model.property_dropout": (3, {"propmolflow": 0.0}),   # classifier-free guidance (none before)
-    "sample.guidance": (3, {"propmolflow": 1.0}),       # SiLD's latent prior (GeoLDM's diffusion before)
+    "model.prior": (3, {"sild": "diffusion"}),                # SiLD's latent prior (GeoLDM's diffusion before)
+    "model.property_dropout": (3, {"propmolflow": 0.0}),      # classifier-free guidance (none before)
+    "sample.guidance": (3, {"propmolflow": 1.0}),
     "data.simulate_train": (3, {"atom": None}),       # extra simulated training trajectories (none before)
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),

@@ -88,13 +88,13 @@ def _equilibrate(atoms, s: SimulationSettings, progress: bool) -> None:
 
     import warnings
 
-    # ASE >= 3.28 deprecates Langevin(fixcm=True), the recipe of the shared trajectories; keep it, quietly
-    warnings.filterwarnings("ignore", message=".*fixcm.*", category=FutureWarning)
     MaxwellBoltzmannDistribution(atoms, temperature_K=s.temperature_K, rng=np.random.RandomState(s.seed))
     Stationary(atoms)
     ZeroRotation(atoms)
-    dyn = Langevin(atoms, s.time_step_fs * units.fs, temperature_K=s.temperature_K,
-                   friction=s.friction_per_fs / units.fs, rng=np.random.RandomState(s.seed + 1))
+    with warnings.catch_warnings():  # ASE >= 3.28 deprecates fixcm=True, the recipe of the shared files: keep it
+        warnings.filterwarnings("ignore", message=".*fixcm.*", category=FutureWarning)
+        dyn = Langevin(atoms, s.time_step_fs * units.fs, temperature_K=s.temperature_K,
+                       friction=s.friction_per_fs / units.fs, rng=np.random.RandomState(s.seed + 1))
     bar = tqdm(total=s.equilibration_steps, desc="equilibration (Langevin)", disable=not progress, unit="step")
     dyn.attach(lambda: bar.update(1), interval=1)
     dyn.run(s.equilibration_steps)

@@ -24,16 +24,7 @@ from molgen.generative.masking_ctmc import MaskingCTMC
 from molgen.generative.schedule import (INTERPOLANT_SCHEDULES, NOISE_SCHEDULES, CosineInterpolant, InterpolantSchedule,
                                         LinearInterpolant, NoiseSchedule, cosine_schedule, get_interpolant_schedule,
                                         get_noise_schedule, linear_schedule, polynomial_schedule, sqrt_schedule)
-from molgen.generative.solvers import EulerSolver, HeunSolver, Solver, time_grid
-
-SOLVERS: dict[str, type] = {"euler": EulerSolver, "heun": HeunSolver}
-
-
-def get_solver(name: str) -> Solver:
-    """A solver by name, or ValueError naming the choices."""
-    if name not in SOLVERS:
-        raise ValueError(f"unknown solver '{name}' (choose from {', '.join(SOLVERS)})")
-    return SOLVERS[name]()
+from molgen.generative.solvers import SOLVERS, EulerSolver, HeunSolver, Solver, get_solver, time_grid
 
 
 #: the name :mod:`molgen.models.propmolflow` calls; an interpolant schedule, see :func:`get_interpolant_schedule`

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from molgen.generative.diffusion import SAMPLERS, level_grid, q_sample, sample
-from molgen.generative.gaussian_path import centred_gaussian, remove_mean
+from molgen.generative.gaussian_path import centred_noise, molecule_mean, remove_mean
 from molgen.generative.schedule import polynomial_schedule
 
 
@@ -62,9 +62,7 @@ class EquivariantDiffusion(nn.Module):
     def noise(self, batch: torch.Tensor, num_graphs: int, k: int,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Standard noise: zero-centre-of-mass Gaussian positions ``[n, 3]`` and Gaussian features ``[n, k]``."""
-        eps_x = centred_gaussian(batch, generator, num_graphs)
-        eps_h = torch.randn(batch.shape[0], k, generator=generator).to(batch.device)
-        return eps_x, eps_h
+        return centred_noise(batch, num_graphs, k, generator)
 
     def loss(self, denoiser: Denoiser, x: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, num_graphs: int,
              context: torch.Tensor | None = None, t: torch.Tensor | None = None,
@@ -86,9 +84,7 @@ class EquivariantDiffusion(nn.Module):
         h_t = q_sample(self.schedule, h, level, eps_h)                            # [n, k]
         pred_x, pred_h = denoiser(x_t, h_t, t, batch, num_graphs, context)
         err = ((pred_x - eps_x) ** 2).sum(-1) + ((pred_h - eps_h) ** 2).sum(-1)   # [n]
-        per_graph = x.new_zeros(num_graphs).index_add_(0, batch, err)
-        n_atoms = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(x.dtype)
-        return per_graph / (n_atoms * (3 + h.shape[1]))
+        return molecule_mean(err, batch, num_graphs, 3 + h.shape[1])
 
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, batch: torch.Tensor, num_graphs: int, k: int,

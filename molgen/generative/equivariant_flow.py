@@ -27,10 +27,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from molgen.generative.gaussian_path import GaussianPath, align_prior, centred_gaussian, remove_mean
-from molgen.generative.solvers import EulerSolver, HeunSolver, time_grid
-
-SOLVERS = {"euler": EulerSolver, "heun": HeunSolver}
+from molgen.generative.gaussian_path import GaussianPath, align_prior, centred_noise, molecule_mean, remove_mean
+from molgen.generative.solvers import get_solver, time_grid
 
 
 class EndpointPredictor(Protocol):
@@ -46,21 +44,17 @@ class EquivariantFlow(nn.Module):
 
     Args:
         align: pair prior and data positions by permutation + rotation during training (equivariant OT).
-        t_max: training times are drawn uniformly from ``[0, t_max]`` (the endpoint loss is flat at ``t = 1``).
     """
 
-    def __init__(self, align: bool = True, t_max: float = 1.0):
+    def __init__(self, align: bool = True):
         super().__init__()
         self.align = align
-        self.t_max = float(t_max)
         self.path = GaussianPath()
 
     def noise(self, batch: torch.Tensor, num_graphs: int, k: int,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior sample: centred Gaussian positions ``[n, 3]`` and Gaussian features ``[n, k]``."""
-        x0 = centred_gaussian(batch, generator, num_graphs)
-        h0 = torch.randn(batch.shape[0], k, generator=generator).to(batch.device)
-        return x0, h0
+        return centred_noise(batch, num_graphs, k, generator)
 
     def loss(self, predictor: EndpointPredictor, x: torch.Tensor, h: torch.Tensor, batch: torch.Tensor,
              num_graphs: int, context: torch.Tensor | None = None, t: torch.Tensor | None = None,
@@ -69,20 +63,17 @@ class EquivariantFlow(nn.Module):
 
         Args:
             x: data positions, centred per molecule; h: data features.
-            t: ``[B]`` flow times (default uniform on ``[0, t_max]``); noise: ``(x0, h0)`` (default fresh).
+            t: ``[B]`` flow times (default uniform on ``[0, 1]``); noise: ``(x0, h0)`` (default fresh).
         """
         if t is None:
-            t = torch.rand(num_graphs, device=x.device) * self.t_max
+            t = torch.rand(num_graphs, device=x.device)
         x0, h0 = noise if noise is not None else self.noise(batch, num_graphs, h.shape[1])
         if self.align:
             x0 = align_prior(x0, x, batch)
-        tn = t[batch].unsqueeze(-1)                                               # [n, 1]
-        x_t, h_t = (1 - tn) * x0 + tn * x, (1 - tn) * h0 + tn * h
-        pred_x, pred_h = predictor(x_t, h_t, t, batch, num_graphs, context)
+        z_t = self.path.sample(torch.cat([x0, h0], -1), torch.cat([x, h], -1), t[batch]).x_t   # [n, 3 + k]
+        pred_x, pred_h = predictor(z_t[:, :3], z_t[:, 3:], t, batch, num_graphs, context)
         err = ((pred_x - x) ** 2).sum(-1) + ((pred_h - h) ** 2).sum(-1)           # [n]
-        per_graph = x.new_zeros(num_graphs).index_add_(0, batch, err)
-        n_atoms = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(x.dtype)
-        return per_graph / (n_atoms * (3 + h.shape[1]))
+        return molecule_mean(err, batch, num_graphs, 3 + h.shape[1])
 
     @torch.no_grad()
     def sample(self, predictor: EndpointPredictor, batch: torch.Tensor, num_graphs: int, k: int,
@@ -95,11 +86,9 @@ class EquivariantFlow(nn.Module):
             steps: integration steps; solver: ``euler`` (one network call per step) | ``heun`` (two);
             time_power: :func:`~molgen.generative.solvers.time_grid` spacing (> 1: finer steps near the data).
         """
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
         from tqdm.auto import tqdm
 
-        step = SOLVERS[solver]()
+        step = get_solver(solver)
         x, h = self.noise(batch, num_graphs, k, generator)
         z = torch.cat([x, h], -1)
 

@@ -37,6 +37,23 @@ def centred_gaussian(batch: torch.Tensor, generator: torch.Generator | None = No
     return remove_mean(x.to(batch.device), batch, num_graphs)
 
 
+def centred_noise(batch: torch.Tensor, num_graphs: int, k: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard noise of a point cloud with features: centred Gaussian positions ``[n, 3]`` and Gaussian features
+    ``[n, k]`` (the prior of SiLD's diffusion and flow)."""
+    x = centred_gaussian(batch, generator, num_graphs)
+    h = torch.randn(batch.shape[0], k, generator=generator).to(batch.device)
+    return x, h
+
+
+def molecule_mean(err: torch.Tensor, batch: torch.Tensor, num_graphs: int, dims: int = 1) -> torch.Tensor:
+    """Per-atom errors ``err [n]`` -> their mean per molecule and per coordinate, ``[B]`` (``dims`` coordinates
+    per atom, e.g. ``3 + k`` for positions and ``k`` features)."""
+    total = err.new_zeros(num_graphs).index_add_(0, batch, err)
+    n_atoms = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(err.dtype)
+    return total / (n_atoms * dims)
+
+
 def kabsch_rotation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Proper rotation ``R [3, 3]`` minimising ``|p R^T - q|`` for centred ``p, q [n, 3]``."""
     h = p.T.double() @ q.double()                                   # [3, 3]

@@ -60,3 +60,13 @@ def time_grid(steps: int, power: float = 1.0) -> list[float]:
         raise ValueError(f"power must be > 0, got {power}")
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     return (1.0 - (1.0 - u) ** power).tolist()
+
+
+SOLVERS: dict[str, type] = {"euler": EulerSolver, "heun": HeunSolver}
+
+
+def get_solver(name: str) -> Solver:
+    """A solver by name, or ValueError naming the choices."""
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver '{name}' (choose from {', '.join(SOLVERS)})")
+    return SOLVERS[name]()

@@ -114,9 +114,10 @@ class ProteinMPNN:
                                       f["residue_idx"], mask=f["mask"], temperature=float(temperature),
                                       omit_AAs_np=omit, bias_AAs_np=np.zeros(21, dtype=np.float32),
                                       chain_M_pos=f["design"], bias_by_res=torch.zeros(b, L, 21, device=self.device))
-                for s, m in zip(res["S"].tolist(), f["mask"][0].tolist()):
-                    # masked residues (a missing backbone atom) keep their position: written as X-free G
-                    out.append("".join(ALPHABET[a] if m > 0 else "G" for a, m in zip(s, f["mask"][0].tolist())))
+                mask = f["mask"][0].tolist()
+                for seq in res["S"].tolist():
+                    # a residue with a missing backbone atom keeps its position (never sampled): written as G
+                    out.append("".join(ALPHABET[a] if m > 0 else "G" for a, m in zip(seq, mask)))
         return out
 
     def _encode(self, coords: np.ndarray):

@@ -54,16 +54,22 @@ def test_encoder_decoder_bond_head_equivariance(batch, proper):
                      permute=False, seed=5, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("encoder", [EGNN_ENCODER, None], ids=["egnn", "none"])
-def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
-    model = small_model(encoder=encoder).eval()
-    for layer in model.denoiser.egnn.layers:
+def _denoiser_inputs(model, batch):
+    """Non-trivial position updates in the denoiser, then posterior latents of ``batch`` and one time per
+    molecule: ``(B, z_x, z_h, t, generator)``."""
+    for layer in model.denoiser.egnn.layers:   # make position updates non-trivial
         torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
     B = batch.num_graphs
     ei = complete_graph(batch.batch, B)[0]
     gen = torch.Generator().manual_seed(0)
     z_x, z_h, _ = model.encode(batch, ei, generator=gen)
-    t = torch.linspace(0.1, 0.9, B)
+    return B, z_x, z_h, torch.linspace(0.1, 0.9, B), gen
+
+
+@pytest.mark.parametrize("encoder", [EGNN_ENCODER, None], ids=["egnn", "none"])
+def test_denoiser_equivariance_and_latent_density_invariance(batch, encoder):
+    model = small_model(encoder=encoder).eval()
+    B, z_x, z_h, t, gen = _denoiser_inputs(model, batch)
     ex, eh = model.diffusion.noise(batch.batch, B, z_h.shape[1], gen)
     # the denoiser: eps_x rotates with z_x, eps_h does not change (and both follow the atoms inside a molecule)
     x_t, h_t = 0.8 * z_x + 0.6 * ex, 0.8 * z_h + 0.6 * eh
@@ -182,13 +188,7 @@ def test_flow_prior_is_equivariant_trains_and_samples_deterministically(batch, r
     """model.prior=flow: the endpoint prediction rotates with the latent positions, the loss is finite and
     differentiable for the denoiser only, and sampling is reproducible and returns molecules."""
     model = small_model(prior="flow").eval()
-    for layer in model.denoiser.egnn.layers:
-        torch.nn.init.normal_(layer.coord_mlp[-1].weight, std=0.3)
-    B = batch.num_graphs
-    ei = complete_graph(batch.batch, B)[0]
-    gen = torch.Generator().manual_seed(0)
-    z_x, z_h, _ = model.encode(batch, ei, generator=gen)
-    t = torch.linspace(0.1, 0.9, B)
+    B, z_x, z_h, t, _ = _denoiser_inputs(model, batch)
     assert_equivariant(lambda x, h, b: model.predict_endpoint(x, h, t, b, B, None), (z_x, z_h, batch.batch),
                        ("vector", "scalar", "batch"), ("vector", "scalar"), rotations="proper", translate=False,
                        seed=7, atol=1e-4, rtol=1e-4)
