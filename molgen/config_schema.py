@@ -57,6 +57,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.prior": (3, {"sild": "diffusion"}),                # SiLD's latent prior (GeoLDM's diffusion before)
     "model.property_dropout": (3, {"propmolflow": 0.0}),      # classifier-free guidance (none before)
     "sample.guidance": (3, {"propmolflow": 1.0}),
+    "sample.grid_power": (3, {"propmolflow": 1.0}),          # few-step sampling settings (fixed before)
+    "sample.stochasticity": (3, {"propmolflow": None}),
     "data.simulate_train": (3, {"atom": None}),       # extra simulated training trajectories (none before)
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),
@@ -192,8 +194,12 @@ RULES: dict[str, Rule] = {
     "sample.steps": _count(1),
     "sample.n_write": _count(0),
     "sample.solver": Rule(str, choices=("euler", "heun")),
+    "sample.grid_power": _positive(),
+    "sample.stochasticity": Rule(float, lo=0.0),
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
+    "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
+    "pretrain.workers": _count(1),
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),
     "condition.embedding": Rule(str, choices=("concatenate", "sum", "multiply", "concatenate_sum",
                                               "concatenate_multiply")),

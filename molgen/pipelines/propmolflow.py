@@ -88,7 +88,7 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     if cfg.model.get("init_from") and not ctx.resuming:
         warm = warm_start(model, str(cfg.model.init_from), pipeline=PIPELINE)
         say(f"  initialised from {warm['source']} ({warm['loaded']} tensors"
-            + (f"; {len(warm['new'])} new: {', '.join(sorted({k.rsplit('.', 2)[0] for k in warm['new']}))})"
+            + (f"; {len(warm['new'])} new: {', '.join(sorted({k.rsplit('.', 1)[0] for k in warm['new']}))})"
                if warm["new"] else ")"))
     prop = args["property_name"]
     trainer_cfg = {**plain(cfg.trainer), "seed": int(cfg.seed)}
@@ -152,8 +152,11 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"
         + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else ""))
     t0 = time.time()
+    eta = s.get("stochasticity")
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), solver=str(s.solver), seed=seed,
-                                  batch_size=int(s.batch_size), guidance=guidance)
+                                  batch_size=int(s.batch_size), guidance=guidance,
+                                  grid_power=float(s.get("grid_power", 1.0)),
+                                  stochasticity=None if eta is None else float(eta))
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"propmolflow_{k}"
@@ -167,7 +170,8 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         ctx.dir / "samples.pt")
     write_xyz(mols, ctx.dir / "samples.xyz")
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
-            "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "guidance": guidance, "property": model.property_name or "none",
+            "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "guidance": guidance,
+            "grid_power": float(s.get("grid_power", 1.0)), "stochasticity": None if eta is None else float(eta), "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
 
 

@@ -56,6 +56,13 @@ def test_train_regressor_sample_conditional(featurized, tmp_path, tiny_propmolfl
     cfg_ood = compose(["pipeline=propmolflow", "condition=gap", "sample.ood=true", *TINY])
     s = propmolflow.sample(cfg_ood, _ctx("sample", tmp_path / "ood", {"train": run / "train"}))
     assert s["mode"].startswith("out of distribution")
+    # the few-step settings reach the sampler and are recorded (a finer grid near t = 1 moves the atoms elsewhere)
+    cfg_few = compose(["pipeline=propmolflow", "condition=gap", *TINY, "sample.grid_power=2", "sample.stochasticity=0"])
+    s = propmolflow.sample(cfg_few, _ctx("sample", tmp_path / "few", {"train": run / "train"}))
+    assert (s["grid_power"], s["stochasticity"]) == (2.0, 0.0)
+    assert (tmp_path / "few" / "sample" / "samples.xyz").read_text() != (run / "sample" / "samples.xyz").read_text()
+    with pytest.raises(ConfigError, match="sample.stochasticity"):
+        compose(["pipeline=propmolflow", "sample.stochasticity=-1"])
     # the regressor checkpoint is not a generator; a wrong property is refused
     with pytest.raises(CheckpointError, match="not a PropMolFlow generator"):
         propmolflow.sample(compose(["pipeline=propmolflow", f"ckpt={run / 'regressor' / 'regressor.ckpt'}", *TINY]),
