@@ -23,9 +23,8 @@ import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
-import numpy as np
 import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
@@ -111,67 +110,40 @@ def etkdg_pairs(smiles: Iterable[str], seed: int = 0, mmff: bool = True, progres
 
 
 # --------------------------------------------------------------------------------------------- QM9
-def _qm9_geometries(max_molecules: int | None) -> Iterable[tuple[str, list[str], np.ndarray]]:
-    """(name, element symbols, xyz [N, 3] Angstrom) of QM9 molecules in file order.
+def qm9_pairs(max_molecules: int | None = 10000, processes: int = 1, progress: bool = True
+              ) -> tuple[list[Data], PairReport]:
+    """Pairs from QM9's DFT geometries (the first ``max_molecules`` records of qm9pack, None: all 130,831).
 
-    Reads qm9pack's CSV files directly (``import qm9pack`` fails on modern setuptools). Swap point: once
-    :mod:`molgen.data.qm9` provides ``load_qm9``, read through it instead.
+    Bonds come from :func:`molgen.data.qm9.load_qm9`'s perception (xyz2mol on the DFT geometry, kept only where it
+    agrees with the data set's SMILES; ``processes`` workers), the molecules of every EDM split (the downstream
+    tasks are not QM9's). Counted failures: ``bond_perception`` (no graph, or one that disagrees with the data set),
+    ``outside_edm_split`` (EDM's 3,054 excluded records), ``single_heavy_atom`` (CH4, NH3, H2O: no 2D structure
+    to contrast).
     """
-    import ast
-    import importlib.util
+    from molgen.data.qm9 import load_qm9
 
-    import pandas as pd
-
-    spec = importlib.util.find_spec("qm9pack")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("QM9 needs the qm9pack package (pip install 'molgen[qm9]')")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-    n = 0
-    for part in ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"):
-        if not (folder / part).is_file():
-            raise DataError(f"qm9pack data file missing: {folder / part}")
-        for chunk in pd.read_csv(folder / part, usecols=["XYZ_file", "Elements", "XYZ_Ang"], chunksize=5000):
-            for name, el, xyz in chunk.itertuples(index=False):
-                if max_molecules is not None and n >= max_molecules:
-                    return
-                yield str(name), ast.literal_eval(el), np.asarray(ast.literal_eval(xyz), dtype=np.float64)
-                n += 1
-
-
-def mol_from_xyz(symbols: Sequence[str], xyz: np.ndarray) -> Chem.Mol | None:
-    """A neutral RDKit molecule with bonds perceived from coordinates (rdDetermineBonds), or None."""
-    from rdkit.Chem import rdDetermineBonds
-
-    block = f"{len(symbols)}\n\n" + "\n".join(f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(symbols, xyz))
-    try:
-        with quiet_rdkit():
-            mol = Chem.MolFromXYZBlock(block)
-            if mol is None:
-                return None
-            rdDetermineBonds.DetermineBonds(mol, charge=0)
-            Chem.SanitizeMol(mol)
-            Chem.AssignStereochemistryFrom3D(mol)
-        return mol
-    except Exception:  # noqa: BLE001 -- RDKit raises ValueError/RuntimeError variants for unperceivable bonds
-        return None
-
-
-def qm9_pairs(max_molecules: int | None = 10000, progress: bool = True) -> tuple[list[Data], PairReport]:
-    """Pairs from QM9's DFT geometries (first ``max_molecules`` in file order); bond perception failures counted."""
-    report = PairReport("qm9_dft")
+    data = load_qm9({"source": "qm9pack", "max_molecules": max_molecules, "split": "edm",
+                     "exclude_mismatch": True, "perception_processes": processes}, progress=progress)
+    s = data.summary
+    report = PairReport("qm9_dft", tried=int(s["read"]))
+    for why, n in (("bond_perception", s["excluded"]), ("outside_edm_split", s["not_in_split"])):
+        if n:
+            report.failures[why] = int(n)
+    mols = sorted((m for split in data.splits.values() for m in split), key=lambda m: str(m.name))
     pairs: list[Data] = []
-    for name, symbols, xyz in tqdm(_qm9_geometries(max_molecules), total=max_molecules, desc="QM9 geometries",
-                                   disable=not progress, mininterval=2):
-        report.tried += 1
-        mol = mol_from_xyz(symbols, xyz)
-        if mol is None:
+    for k, m in enumerate(tqdm(mols, desc="QM9 pairs", disable=not progress, mininterval=2)):
+        try:
+            with quiet_rdkit():
+                mol = m.to_rdkit(sanitize=True)
+                Chem.AssignStereochemistryFrom3D(mol)
+        except Exception:  # noqa: BLE001 -- RDKit raises ValueError/RuntimeError variants
             report.fail("bond_perception")
             continue
         g = pair_from_mol(mol)
-        if g.num_nodes < 2:  # CH4, H2O, NH3 ...: a single heavy atom has no 2D structure to contrast
+        if g.num_nodes < 2:
             report.fail("single_heavy_atom")
             continue
-        g.idx = report.tried - 1
+        g.idx = k
         pairs.append(g)
         report.kept += 1
     return pairs, report

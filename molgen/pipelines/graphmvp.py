@@ -53,41 +53,54 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.data.packed import PackedGraphs
 
     p = cfg.pretrain
-    source = str(p.data)
+    sources = [str(p.data)] if isinstance(p.data, str) else [str(x) for x in p.data]
+    unknown = [x for x in sources if x not in ("etkdg", "qm9", "geom")]
+    if unknown or not sources:
+        raise ConfigError(f"pretrain.data={unknown[0] if unknown else '[]'}: choose from etkdg, qm9, geom "
+                          "(or a list of them, e.g. [qm9,etkdg])")
+    if "geom" in sources and not p.get("root"):
+        raise ConfigError("pretrain.data=geom needs pretrain.root=<GEOM rdkit_folder>")
     n_max = None if p.max_molecules is None else int(p.max_molecules)
-    if source == "etkdg":
-        names = [p.smiles_from] if isinstance(p.smiles_from, str) else list(p.smiles_from)
-        smiles: list[str] = []
-        seen: set[str] = set()
-        for name in names:
-            data = load_moleculenet(name, cfg.data.root)
-            train, _, _ = scaffold_split(data.smiles)  # train split only: no valid/test molecule is pretrained on
-            for i in train:
-                if data.smiles[i] not in seen:
-                    seen.add(data.smiles[i])
-                    smiles.append(data.smiles[i])
-        order = np.random.default_rng(int(p.seed)).permutation(len(smiles))
-        smiles = [smiles[i] for i in order[:n_max]]
-        say(f"  ETKDG+MMFF conformers for {len(smiles)} SMILES from the train splits of {', '.join(names)}")
-        pairs, report = etkdg_pairs(smiles, seed=int(p.seed), mmff=bool(p.mmff))
-    elif source == "qm9":
-        pairs, report = qm9_pairs(n_max)
-    elif source == "geom":
-        if not p.get("root"):
-            raise ConfigError("pretrain.data=geom needs pretrain.root=<GEOM rdkit_folder>")
-        pairs, report = geom_pairs(p.root, n_max or 50000, int(p.n_conformers))
-    else:
-        raise ConfigError(f"pretrain.data={source}: choose from etkdg, qm9, geom")
+    pairs: list = []
+    reports = []
+    for source in sources:
+        if source == "etkdg":
+            names = [p.smiles_from] if isinstance(p.smiles_from, str) else list(p.smiles_from)
+            smiles: list[str] = []
+            seen: set[str] = set()
+            for name in names:
+                data = load_moleculenet(name, cfg.data.root)
+                train, _, _ = scaffold_split(data.smiles)  # train split only: no valid/test molecule is pretrained on
+                for i in train:
+                    if data.smiles[i] not in seen:
+                        seen.add(data.smiles[i])
+                        smiles.append(data.smiles[i])
+            order = np.random.default_rng(int(p.seed)).permutation(len(smiles))
+            smiles = [smiles[i] for i in order[:n_max]]
+            say(f"  ETKDG+MMFF conformers for {len(smiles)} SMILES from the train splits of {', '.join(names)}")
+            got, report = etkdg_pairs(smiles, seed=int(p.seed), mmff=bool(p.mmff))
+        elif source == "qm9":
+            say(f"  QM9 DFT geometries ({'all' if n_max is None else f'the first {n_max}'} records of qm9pack)")
+            got, report = qm9_pairs(n_max, processes=int(p.get("workers", 1)))
+        else:
+            got, report = geom_pairs(p.root, n_max or 50000, int(p.n_conformers))
+        pairs += got
+        reports.append(report)
     if len(pairs) < 2:
-        raise DataError(f"pretrain.data={source}: only {len(pairs)} usable 3D structures (need at least 2)")
-    PackedGraphs.from_graphs(pairs, meta=report.as_dict()).save(ctx.dir / "pairs.pt")
+        raise DataError(f"pretrain.data={'+'.join(sources)}: only {len(pairs)} usable 3D structures (need at least 2)")
+    meta = reports[0].as_dict() if len(reports) == 1 else {
+        "source": "+".join(r.source for r in reports), "tried": sum(r.tried for r in reports),
+        "kept": sum(r.kept for r in reports), "parts": [r.as_dict() for r in reports]}
+    PackedGraphs.from_graphs(pairs, meta=meta).save(ctx.dir / "pairs.pt")
     atoms = np.array([g.num_nodes for g in pairs])
-    metrics = {**report.as_dict(), "pairs": len(pairs), "mean_heavy_atoms": float(atoms.mean())}
-    fails = ", ".join(f"{k}: {v}" for k, v in report.failures.items()) or "none"
+    metrics = {**meta, "pairs": len(pairs), "mean_heavy_atoms": float(atoms.mean())}
+    lines = []
+    for report in reports:
+        fails = ", ".join(f"{k}: {v}" for k, v in report.failures.items()) or "none"
+        lines.append(f"**{report.source}**: {report.kept} molecules out of {report.tried} tried; failures: {fails}"
+                     + (f"; {report.no_mmff} kept unoptimised (no MMFF94 parameters)" if report.no_mmff else ""))
     (ctx.dir / "report.md").write_text(
-        f"Pretraining data: **{report.source}**, {len(pairs)} (2D graph, 3D structure) pairs of {report.kept} "
-        f"molecules out of {report.tried} tried; failures: {fails}"
-        + (f"; {report.no_mmff} kept unoptimised (no MMFF94 parameters)" if report.no_mmff else "")
+        f"Pretraining data: {len(pairs)} (2D graph, 3D structure) pairs. " + " ".join(lines)
         + f". Mean {atoms.mean():.1f} heavy atoms.\n")
     return metrics
 

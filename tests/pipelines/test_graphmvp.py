@@ -155,3 +155,30 @@ def test_qm9_pairs_keep_dft_heavy_atom_geometry():
         assert (g.x[:, 0] == g.z - 1).all()
         d = torch.cdist(g.pos, g.pos)[g.edge_index[0], g.edge_index[1]]
         assert ((d > 1.0) & (d < 1.8)).all()  # perceived bonds are bond-length apart in the DFT geometry
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason="qm9pack not installed")
+def test_featurize_joins_qm9_and_etkdg_pairs(tmp_path):
+    from molgen.config import compose
+    from molgen.errors import ConfigError
+    from molgen.pipelines import graphmvp
+    from molgen.runner import StageContext
+
+    cfg = compose(["pipeline=graphmvp", "pretrain=qm9", "pretrain.data=[qm9,etkdg]", "pretrain.max_molecules=12",
+                   "pretrain.workers=1"])
+    stage = {s.name: s for s in graphmvp.STAGES}["featurize"]
+    (tmp_path / "featurize").mkdir()
+    m = graphmvp.featurize(cfg, StageContext(stage, tmp_path / "featurize", tmp_path, {}))
+    qm9, etkdg = m["parts"]
+    assert m["source"] == "qm9_dft+etkdg+mmff" and qm9["tried"] == etkdg["tried"] == 12
+    assert m["pairs"] == qm9["kept"] + etkdg["kept"] and etkdg["kept"] >= 10
+    assert qm9["failed_single_heavy_atom"] >= 3            # CH4, NH3, H2O have no 2D structure
+    # BBBP's molecules are larger than QM9's (at most 9 heavy atoms): both sources are in the file
+    from molgen.data.packed import PackedGraphs
+    packed = PackedGraphs.load(tmp_path / "featurize" / "pairs.pt")
+    sizes = [packed[i].num_nodes for i in range(len(packed))]
+    assert max(sizes[:qm9["kept"]]) <= 9 < max(sizes[qm9["kept"]:])
+    assert "qm9_dft" in (tmp_path / "featurize" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="pretrain.data=xyz"):
+        graphmvp.featurize(compose(["pipeline=graphmvp", "pretrain.data=[qm9,xyz]"]),
+                           StageContext(stage, tmp_path / "featurize", tmp_path, {}))
