@@ -4,6 +4,8 @@ molgen.settings restore what they change (also when the block raises), and the c
 leaves the caller's process as it found it."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -184,20 +186,42 @@ def test_importing_any_molgen_module_changes_no_process_wide_setting():
 
 
 # ------------------------------------------------------------------------------------- library calls
+@contextlib.contextmanager
+def _rdkit_output(capfd):
+    """``read()`` returns what RDKit printed since the last call: to the stderr file descriptor (its default), or
+    through Python's ``rdkit`` logger once something in the process called ``rdBase.LogToPythonLogger()``
+    (PoseBusters does on import, and RDKit cannot switch back); that logger is listened to while the block runs."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("rdkit")
+    logger.addHandler(handler)
+
+    def read() -> str:
+        text = capfd.readouterr().err + stream.getvalue()
+        stream.seek(0)
+        stream.truncate()
+        return text
+    try:
+        yield read
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_structure_checks_are_quiet_and_leave_rdkit_logging_as_it_was(capfd):
     from molgen.data.molecule import Molecule
     from molgen.validation.structure import canonical_smiles, check_molecule
 
     before = rdkit_log_status()
-    assert canonical_smiles(PENTAVALENT_CARBON) is None
-    # a carbon with five hydrogens: invalid, RDKit would log while sanitizing it
-    ch5 = Molecule(np.array([[0, 0, 0], [1.09, 0, 0], [-1.09, 0, 0], [0, 1.09, 0], [0, -1.09, 0], [0, 0, 1.09]]),
-                   [6, 1, 1, 1, 1, 1], bonds=np.array([[0, k] for k in range(1, 6)]), bond_orders=np.ones(5))
-    assert check_molecule(ch5)["valid"] is False
-    assert "Explicit valence" not in capfd.readouterr().err
-    assert rdkit_log_status() == before
-    Chem.MolFromSmiles(PENTAVALENT_CARBON)          # the caller's RDKit still logs
-    assert "Explicit valence" in capfd.readouterr().err
+    with _rdkit_output(capfd) as printed:
+        assert canonical_smiles(PENTAVALENT_CARBON) is None
+        # a carbon with five hydrogens: invalid, RDKit would log while sanitizing it
+        ch5 = Molecule(np.array([[0, 0, 0], [1.09, 0, 0], [-1.09, 0, 0], [0, 1.09, 0], [0, -1.09, 0], [0, 0, 1.09]]),
+                       [6, 1, 1, 1, 1, 1], bonds=np.array([[0, k] for k in range(1, 6)]), bond_orders=np.ones(5))
+        assert check_molecule(ch5)["valid"] is False
+        assert "Explicit valence" not in printed()
+        assert rdkit_log_status() == before
+        Chem.MolFromSmiles(PENTAVALENT_CARBON)          # the caller's RDKit still logs
+        assert "Explicit valence" in printed()
 
 
 def test_reading_molecules_leaves_rdkit_logging_as_it_was_between_records(tmp_path):
