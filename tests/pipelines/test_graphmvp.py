@@ -6,7 +6,6 @@ import importlib.util
 import json
 import pickle
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
