@@ -100,7 +100,7 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
         lines.append(f"**{report.source}**: {report.kept} molecules out of {report.tried} tried; failures: {fails}"
                      + (f"; {report.no_mmff} kept unoptimised (no MMFF94 parameters)" if report.no_mmff else ""))
     (ctx.dir / "report.md").write_text(
-        f"Pretraining data: {len(pairs)} (2D graph, 3D structure) pairs. " + " ".join(lines)
+        f"Pretraining data: {len(pairs)} (2D graph, 3D structure) pairs. " + "; ".join(lines)
         + f". Mean {atoms.mean():.1f} heavy atoms.\n")
     return metrics
 
