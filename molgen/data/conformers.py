@@ -117,7 +117,7 @@ def qm9_pairs(max_molecules: int | None = 10000, processes: int = 1, progress: b
     Bonds come from :func:`molgen.data.qm9.load_qm9`'s perception (xyz2mol on the DFT geometry, kept only where it
     agrees with the data set's SMILES; ``processes`` workers), the molecules of every EDM split (the downstream
     tasks are not QM9's). Counted failures: ``bond_perception`` (no graph, or one that disagrees with the data set),
-    ``outside_edm_split`` (EDM's 3,054 excluded records), ``single_heavy_atom`` (CH4, NH3, H2O: no 2D structure
+    ``outside_edm_split`` (EDM's 3,054 uncharacterized molecules; qm9pack already leaves them out), ``single_heavy_atom`` (CH4, NH3, H2O: no 2D structure
     to contrast).
     """
     from molgen.data.qm9 import load_qm9

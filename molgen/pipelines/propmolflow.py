@@ -152,11 +152,10 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"
         + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else ""))
     t0 = time.time()
-    eta = s.get("stochasticity")
+    few_step = {"grid_power": float(s.get("grid_power", 1.0)),   # None: the model's CTMC stochasticity
+                "stochasticity": None if s.get("stochasticity") is None else float(s.stochasticity)}
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), solver=str(s.solver), seed=seed,
-                                  batch_size=int(s.batch_size), guidance=guidance,
-                                  grid_power=float(s.get("grid_power", 1.0)),
-                                  stochasticity=None if eta is None else float(eta))
+                                  batch_size=int(s.batch_size), guidance=guidance, **few_step)
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"propmolflow_{k}"
@@ -171,7 +170,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     write_xyz(mols, ctx.dir / "samples.xyz")
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
             "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "guidance": guidance,
-            "grid_power": float(s.get("grid_power", 1.0)), "stochasticity": None if eta is None else float(eta), "property": model.property_name or "none",
+            **few_step, "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
 
 
