@@ -59,6 +59,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "sample.guidance": (3, {"propmolflow": 1.0}),
     "sample.grid_power": (3, {"propmolflow": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
+    "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
+    "model.feature_dim": (3, {"cpdiffusion_ss": 128}),
     "data.simulate_train": (3, {"atom": None}),       # extra simulated training trajectories (none before)
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),
@@ -198,6 +200,7 @@ RULES: dict[str, Rule] = {
     "sample.stochasticity": Rule(float, lo=0.0),
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
+    "model.residue_encoder": Rule(str, choices=("lm", "proteinmpnn")),
     "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
     "pretrain.workers": _count(1),
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),

@@ -1,7 +1,8 @@
 """Does the gap conditioning move the gap? A check with no learned regressor: GFN2-xTB.
 
     python scripts/propmolflow_xtb_conditioning.py [--ckpt propmolflow-qm9] [--n 48] [--low 5.5] [--high 8.5]
-                                                   [--steps 100] [--workers 2] [--out runs/xtb_conditioning]
+                                                   [--steps 100] [--guidance 1] [--workers 2]
+                                                   [--out runs/xtb_conditioning]
 
 1. Samples ``n`` molecules at a low and at a high gap target (atom counts from the training molecules near each
    target, as ``model.sample(condition=...)`` does).
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--low", type=float, default=5.5)
     ap.add_argument("--high", type=float, default=8.5)
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight w")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/xtb_conditioning")
@@ -99,11 +101,12 @@ def main() -> None:
         raise SystemExit(f"{a.ckpt}: conditioned on {model.property_name}, not on the gap")
     qm9 = qm9_molecules("test")
     qm9_gap = np.array([m.properties["gap"] for m in qm9]) * HARTREE_TO_EV
-    rows, result = [], {"ckpt": a.ckpt, "n": a.n, "steps": a.steps, "seed": a.seed}
+    rows, result = [], {"ckpt": a.ckpt, "n": a.n, "steps": a.steps, "seed": a.seed, "guidance": a.guidance}
     for name, target in (("low", a.low), ("high", a.high)):
         gen = torch.Generator().manual_seed(a.seed + (0 if name == "low" else 1))
         sizes = model.sampler.sample_n_atoms_given(target, a.n, gen)
-        mols = model.sample_molecules(sizes, [target] * a.n, steps=a.steps, seed=a.seed, progress=False)
+        mols = model.sample_molecules(sizes, [target] * a.n, steps=a.steps, seed=a.seed, progress=False,
+                                     guidance=a.guidance)
         near = np.flatnonzero(np.abs(qm9_gap - target) <= 0.25)
         pick = np.random.RandomState(a.seed).choice(near, min(a.n, len(near)), replace=False)
         real = [qm9[i] for i in sorted(pick)]
@@ -120,13 +123,13 @@ def main() -> None:
     result["shift_ev"] = shift
     result["shift_ratio"] = shift["generated"] / shift["qm9"]
     result["shift_ratio_stable"] = shift["generated_stable"] / shift["qm9"]
-    print(f"{a.ckpt}: {a.n} molecules per target, {a.steps} steps; GFN2-xTB gap at the xTB-relaxed geometry (eV)")
+    print(f"{a.ckpt}: {a.n} molecules per target, {a.steps} steps, guidance w = {a.guidance:g}; GFN2-xTB gap at the xTB-relaxed geometry (eV)")
     print("| set | target (eV) | n | mean xTB gap | mean xTB gap, as generated | median strain (kcal/mol) | "
           "median heavy-atom RMSD on relaxation (A) | mean atoms |")
     print("|---|---|---|---|---|---|---|---|")
     for name in rows:
         for key, label in (("generated", "generated"), ("generated_stable", "generated, stable only"),
-                           ("qm9", f"QM9 test, DFT gap within 0.25 eV")):
+                           ("qm9", "QM9 test, DFT gap within 0.25 eV")):
             s = result[name][key]
             print(f"| {label} | {result[name]['target_ev']} | {s['n']} | {s['xtb_gap_relaxed_mean']:.2f} | "
                   f"{s['xtb_gap_given_mean']:.2f} | {s['strain_kcal_median']:.1f} | {s['rmsd_heavy_A_median']:.3f} | "

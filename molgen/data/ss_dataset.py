@@ -14,11 +14,17 @@ from molgen.data.proteins import SS3, Protein, ss_graph
 from molgen.data.protein_tokens import BOS, EOS, PAD, encode
 
 
-def protein_item(p: Protein, pos_scale: float = 1.0) -> dict:
-    """Tensors of one protein (its ``ss8`` must be assigned)."""
+def protein_item(p: Protein, pos_scale: float = 1.0, features: torch.Tensor | None = None) -> dict:
+    """Tensors of one protein (its ``ss8`` must be assigned); ``features`` ``(L, F)``: per-residue features
+    computed beforehand (e.g. by ProteinMPNN's structure encoder), kept as the item's ``features``."""
     g = ss_graph(p)
     pos = g.pos - g.pos.mean(axis=0, keepdims=True)
-    return {
+    extra = {}
+    if features is not None:
+        if len(features) != len(p.sequence):
+            raise ValueError(f"{p.name}: {len(features)} feature rows for {len(p.sequence)} residues")
+        extra["features"] = torch.as_tensor(features, dtype=torch.float32)                # (L, F)
+    return {**extra,
         "name": p.name,
         "tokens": torch.tensor(encode(p.sequence), dtype=torch.long),                      # (L,)
         "ss_res": torch.tensor([SS3.index(c) for c in p.ss3], dtype=torch.long),          # (L,)
@@ -77,6 +83,8 @@ def crop_item(item: dict, max_residues: int, generator: torch.Generator | None =
                edge_index=item["edge_index"][:, keep] - first, edge_attr=item["edge_attr"][keep])
     if "latents" in item:
         out["latents"] = item["latents"][first:last + 1]
+    if "features" in item:
+        out["features"] = item["features"][r0:r1]
     return out
 
 
@@ -105,7 +113,7 @@ def collate(items: list[dict]) -> dict:
     tokens/ss_res ``(B, L)`` (PAD / -100 padded), mask ``(B, L)``, element ``(B, L)`` global element index
     (-1 on padding), dec_in/dec_out ``(B, L+1)`` decoder input (``<bos>`` + seq) and target (seq + ``<eos>``,
     -100 padded), elem_ss ``(N,)``, pos ``(N, 3)``, batch ``(N,)``, edge_index ``(2, E)``, edge_attr ``(E,)``,
-    latents ``(N, D)`` if the items have them.
+    latents ``(N, D)`` and features ``(B, L, F)`` (zero padded) if the items have them.
     """
     out: dict = {"names": [it.get("name", "") for it in items]}
     offsets = np.cumsum([0] + [len(it["elem_ss"]) for it in items])
@@ -126,6 +134,11 @@ def collate(items: list[dict]) -> dict:
             dec_out[b, :n] = it["tokens"]
             dec_out[b, n] = EOS
         out.update(tokens=tokens, mask=tokens != PAD, ss_res=ss_res, element=element, dec_in=dec_in, dec_out=dec_out)
+        if "features" in items[0]:
+            features = torch.zeros(B, L, items[0]["features"].shape[-1])
+            for b, it in enumerate(items):
+                features[b, :len(it["features"])] = it["features"]
+            out["features"] = features
     out["elem_ss"] = torch.cat([it["elem_ss"] for it in items])
     out["pos"] = torch.cat([it["pos"] for it in items])
     out["batch"] = torch.cat([torch.full((len(it["elem_ss"]),), b, dtype=torch.long) for b, it in enumerate(items)])

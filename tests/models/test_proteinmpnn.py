@@ -99,3 +99,50 @@ def test_shared_encoder_scoring_equals_the_package_forward(template):
         ref = mpnn.net(f["X"], S, f["mask"], f["design"], f["residue_idx"], f["chain"], randn)
         ours = mpnn._log_probs(mpnn._encode(template.coords), S, randn)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_residue_features_are_invariant_per_residue_and_zero_where_the_backbone_is_missing(template):
+    """ProteinMPNN's encoder features, CPDiffusion-SS's structure-based residue representation: one 128-vector per
+    residue, unchanged by a rigid motion of the chain, zero for a residue without its full backbone."""
+    import torch
+
+    from molgen.testing import random_orthogonal
+
+    mpnn = proteinmpnn.load("vanilla")
+    h = mpnn.residue_features(template.coords)
+    assert h.shape == (len(template.sequence), 128) and torch.isfinite(h).all()
+    R = random_orthogonal(0, proper=True).numpy()
+    moved = template.coords @ R.T + np.array([4.0, -7.0, 2.5], dtype=np.float32)
+    torch.testing.assert_close(mpnn.residue_features(moved.astype(np.float32)), h, atol=2e-3, rtol=1e-3)
+    coords = template.coords.copy()
+    coords[5, 2] = np.nan                                              # residue 5 lacks its C
+    masked = mpnn.residue_features(coords)
+    assert torch.all(masked[5] == 0) and masked[20].abs().sum() > 0
+    # residues differ: the features are per residue, not one vector repeated
+    assert (h - h.mean(0)).norm(dim=1).min() > 0
+
+
+def test_cpdiffusion_ss_on_proteinmpnn_residue_features(tmp_path, capsys, monkeypatch):
+    """model.residue_encoder=proteinmpnn end to end (no MLM phase, features computed for every chain), the
+    checkpoint loads and designs; without the package the run is refused in one line before any stage."""
+    import json
+
+    args = ["run", "pipeline=cpdiffusion_ss", "data.max_chains=16", "model.residue_encoder=proteinmpnn",
+            "model.epochs.autoencoder=1", "model.epochs.diffusion=1", "model.oracle.epochs=1",
+            "model.diffusion_steps=20", "model.latent_dim=32", "model.dec_dim=32", "model.egnn_hidden=32",
+            "model.crop=64", "sample.n=2", "sample.templates=1", "sample.fast_sampler_templates=0",
+            "validate.max_pairs=10", f"out={tmp_path}", "run=mpnnfeat"]
+    assert main(args) == 0, capsys.readouterr().err
+    run = tmp_path / "mpnnfeat"
+    state = json.loads((run / "train" / "_stage.json").read_text())["metrics"]
+    assert state["encoder"].startswith("ProteinMPNN") and not any(k.startswith("mlm/") for k in state)
+    assert not (run / "train" / "mlm").exists()
+    designer = molgen.load(run / "train" / "cpdiffusion_ss.ckpt")
+    recs = designer.sample(template=DATA / "1g5aA03.pdb", n=2, seed=0)
+    assert len(recs) == 2 and all(set(r.seq) <= set(proteinmpnn.ALPHABET[:20]) for r in recs)
+    capsys.readouterr()
+    monkeypatch.setattr(proteinmpnn, "available", lambda: False)
+    assert main([*args[:-1], "run=refused"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.residue_encoder=proteinmpnn" in err[0] and proteinmpnn.INSTALL in err[0]
+    assert not (tmp_path / "refused").exists()

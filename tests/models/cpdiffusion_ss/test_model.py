@@ -111,12 +111,18 @@ def test_crop_keeps_whole_elements(proteins):
     for seed in range(5):
         c = crop_item(item, 30, torch.Generator().manual_seed(seed))
         assert len(c["tokens"]) <= 30 or len(c["elem_ss"]) == 1
-        counts = torch.bincount(c["element"])
+        counts = torch.bincount(c["element"], minlength=len(c["elem_ss"]))
         full = torch.bincount(item["element"])
+        # the crop is a window of whole elements: find its first residue, then its first element
+        r0 = next(k for k in range(len(item["tokens"]) - len(c["tokens"]) + 1)
+                  if torch.equal(item["tokens"][k:k + len(c["tokens"])], c["tokens"])
+                  and (k == 0 or item["element"][k] != item["element"][k - 1]))
+        first = int(item["element"][r0])
         # every element in the crop has its full length and its SS type
-        first = int((item["elem_ss"].unfold(0, len(c["elem_ss"]), 1) == c["elem_ss"]).all(1).nonzero()[0])
-        assert torch.equal(counts, full[first:first + len(counts)]) or len(c["elem_ss"]) > 0
-        assert c["edge_index"].max() < len(c["elem_ss"]) if c["edge_index"].numel() else True
+        assert torch.equal(counts, full[first:first + len(counts)])
+        assert torch.equal(c["elem_ss"], item["elem_ss"][first:first + len(counts)])
+        if c["edge_index"].numel():
+            assert c["edge_index"].max() < len(c["elem_ss"])
         assert len(collate([c])["elem_ss"]) == len(c["elem_ss"])
 
 
@@ -131,3 +137,38 @@ def test_decoder_samples_only_amino_acids_and_stops(proteins):
         assert 1 <= len(seq) <= 25 and all(AA_OFFSET <= i < len(VOCAB) for i in seq) and EOS not in seq
     again = model.decode(b, latents, max_len=25, generator=torch.Generator().manual_seed(0))
     assert again == out
+
+
+def test_structure_features_follow_crops_and_padding_and_train_the_pooling(proteins):
+    """residue_encoder=proteinmpnn: precomputed per-residue features stay aligned with the residues through
+    crops and collation (zero padded), feed the pooling, and the model has no language model to pretrain."""
+    g = torch.Generator().manual_seed(0)
+    items = [protein_item(p, 10.0, torch.randn(len(p.sequence), 16, generator=g)) for p in proteins]
+    with pytest.raises(ValueError, match="feature rows"):
+        protein_item(proteins[0], 10.0, torch.zeros(3, 16))
+    for seed in range(4):
+        c = crop_item(items[0], 30, torch.Generator().manual_seed(seed))
+        r0 = next(k for k in range(len(items[0]["tokens"]))
+                  if torch.equal(items[0]["tokens"][k:k + len(c["tokens"])], c["tokens"]))
+        assert torch.equal(c["features"], items[0]["features"][r0:r0 + len(c["tokens"])])
+    b = collate(items)
+    n0, n1 = (len(p.sequence) for p in proteins)
+    assert b["features"].shape == (2, max(n0, n1), 16)
+    short = 0 if n0 < n1 else 1
+    assert torch.all(b["features"][short, min(n0, n1):] == 0)
+    assert torch.equal(b["features"][1, :n1], items[1]["features"])
+    model = small_model(residue_encoder="proteinmpnn", feature_dim=16).set_phase("autoencoder")
+    z = model.batch_latents(b)
+    assert z.shape == (len(b["elem_ss"]), 32)
+    # each element's latent depends only on its own residues' features
+    b2 = dict(b, features=b["features"].clone())
+    b2["features"][0, 0] += 1.0
+    z2 = model.batch_latents(b2)
+    changed = (z2 - z).abs().sum(1) > 0
+    assert changed.tolist() == [e == int(b["element"][0, 0]) for e in range(len(z))]
+    model._losses(b)["loss"].backward()
+    assert model.encoder.norm.weight.grad is not None and model.pooling.score.weight.grad is not None
+    with pytest.raises(ValueError, match="structure"):
+        model.set_phase("mlm")
+    with pytest.raises(ValueError, match="residue_encoder"):
+        small_model(residue_encoder="esm3")
