@@ -61,6 +61,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "sample.stochasticity": (3, {"propmolflow": None}),
     "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
     "model.feature_dim": (3, {"cpdiffusion_ss": 128}),
+    "model.plan_decoder": (3, {"cpdiffusion_ss": False}),
     "data.simulate_train": (3, {"atom": None}),       # extra simulated training trajectories (none before)
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),

@@ -36,10 +36,13 @@ def protein_item(p: Protein, pos_scale: float = 1.0, features: torch.Tensor | No
     }
 
 
-def graph_item(ss: str, pos: np.ndarray, edge_index: np.ndarray, edge_attr: np.ndarray, pos_scale: float) -> dict:
-    """An item with only the SS graph (for sampling from a template)."""
+def graph_item(ss: str, pos: np.ndarray, edge_index: np.ndarray, edge_attr: np.ndarray, pos_scale: float,
+               lengths: np.ndarray | None = None) -> dict:
+    """An item with only the SS graph (for sampling from a template); ``lengths``: residues per element (the
+    plan of a plan-aligned decoder), kept as ``elem_len``."""
     pos = pos - pos.mean(axis=0, keepdims=True)
-    return {"elem_ss": torch.tensor([SS3.index(c) for c in ss], dtype=torch.long),
+    extra = {} if lengths is None else {"elem_len": torch.as_tensor(np.asarray(lengths), dtype=torch.long)}
+    return {**extra, "elem_ss": torch.tensor([SS3.index(c) for c in ss], dtype=torch.long),
             "pos": torch.from_numpy(pos / pos_scale).float(),
             "edge_index": torch.from_numpy(np.asarray(edge_index)).long(),
             "edge_attr": torch.from_numpy(np.asarray(edge_attr)).float()}
@@ -146,4 +149,6 @@ def collate(items: list[dict]) -> dict:
     out["edge_attr"] = torch.cat([it["edge_attr"] for it in items])
     if "latents" in items[0]:
         out["latents"] = torch.cat([it["latents"] for it in items])
+    if "elem_len" in items[0]:
+        out["elem_len"] = torch.cat([it["elem_len"] for it in items])
     return out

@@ -83,7 +83,8 @@ class CPDiffusionSSDesigner:
             chain: the chain of a multi-chain template file (default: the first protein chain).
             length_range: designs are ``lo`` to ``hi`` times the template's length, by construction (the decoder
                 may not end a sequence before ``lo`` and ends it at ``hi``); None: free length up to ``max_len``.
-                The SS-composition baseline then takes the template's element lengths.
+                The SS-composition baseline then takes the template's element lengths. A plan-aligned model
+                (``plan_decoder``) always designs the template's length, element by element.
 
         Returns:
             ``list[Bio.SeqRecord.SeqRecord]``; ``annotations`` has ``template``, ``method``, ``ss_plan``
@@ -125,7 +126,7 @@ class CPDiffusionSSDesigner:
             seqs = self.composition.sample(g.ss, n, seed, lengths)
         else:
             scale = float(self.model.hparams.pos_scale)
-            item = graph_item(g.ss, g.pos, g.edge_index, g.edge_attr, scale)
+            item = graph_item(g.ss, g.pos, g.edge_index, g.edge_attr, scale, g.lengths)
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
                 batch = collate([item] * b)

@@ -25,7 +25,7 @@ from torch_geometric.utils import to_dense_batch
 from molgen.generative.latent_diffusion import LatentDiffusion
 from molgen.data.protein_tokens import VOCAB
 from molgen.models.cpdiffusion_ss.protein_lm import AttentionPooling, ProteinLM, StructureFeatures, mlm_corrupt
-from molgen.models.cpdiffusion_ss.decoder import SSDecoder
+from molgen.models.cpdiffusion_ss.decoder import SSDecoder, plan_features
 from molgen.models.cpdiffusion_ss.denoiser import SSGraphDenoiser
 
 PHASES = ("mlm", "autoencoder", "diffusion")
@@ -52,6 +52,9 @@ class CPDiffusionSS(pl.LightningModule):
             (:class:`~molgen.models.cpdiffusion_ss.protein_lm.StructureFeatures`: ProteinMPNN's structure-encoder
             features of the training backbones, passed as ``features``; no MLM phase).
         feature_dim: size of those features (ProteinMPNN: 128).
+        plan_decoder: plan-aligned decoding (:mod:`molgen.models.cpdiffusion_ss.decoder`): each residue is
+            decoded knowing its element (the template's element lengths are the plan), so designs have the
+            template's length by construction.
     """
 
     def __init__(self, lm_dim: int = 128, lm_layers: int = 3, lm_heads: int = 4, esm_model: str | None = None,
@@ -59,7 +62,8 @@ class CPDiffusionSS(pl.LightningModule):
                  dec_ss_label: bool = False, egnn_hidden: int = 128, egnn_layers: int = 4,
                  egnn_dropout: float = 0.0, diffusion_steps: int = 500, schedule: str = "sqrt",
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-5, pos_scale: float = 10.0,
-                 finetune_encoder: bool = False, residue_encoder: str = "lm", feature_dim: int = 128):
+                 finetune_encoder: bool = False, residue_encoder: str = "lm", feature_dim: int = 128,
+                 plan_decoder: bool = False):
         super().__init__()
         self.save_hyperparameters()
         if residue_encoder not in RESIDUE_ENCODERS:
@@ -73,7 +77,8 @@ class CPDiffusionSS(pl.LightningModule):
         else:
             self.encoder = ProteinLM(lm_dim, lm_layers, lm_heads, 2 * lm_dim, dropout)
         self.pooling = AttentionPooling(self.encoder.dim, latent_dim)
-        self.decoder = SSDecoder(latent_dim, dec_dim, dec_layers, dec_heads, 2 * dec_dim, dropout, dec_ss_label)
+        self.decoder = SSDecoder(latent_dim, dec_dim, dec_layers, dec_heads, 2 * dec_dim, dropout, dec_ss_label,
+                                 plan_decoder)
         self.denoiser = SSGraphDenoiser(latent_dim, egnn_hidden, egnn_layers, egnn_dropout)
         self.diffusion = LatentDiffusion(diffusion_steps, schedule)
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
@@ -129,7 +134,29 @@ class CPDiffusionSS(pl.LightningModule):
     def decode_logits(self, batch: dict, latents: torch.Tensor) -> torch.Tensor:
         memory, memory_mask = to_dense_batch(latents, batch["batch"])  # (B, Nmax, D), (B, Nmax)
         ss = to_dense_batch(F.one_hot(batch["elem_ss"], 3).float(), batch["batch"])[0]
-        return self.decoder(batch["dec_in"], memory, memory_mask, ss)
+        plan = None
+        if self.decoder.plan:   # position i predicts residue i; after the last residue: the end
+            element = F.pad(batch["element"], (0, 1), value=-1)
+            plan = plan_features(latents, batch["elem_ss"], element)
+        return self.decoder(batch["dec_in"], memory, memory_mask, ss, plan)
+
+    @staticmethod
+    def plan_elements(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plan of each graph: ``(B, T)`` global element per residue position (-1 after the end) and the
+        plan's lengths ``(B,)``, from the batch's ``elem_len`` (element residue counts) or its residues."""
+        n_el = len(batch["elem_ss"])
+        if "elem_len" in batch:
+            elem_len = batch["elem_len"]
+        else:
+            known = batch["element"] >= 0
+            elem_len = torch.bincount(batch["element"][known], minlength=n_el)
+        rows = [torch.repeat_interleave(torch.nonzero(batch["batch"] == b).squeeze(-1), elem_len[batch["batch"] == b])
+                for b in range(int(batch["batch"].max()) + 1)]
+        lengths = torch.tensor([len(r) for r in rows])
+        element = torch.full((len(rows), int(lengths.max()) + 1), -1, dtype=torch.long)
+        for b, r in enumerate(rows):
+            element[b, :len(r)] = r
+        return element.to(batch["elem_ss"].device), lengths.to(batch["elem_ss"].device)
 
     def denoise(self, batch: dict) -> "callable":
         """Closure ``(z_t, t) -> z0_hat`` on the batch's SS graphs (standardised latent space)."""
@@ -202,8 +229,13 @@ class CPDiffusionSS(pl.LightningModule):
     def decode(self, batch: dict, latents: torch.Tensor, max_len: int = 1024, temperature: float = 1.0,
                generator: torch.Generator | None = None, min_len: int = 1) -> list[list[int]]:
         """Sample one token sequence per graph of the batch from its element latents, of ``min_len`` to
-        ``max_len`` residues (``<eos>`` is not allowed before ``min_len``; at ``max_len`` the sequence ends)."""
+        ``max_len`` residues (``<eos>`` is not allowed before ``min_len``; at ``max_len`` the sequence ends);
+        a plan-aligned decoder gives each graph the plan's length (its ``elem_len``) instead."""
         memory, memory_mask = to_dense_batch(latents, batch["batch"])
         ss = to_dense_batch(F.one_hot(batch["elem_ss"], 3).float(), batch["batch"])[0]
+        plan = lengths = None
+        if self.decoder.plan:   # the plan fixes every length
+            element, lengths = self.plan_elements(batch)
+            plan = plan_features(latents, batch["elem_ss"], element)
         return self.decoder.sample(memory, memory_mask, ss, max_len=max_len, temperature=temperature,
-                                   min_len=min_len, generator=generator)
+                                   min_len=min_len, generator=generator, plan=plan, lengths=lengths)

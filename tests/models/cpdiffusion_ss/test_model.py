@@ -172,3 +172,51 @@ def test_structure_features_follow_crops_and_padding_and_train_the_pooling(prote
         model.set_phase("mlm")
     with pytest.raises(ValueError, match="residue_encoder"):
         small_model(residue_encoder="esm3")
+
+
+def test_plan_features_mark_each_residues_element_and_its_place_in_it():
+    from molgen.models.cpdiffusion_ss.decoder import PLAN_EXTRA, plan_features
+
+    latents = torch.arange(3 * 4, dtype=torch.float32).reshape(3, 4)        # 3 elements, latent_dim 4
+    elem_ss = torch.tensor([1, 2, 0])
+    element = torch.tensor([[0, 0, 0, 1, -1, -1], [2, 2, 2, 2, 2, 2]])     # row 0: 4 residues then the end
+    f = plan_features(latents, elem_ss, element)
+    assert f.shape == (2, 6, 4 + PLAN_EXTRA)
+    torch.testing.assert_close(f[0, 1, :4], latents[0])
+    torch.testing.assert_close(f[0, 3, :4], latents[1])
+    assert f[0, 0, 4:7].tolist() == [0, 1, 0] and f[0, 3, 4:7].tolist() == [0, 0, 1]   # SS one-hot
+    start, end = f[..., 7:12], f[..., 12:17]
+    assert start[0, :3].argmax(-1).tolist() == [0, 1, 2] and end[0, :3].argmax(-1).tolist() == [2, 1, 0]
+    assert start[1].argmax(-1).tolist() == [0, 1, 2, 3, 4, 4] and end[1].argmax(-1).tolist() == [4, 4, 3, 2, 1, 0]
+    assert f[0, :4, -1].tolist() == [0, 0, 0, 0] and f[0, 4:, -1].tolist() == [1, 1]    # the end flag
+    assert torch.all(f[0, 4:, :-1] == 0)
+
+
+def test_plan_decoder_designs_the_plans_length_and_learns_from_its_element(proteins):
+    """plan_decoder=True: every sampled sequence has exactly the plan's length (from the template's element
+    lengths or the batch's residues), only amino acids, deterministic per seed; the teacher-forced logits of a
+    residue depend on its own element's latent."""
+    torch.manual_seed(0)
+    model = small_model(plan_decoder=True).eval()
+    items = [protein_item(p, 10.0) for p in proteins]
+    b = collate(items)
+    latents = torch.randn(len(b["elem_ss"]), 32)
+    element, lengths = model.plan_elements(b)
+    assert lengths.tolist() == [len(p.sequence) for p in proteins]
+    from molgen.data.proteins import ss_graph
+    from molgen.data.ss_dataset import graph_item
+
+    graphs = [ss_graph(p) for p in proteins]
+    gb = collate([graph_item(g.ss, g.pos, g.edge_index, g.edge_attr, 10.0, g.lengths) for g in graphs])
+    element2, lengths2 = model.plan_elements(gb)
+    assert torch.equal(element2, element) and torch.equal(lengths2, lengths)
+    out = model.decode(gb, latents, max_len=5, generator=torch.Generator().manual_seed(0))   # max_len unused
+    assert [len(s) for s in out] == lengths.tolist()
+    assert all(AA_OFFSET <= i < len(VOCAB) for s in out for i in s)
+    assert model.decode(gb, latents, generator=torch.Generator().manual_seed(0)) == out
+    logits = model.decode_logits(b, latents)
+    moved = latents.clone()
+    moved[1] += 3.0                                                          # element 1 of the first protein
+    changed = (model.decode_logits(b, moved) - logits).abs().sum(-1)[0] > 1e-6
+    # the residues of element 1 see its latent through the plan (all of them change)
+    assert changed[:b["element"].shape[1]][b["element"][0] == 1].all()
