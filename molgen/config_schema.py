@@ -201,7 +201,7 @@ RULES: dict[str, Rule] = {
     "sample.stochasticity": Rule(float, lo=0.0),
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
-    "model.residue_encoder": Rule(str, choices=("lm", "proteinmpnn")),
+    "model.residue_encoder": Rule(str, choices=("auto", "lm", "proteinmpnn")),
     "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
     "pretrain.workers": _count(1),
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),

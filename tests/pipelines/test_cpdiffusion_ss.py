@@ -113,8 +113,9 @@ def test_shipped_checkpoint_loads_by_name_and_designs():
 
 
 def test_designs_fit_their_template_by_construction():
-    """Templates of different lengths: every design 0.8-1.2 x the template (the default), free length on request;
-    the SS-composition baseline takes the template's length."""
+    """The shipped (plan-aligned) designer: templates of different lengths, every design exactly the template's
+    length, element by element; a length range without 1 is refused; the SS-composition baseline takes the
+    template's length."""
     from molgen.data.proteins import load_template
 
     if "cpdiffusion_ss-cath" not in molgen.list_checkpoints():
@@ -123,16 +124,37 @@ def test_designs_fit_their_template_by_construction():
     lengths = {}
     for pdb in sorted(DATA.glob("*.pdb"))[:3]:
         L = len(load_template(pdb))
+        for method in ("cpdiffusion_ss", "vanilla_decoder"):
+            recs = designer.sample(template=pdb, n=3, method=method, sampler="ddim", steps=5, seed=0,
+                                   temperature=1.5)
+            assert [len(r.seq) for r in recs] == [L] * 3, (pdb.stem, method)
+        lengths[pdb.stem] = L
+        comp = designer.sample(template=pdb, n=2, method="ss_composition", seed=0)
+        assert all(len(r.seq) == L for r in comp)
+    assert len(set(lengths.values())) == len(lengths) > 1     # really different templates
+    first = sorted(DATA.glob("*.pdb"))[0]
+    with pytest.raises(molgen.errors.DataError, match="length_range"):
+        designer.sample(template=first, n=1, length_range=(1.2, 0.8))
+    with pytest.raises(molgen.errors.DataError, match="plan_decoder"):
+        designer.sample(template=first, n=1, length_range=(1.5, 1.6))
+
+
+def test_free_length_decoder_keeps_designs_in_the_length_range(tmp_path):
+    """model.plan_decoder=false (the paper's decoder): the length range bounds the designs (default 0.8-1.2 x the
+    template, or another range on request)."""
+    from molgen.data.proteins import load_template
+
+    args = [a for a in TINY if not a.startswith("sample.")] + [
+        "stage=train", "model.plan_decoder=false", "model.residue_encoder=lm", f"out={tmp_path}", "run=free"]
+    assert main(["run", *args]) == 0
+    designer = molgen.load(tmp_path / "free" / "train" / "cpdiffusion_ss.ckpt")
+    assert not designer.model.decoder.plan
+    for pdb in sorted(DATA.glob("*.pdb"))[:2]:
+        L = len(load_template(pdb))
         recs = designer.sample(template=pdb, n=3, sampler="ddim", steps=5, seed=0, temperature=1.5)
-        lengths[pdb.stem] = (L, [len(r.seq) for r in recs])
         assert all(0.8 * L <= len(r.seq) <= 1.2 * L for r in recs), (pdb.stem, L, [len(r.seq) for r in recs])
         wider = designer.sample(template=pdb, n=2, sampler="ddim", steps=5, seed=0, length_range=(1.5, 1.6))
         assert all(1.5 * L <= len(r.seq) <= 1.6 * L for r in wider)
-        comp = designer.sample(template=pdb, n=2, method="ss_composition", seed=0)
-        assert all(len(r.seq) == L for r in comp)
-    assert len({L for L, _ in lengths.values()}) == len(lengths) > 1     # really different templates
-    with pytest.raises(molgen.errors.DataError, match="length_range"):
-        designer.sample(template=sorted(DATA.glob("*.pdb"))[0], n=1, length_range=(1.2, 0.8))
 
 
 def _finished_run(args) -> Path:

@@ -109,6 +109,9 @@ class CPDiffusionSSDesigner:
             lo, hi = (float(v) for v in length_range)
             if not 0 < lo <= hi:
                 raise DataError(f"length_range={tuple(length_range)}: need 0 < lo <= hi")
+            if not lo <= 1.0 <= hi and self.model.decoder.plan and method in ("cpdiffusion_ss", "vanilla_decoder"):
+                raise DataError(f"length_range={tuple(length_range)}: this model designs the template's length "
+                                "element by element (plan_decoder); give a range that includes 1 or None")
             min_len, max_len = max(1, int(np.ceil(lo * len(protein)))), max(1, int(np.floor(hi * len(protein))))
         max_len = max_len or min(1024, 2 * len(protein) + 20)
         t0 = time.time()
