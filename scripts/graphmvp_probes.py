@@ -102,16 +102,18 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     import molgen
     from molgen.data.moleculenet import load_moleculenet, scaffold_split
+    from molgen.settings import quiet_rdkit
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
     encoder = molgen.load(a.encoder)
     seeds = [int(s) for s in a.seeds.split(",")]
     for name in a.sets.split(","):
-        data = load_moleculenet(name, a.root)
-        split = scaffold_split(data.smiles)
+        with quiet_rdkit():   # RDKit's per-molecule parser warnings (e.g. explicit H without neighbours)
+            data = load_moleculenet(name, a.root)
+            split = scaffold_split(data.smiles)
+            feats = {"encoder (frozen)": encoder.embed(data.smiles).numpy(), "atom counts": atom_counts(data.smiles),
+                     "ECFP4 (2048)": morgan(data.smiles)}
         y = np.asarray(data.labels, dtype=float)
-        feats = {"encoder (frozen)": encoder.embed(data.smiles).numpy(), "atom counts": atom_counts(data.smiles),
-                 "ECFP4 (2048)": morgan(data.smiles)}
         rows = [(f"linear probe: {k}", [linear_probe(x, y, split)]) for k, x in feats.items()]
         fp = feats["ECFP4 (2048)"]
         tr, _, te = split
