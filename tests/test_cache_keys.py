@@ -58,9 +58,9 @@ RECORDED = {
     },
     "pipeline=cpdiffusion_ss": {
         "featurize": "77296fc87542f596",
-        "train": "9896eabda8ed5e22",
-        "sample": "0dfabc80135be3b3",      # designs 0.8-1.2 x the template length since schema 3 (meant)
-        "validate": "2bbda69eb038c0a2",   # + recovery and the MPNN score (meant)
+        "train": "5675aabebe09c297",      # ProteinMPNN residue features + plan-aligned decoder by default (meant)
+        "sample": "7dc9c86bd5b38d77",
+        "validate": "47bb6ad77223920f",
     },
 }
 

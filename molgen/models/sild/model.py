@@ -269,7 +269,7 @@ class SiLD(pl.LightningModule):
         return sigma * x_t + res_x, sigma * h_t + res_h
 
     def predict_endpoint(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None):
-        """The flow prior's endpoint prediction (the
+        r"""The flow prior's endpoint prediction (the
         :class:`~molgen.generative.equivariant_flow.EndpointPredictor` protocol; ``t`` = flow time, 1 = data).
 
         :math:`\hat z_1 = c(t)\,z_t + f_\theta(z_t, 1 - t)` with :math:`c(t) = t / ((1-t)^2 + t^2)`, the
