@@ -66,6 +66,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),
     "data.simulation_workers": (3, {"atom": 2}),
+    "finetune.rf_trees": (3, {"graphmvp": 500}),      # the ECFP4 + random forest baseline (finetune.init=ecfp_rf)
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)
@@ -203,6 +204,9 @@ RULES: dict[str, Rule] = {
     "model.prior": Rule(str, choices=("diffusion", "flow")),
     "model.residue_encoder": Rule(str, choices=("auto", "lm", "proteinmpnn")),
     "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
+    "finetune.task": Rule(None, nullable=False),
+    "finetune.init": Rule(None, nullable=False),   # one init or a list (checked by the finetune stage)
+    "finetune.rf_trees": _count(1),   # a set, a list of sets or `all` (checked by the finetune stage)
     "pretrain.workers": _count(1),
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),
     "condition.embedding": Rule(str, choices=("concatenate", "sum", "multiply", "concatenate_sum",

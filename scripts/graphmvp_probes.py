@@ -38,42 +38,15 @@ def atom_counts(smiles: list[str]) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
-def morgan(smiles: list[str], radius: int = 2, bits: int = 2048) -> np.ndarray:
-    from rdkit import Chem
-    from rdkit.Chem import rdFingerprintGenerator
-
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=bits)
-    return np.stack([gen.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.float32) for s in smiles])
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    ok = ~np.isnan(y)
-    if ok.sum() < 2 or len(np.unique(y[ok])) < 2:
-        return None
-    return float(roc_auc_score(y[ok], p[ok]))
-
-
 def mean_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    vals = [_auc(labels[:, t], probs[:, t]) for t in range(labels.shape[1])]
-    vals = [v for v in vals if v is not None]
-    return float(np.mean(vals)) if vals else float("nan")
+    from molgen.models.graphmvp.classifier import mean_roc_auc
+
+    return mean_roc_auc(labels, probs)[0]
 
 
-def fit_per_task(make, x_tr, y_tr, x_te) -> np.ndarray:
-    """One classifier per task on the labelled training rows; probabilities on the test rows (0.5 where a task
-    has one class in training)."""
-    out = np.full((len(x_te), y_tr.shape[1]), 0.5)
-    for t in range(y_tr.shape[1]):
-        ok = ~np.isnan(y_tr[:, t])
-        if len(np.unique(y_tr[ok, t])) < 2:
-            continue
-        out[:, t] = make().fit(x_tr[ok], y_tr[ok, t].astype(int)).predict_proba(x_te)[:, 1]
-    return out
-
-
-def linear_probe(x: np.ndarray, y: np.ndarray, split) -> float:
+def linear_probe(x: np.ndarray, y: np.ndarray, split) -> tuple[float, float]:
+    """(validation, test) ROC-AUC of a logistic regression whose C is chosen on the validation split."""
+    from molgen.models.graphmvp.baselines import fit_per_task
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -82,11 +55,30 @@ def linear_probe(x: np.ndarray, y: np.ndarray, split) -> float:
     best, best_c = -1.0, 1.0
     for c in (0.001, 0.01, 0.1, 1.0, 10.0):
         make = lambda: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))  # noqa: E731
-        score = mean_auc(y[va], fit_per_task(make, x[tr], y[tr], x[va]))
+        score = mean_auc(y[va], fit_per_task(make, x[tr], y[tr], [x[va]])[0])
         if score > best:
             best, best_c = score, c
     make = lambda: make_pipeline(StandardScaler(), LogisticRegression(C=best_c, max_iter=2000))  # noqa: E731
-    return mean_auc(y[te], fit_per_task(make, x[tr], y[tr], x[te]))
+    return best, mean_auc(y[te], fit_per_task(make, x[tr], y[tr], [x[te]])[0])
+
+
+def untrained_like(encoder, seed: int = 0):
+    """The control a probe needs: the same GIN with a fresh (seeded) initialisation."""
+    import copy
+
+    import torch
+
+    from molgen.nn.gin import GIN
+
+    control = copy.deepcopy(encoder)
+    torch.manual_seed(seed)
+    g = control.gin
+    control.gin = GIN(g.num_layers, g.emb_dim, dropout=0.0, num_atom_types=g.atom_type.num_embeddings,
+                      num_chirality_tags=g.chirality.num_embeddings,
+                      num_bond_types=g.convs[0].bond_type.num_embeddings,
+                      num_bond_directions=g.convs[0].bond_dir.num_embeddings,
+                      self_loop_bond_index=g.convs[0].self_loop_bond_index)
+    return control
 
 
 def main() -> None:
@@ -96,6 +88,9 @@ def main() -> None:
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "moleculenet"))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--readouts", default="default",
+                    help="comma-separated embed() readouts (mean, layers-sum, layers-mean-sum), 'all', or 'default'")
+    ap.add_argument("--control", action="store_true", help="also probe the same GIN untrained (seeded init)")
     a = ap.parse_args()
     import torch
 
@@ -103,30 +98,42 @@ def main() -> None:
     import molgen
     from molgen.data.moleculenet import load_moleculenet, scaffold_split
     from molgen.settings import quiet_rdkit
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from molgen.models.graphmvp.baselines import ecfp, fit_per_task, random_forest
+
+    from molgen.nn.gin import READOUTS
 
     encoder = molgen.load(a.encoder)
+    readouts = {"default": [None], "all": list(READOUTS)}.get(a.readouts, a.readouts.split(","))
+    encoders = {"encoder": encoder, **({"untrained GIN": untrained_like(encoder)} if a.control else {})}
     seeds = [int(s) for s in a.seeds.split(",")]
     for name in a.sets.split(","):
         with quiet_rdkit():   # RDKit's per-molecule parser warnings (e.g. explicit H without neighbours)
             data = load_moleculenet(name, a.root)
             split = scaffold_split(data.smiles)
-            feats = {"encoder (frozen)": encoder.embed(data.smiles).numpy(), "atom counts": atom_counts(data.smiles),
-                     "ECFP4 (2048)": morgan(data.smiles)}
+            feats = {}
+            for label, enc in encoders.items():
+                for r in readouts:
+                    kw = {} if r is None else {"readout": r}
+                    feats[f"{label} (frozen{'' if r is None else ', ' + r})"] = enc.embed(data.smiles, **kw).numpy()
+            feats.update({"atom counts": atom_counts(data.smiles), "ECFP4 (2048)": ecfp(data.smiles)})
         y = np.asarray(data.labels, dtype=float)
-        rows = [(f"linear probe: {k}", [linear_probe(x, y, split)]) for k, x in feats.items()]
+        probes = {k: linear_probe(x, y, split) for k, x in feats.items()}
+        rows = [(f"linear probe: {k}", [test], valid) for k, (valid, test) in probes.items()]
         fp = feats["ECFP4 (2048)"]
         tr, _, te = split
-        rf = [mean_auc(y[te], fit_per_task(lambda: RandomForestClassifier(500, n_jobs=a.threads, random_state=s),
-                                           fp[tr], y[tr], fp[te])) for s in seeds]
+        rf = [mean_auc(y[te], fit_per_task(random_forest(s, 500, a.threads), fp[tr], y[tr], [fp[te]])[0])
+              for s in seeds]
         gb = [mean_auc(y[te], fit_per_task(lambda: HistGradientBoostingClassifier(random_state=s), fp[tr], y[tr],
-                                           fp[te])) for s in seeds]
-        rows += [("ECFP4 + random forest (500 trees)", rf), ("ECFP4 + gradient boosting", gb)]
+                                           [fp[te]])[0]) for s in seeds]
+        rows += [("ECFP4 + random forest (500 trees)", rf, None), ("ECFP4 + gradient boosting", gb, None)]
         print(f"\n{name}: {len(data)} molecules, {len(data.tasks)} task(s), scaffold split "
               f"{len(split[0])}/{len(split[1])}/{len(split[2])}; encoder {a.encoder}")
-        print("| model | test ROC-AUC (%) | per seed |\n|---|---|---|")
-        for label, vals in rows:
-            print(f"| {label} | {100 * np.mean(vals):.1f} | {', '.join(f'{100 * v:.1f}' for v in vals)} |")
+        print("| model | test ROC-AUC (%) | per seed | probe's validation ROC-AUC (%) |\n|---|---|---|---|")
+        for label, vals, valid in rows:
+            print(f"| {label} | {100 * np.mean(vals):.1f} | {', '.join(f'{100 * v:.1f}' for v in vals)} | "
+                  f"{'' if valid is None else f'{100 * valid:.1f}'} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ reads (it read `model.name` without hashing it); CPDiffusion-SS's sample (and va
 the template's length by construction (`sample.length_range`); ATOM's stages since its data and model groups
 gained the trajectory-level protocol's options (`split_by`, `trajectories`, `strides`, `hydrogen_inputs`,
 `augment_rotations`, `init_from`, ...); CPDiffusion-SS's validate stage since its table gained sequence recovery
-and the ProteinMPNN designability score (`validate.mpnn_score`). Update a key here only with a change that is meant
+and the ProteinMPNN designability score (`validate.mpnn_score`); GraphMVP's finetune (and validate) since every table
+sets the chemist's baseline, ECFP4 + random forest (`finetune.init` gained `ecfp_rf`), beside the encoders. Update a key here only with a change that is meant
 to invalidate finished stages, and say so in the commit.
 """
 import pytest
@@ -44,11 +45,11 @@ RECORDED = {
         "regressor": "e3d7f4cbc968fb67",
         "validate": "105947b2cfa42c0d",
     },
-    "pipeline=graphmvp": {
+    "pipeline=graphmvp": {                 # finetune gained the ECFP4 + random forest baseline (meant)
         "featurize": "cd495fb8b1975fbf",
         "train": "987521134b5d698f",
-        "finetune": "4e714c6192a1d011",
-        "validate": "82d3538a20151630",
+        "finetune": "01789df851fdb44d",
+        "validate": "ee516e1365145e4c",
     },
     "pipeline=atom": {                     # data and model groups gained the trajectory-level options (meant)
         "featurize": "d240dd27ddf7e0e8",

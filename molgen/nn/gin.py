@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_geometric.nn import MessagePassing, global_mean_pool
+from torch_geometric.nn import MessagePassing, global_add_pool, global_mean_pool
 from torch_geometric.utils import add_self_loops
+
+READOUTS = ("mean", "layers-sum", "layers-mean-sum")
 
 
 class GINEdgeConv(MessagePassing):
@@ -72,7 +74,7 @@ class GIN(nn.Module):
 
     Shapes:
         x ``[N, 2]`` long (atom type, chirality), edge_index ``[2, E]``, edge_attr ``[E, 2]`` long
-        -> node representations ``[N, emb_dim]``; :meth:`embed_graph` -> ``[B, emb_dim]``.
+        -> node representations ``[N, emb_dim]``; :meth:`embed_graph` -> ``[B, readout_dim(readout)]``.
     """
 
     def __init__(self, num_layers: int = 5, emb_dim: int = 300, dropout: float = 0.0, *, num_atom_types: int,
@@ -90,20 +92,39 @@ class GIN(nn.Module):
                                                self_loop_bond_index=self_loop_bond_index) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(emb_dim) for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,
+                all_layers: bool = False) -> torch.Tensor:
         h = self.atom_type(x[:, 0]) + self.chirality(x[:, 1])
+        layers = []
         for layer, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = norm(conv(h, edge_index, edge_attr))
             if layer < self.num_layers - 1:
                 h = torch.relu(h)
             h = nn.functional.dropout(h, self.dropout, training=self.training)
-        return h  # [N, emb_dim], JK = last
+            layers.append(h)
+        # JK = last ([N, emb_dim]); all_layers: every layer's output concatenated, [N, num_layers * emb_dim]
+        return torch.cat(layers, -1) if all_layers else h
 
-    def embed_graph(self, data) -> torch.Tensor:
-        """Mean-pooled graph representation ``[B, emb_dim]`` of a PyG batch (or one graph)."""
-        h = self(data.x, data.edge_index, data.edge_attr)
+    def embed_graph(self, data, readout: str = "mean") -> torch.Tensor:
+        """Graph representation of a PyG batch (or one graph): ``readout="mean"`` (the fine-tuning readout: mean
+        over atoms of the last layer, ``[B, emb_dim]``), ``"layers-sum"`` (sum over atoms of every layer's output,
+        concatenated, ``[B, num_layers * emb_dim]``; InfoGraph's readout, which keeps molecule size and every
+        receptive field) or ``"layers-mean-sum"`` (both pools of all layers, ``[B, 2 * num_layers * emb_dim]``)."""
+        if readout not in READOUTS:
+            raise ValueError(f"readout={readout!r}: choose from {', '.join(READOUTS)}")
+        h = self(data.x, data.edge_index, data.edge_attr, all_layers=readout != "mean")
         batch = data.batch if getattr(data, "batch", None) is not None else h.new_zeros(h.size(0), dtype=torch.long)
-        return global_mean_pool(h, batch)
+        if readout == "mean":
+            return global_mean_pool(h, batch)
+        if readout == "layers-sum":
+            return global_add_pool(h, batch)
+        return torch.cat([global_mean_pool(h, batch), global_add_pool(h, batch)], -1)
+
+    def readout_dim(self, readout: str = "mean") -> int:
+        """Width of :meth:`embed_graph`'s output for ``readout``."""
+        if readout not in READOUTS:
+            raise ValueError(f"readout={readout!r}: choose from {', '.join(READOUTS)}")
+        return {"mean": 1, "layers-sum": self.num_layers, "layers-mean-sum": 2 * self.num_layers}[readout] * self.emb_dim
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(num_layers={self.num_layers}, emb_dim={self.emb_dim}, dropout={self.dropout})"

@@ -6,8 +6,9 @@ Stages (``molgen run pipeline=graphmvp [stage=...]``):
   (the train splits of ``pretrain.smiles_from``), QM9's DFT geometries, or GEOM's rdkit_folder.
 * ``train``: GraphMVP pretraining (EBM-NCE + VRR, optionally AttrMask/ContextPred) -> ``encoder.ckpt``.
 * ``finetune``: for each set of ``finetune.task``, each ``finetune.init`` (``none`` = no pretraining,
-  ``graphmvp`` = the pretrained encoder) and each seed: fine-tune on the scaffold split, keep the
-  best-validation epoch, write its test ROC-AUC, the classifier checkpoint and test-split predictions.
+  ``pretrained`` = the pretrained encoder, ``ecfp_rf`` = the chemist's baseline, ECFP4 + a random forest per
+  task) and each seed: fine-tune on the scaffold split, keep the best-validation epoch, write its test ROC-AUC,
+  the classifier checkpoint and test-split predictions (the baseline: its test ROC-AUC and predictions).
 * ``validate``: the benchmark table, ROC-AUC mean +- std over seeds per set and the average, beside the paper.
 
 ``ckpt=<encoder.ckpt>`` replaces the train stage (fine-tune a given pretrained encoder).
@@ -42,7 +43,9 @@ PAPER_ROC_AUC = {
     "graphmvp_c": {"bbbp": (72.4, 1.6), "tox21": (74.4, 0.2), "toxcast": (63.1, 0.4), "sider": (63.9, 1.2),
                    "clintox": (77.5, 4.2), "muv": (75.0, 1.0), "hiv": (77.0, 1.2), "bace": (81.2, 0.9), "avg": 73.07},
 }
-ROW_LABEL = {"none": "no pretraining", "graphmvp": "GraphMVP", "graphmvp_g": "GraphMVP-G", "graphmvp_c": "GraphMVP-C"}
+ROW_LABEL = {"none": "no pretraining", "graphmvp": "GraphMVP", "graphmvp_g": "GraphMVP-G", "graphmvp_c": "GraphMVP-C",
+             "ecfp_rf": "ECFP4 + random forest"}
+INITS = ("none", "pretrained", "ecfp_rf")
 
 
 # --------------------------------------------------------------------------------------------- featurize
@@ -177,6 +180,22 @@ def _task_list(task) -> list[str]:
     return names
 
 
+def check_finetune(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """The sets and inits of ``finetune`` (one line naming a bad one, and scikit-learn missing for ``ecfp_rf``),
+    checked before any stage runs."""
+    names = _task_list(cfg.finetune.task)
+    init = plain(cfg.finetune.init)
+    inits = [init] if isinstance(init, str) else list(init)
+    for item in inits:
+        if item not in INITS:
+            raise ConfigError(f"finetune.init={item}: choose from {', '.join(INITS)}")
+    if "ecfp_rf" in inits:
+        from molgen.models.graphmvp.baselines import random_forest
+
+        random_forest(0)   # raises the one-line ConfigError when scikit-learn is not installed
+    return names, inits
+
+
 def _encoder_path(cfg: DictConfig, ctx: StageContext) -> Path:
     if cfg.get("ckpt"):
         return Path(str(cfg.ckpt)).expanduser()
@@ -232,17 +251,39 @@ def finetune_one(data, split, init_state: dict | None, seed: int, fcfg: dict, mo
     if (out / "best.ckpt").is_file():  # the best-validation epoch's weights for predict()
         export_weights(out / "best.ckpt", out / "classifier.ckpt")
         module.load_state_dict(torch.load(out / "classifier.ckpt", weights_only=True)["state_dict"])
-    probs = module.predict([data.smiles[i] for i in test_idx]).numpy()
+    write_predictions(data, test_idx, module.predict([data.smiles[i] for i in test_idx]).numpy(),
+                      out / "test_predictions.csv")
+    if not fcfg.get("keep_training_checkpoints", False):
+        for name in ("last.ckpt", "best.ckpt"):  # optimizer state; classifier.ckpt keeps the weights
+            (out / name).unlink(missing_ok=True)
+    best.update(epochs=int(fcfg["epochs"]), history=module.history)
+    (out / "result.json").write_text(json.dumps(best, indent=1))
+    return best
+
+
+def write_predictions(data, test_idx, probs: np.ndarray, path: Path) -> Path:
+    """``test_predictions.csv``: SMILES, then each task's label (empty when missing) and predicted probability."""
     rows = ["smiles," + ",".join(f"label_{t},prob_{t}" for t in data.tasks)]
     for k, i in enumerate(test_idx):
         cells = [f"{'' if np.isnan(data.labels[i, t]) else int(data.labels[i, t])},{probs[k, t]:.5f}"
                  for t in range(len(data.tasks))]
         rows.append(f"\"{data.smiles[i]}\"," + ",".join(cells))
-    (out / "test_predictions.csv").write_text("\n".join(rows) + "\n")
-    if not fcfg.get("keep_training_checkpoints", False):
-        for name in ("last.ckpt", "best.ckpt"):  # optimizer state; classifier.ckpt keeps the weights
-            (out / name).unlink(missing_ok=True)
-    best.update(epochs=int(fcfg["epochs"]), history=module.history)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def baseline_one(data, split, seed: int, fcfg: dict, out: Path) -> dict:
+    """ECFP4 + random forest (``finetune.rf_trees`` trees per task, ``random_state=seed``) on the same split."""
+    from molgen.models.graphmvp.baselines import ecfp_random_forest
+    from molgen.settings import quiet_rdkit
+
+    with quiet_rdkit():
+        got = ecfp_random_forest(data.smiles, data.labels, split, seed, n_trees=int(fcfg.get("rf_trees") or 500),
+                                 n_jobs=torch.get_num_threads())
+    write_predictions(data, split[2], got.pop("test_probs"), out / "test_predictions.csv")
+    best = {**got, "epoch": None, "model": f"ECFP4 (radius 2, 2048 bits) + random forest "
+                                          f"({int(fcfg.get('rf_trees') or 500)} trees per task)"}
     (out / "result.json").write_text(json.dumps(best, indent=1))
     return best
 
@@ -264,11 +305,8 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.models.graphmvp.classifier import mean_roc_auc
 
     fcfg = (plain(cfg.finetune) or {})
-    names, seeds = _task_list(fcfg["task"]), [int(s) for s in fcfg["seeds"]]
-    inits = [fcfg["init"]] if isinstance(fcfg["init"], str) else list(fcfg["init"])
-    for init in inits:
-        if init not in ("none", "pretrained"):
-            raise ConfigError(f"finetune.init={init}: choose from none, pretrained")
+    names, inits = check_finetune(cfg)
+    seeds = [int(s) for s in fcfg["seeds"]]
     encoder_state, encoder_meta = (None, {})
     if "pretrained" in inits:
         encoder_state, encoder_meta = _load_encoder_state(_encoder_path(cfg, ctx))
@@ -287,13 +325,17 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
         entry = {"molecules": len(data), "unparsable_skipped": len(data.skipped), "tasks": len(data.tasks),
                  "split": [len(s) for s in split], "max_train": fcfg.get("max_train"), "runs": {}}
         for init in inits:
-            key = "none" if init == "none" else variant
+            key = variant if init == "pretrained" else init
             for seed in seeds:
                 out = ctx.dir / name / f"{key}-seed{seed}"
                 done = out / "result.json"
                 if done.is_file():
                     best = json.loads(done.read_text())
                     say(f"    {key} seed {seed}: reusing {done}")
+                elif init == "ecfp_rf":
+                    best = baseline_one(data, split, seed, fcfg, out)
+                    say(f"    {key} seed {seed}: test ROC-AUC {100 * best['test_roc_auc']:.1f} "
+                        f"(valid {100 * best['val_roc_auc']:.1f})")
                 else:
                     best = finetune_one(data, split, encoder_state if init == "pretrained" else None, seed, fcfg,
                                         cfg.model, out)
@@ -359,6 +401,9 @@ def validate(cfg: DictConfig, ctx: StageContext) -> dict:
             f"best-validation epoch. Pretraining data of this run: {results.get('pretrain_data') or 'n/a'}. "
             "The paper's rows: GraphMVP Table 1 (pretrained on 50k GEOM-drugs molecules, 100 epochs; fine-tuned "
             "100 epochs); its avg is over the sets shown when fewer than 8 are.")
+    if any("ecfp_rf" in e["runs"] for e in results["sets"].values()):
+        note += (" ECFP4 + random forest: Morgan fingerprints (radius 2, 2048 bits) and one random forest per task "
+                 "on the same scaffold splits, random_state = the seed; no GNN.")
     (ctx.dir / "table.md").write_text(table + "\n")
     (ctx.dir / "report.md").write_text(note + "\n\n" + table + "\n")
     say(table)
@@ -374,7 +419,7 @@ STAGES = [
     Stage("train", train, groups=("model", "trainer"), needs=("featurize",),
           description="GraphMVP pretraining of the GIN with SchNet (EBM-NCE + VRR [+ AttrMask/ContextPred])"),
     Stage("finetune", finetune, groups=("data.root", "finetune", "model"),
-          needs=("train",), file_keys=("ckpt",), replaced_by={"train": "ckpt"},
+          needs=("train",), file_keys=("ckpt",), replaced_by={"train": "ckpt"}, check=check_finetune,
           description="fine-tune on MoleculeNet scaffold splits (finetune.task=bbbp|all, seeds), predict test sets"),
     Stage("validate", validate, groups=("validate",), needs=("finetune",),
           description="benchmark table: ROC-AUC mean (std) over seeds beside GraphMVP's published figures"),

@@ -37,17 +37,17 @@ def test_tiny_end_to_end_run_and_load(tmp_path, capsys):
     assert lines[-1] == f"report: {run / 'report.md'}"
     results = json.loads((run / "finetune" / "results.json").read_text())
     runs = results["sets"]["bbbp"]["runs"]
-    assert set(runs) == {"none", "graphmvp"} and results["pretrain_data"] == "etkdg+mmff"
+    assert set(runs) == {"none", "graphmvp", "ecfp_rf"} and results["pretrain_data"] == "etkdg+mmff"
     assert all(0.0 <= r["test_roc_auc"] <= 1.0 for rs in runs.values() for r in rs)
     table = (run / "validate" / "table.md").read_text()
-    assert "paper: GraphMVP" in table and "68.5 (0.2)" in table
+    assert "paper: GraphMVP" in table and "68.5 (0.2)" in table and "this run: ECFP4 + random forest" in table
     report = (run / "report.md").read_text()
     assert "## featurize" in report and "## validate" in report
 
     encoder = molgen.load(run / "train" / "encoder.ckpt")
     assert isinstance(encoder, GraphMVPEncoder)
     emb = encoder.embed(["CCO", "c1ccccc1", "CCO"])
-    assert emb.shape == (3, 16) and emb.dtype == torch.float32
+    assert emb.shape == (3, 2 * 2 * 16) and emb.dtype == torch.float32   # 2 layers x 16, mean and sum
     assert torch.allclose(emb[0], emb[2]) and not torch.allclose(emb[0], emb[1])
     # the fine-tuned classifier, with test-split predictions beside it
     clf = molgen.load(run / "finetune" / "bbbp" / "graphmvp-seed0" / "classifier.ckpt")
@@ -66,6 +66,13 @@ def test_tiny_end_to_end_run_and_load(tmp_path, capsys):
                 for part, g in split.groupby("split")}
     assert not scaffold["train"] & scaffold["test"] and not scaffold["train"] & scaffold["valid"]
     assert sorted(split.loc[split["split"] == "test", "smiles"]) == sorted(preds["smiles"])
+    # the chemist's baseline on the same split and seed: its test predictions score what results.json says
+    from molgen.models.graphmvp.classifier import roc_auc
+
+    rf = pd.read_csv(run / "finetune" / "bbbp" / "ecfp_rf-seed0" / "test_predictions.csv")
+    assert sorted(rf["smiles"]) == sorted(preds["smiles"])
+    assert roc_auc(rf["label_p_np"].to_numpy(), rf["prob_p_np"].to_numpy()) == \
+        pytest.approx(runs["ecfp_rf"][0]["test_roc_auc"], abs=1e-4)
 
     # run again: every stage is reused
     code, lines, _ = run_cli(capsys, args)
@@ -92,6 +99,13 @@ def test_one_class_test_split_and_bad_task_are_one_line_errors(tmp_path, capsys)
     code, _, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=oneclass", "finetune.task=tox22"])
     assert code == 2 and err.strip().splitlines()[-1] == "error: finetune.task=tox22: unknown set (choose from all, bbbp, tox21, " \
                                         "toxcast, sider, clintox, muv, hiv, bace)"
+    # a list of sets is a valid task whichever finetune group set the default (paper: `all`); a bad init is named
+    # before any stage runs (a fresh run folder stays without featurize and train)
+    code, _, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=badinit", "finetune=paper",
+                                    "finetune.task=[bbbp,bace]", "finetune.init=[none,rf]"])
+    assert code == 2 and err.strip().splitlines()[-1] == \
+        "error: finetune.init=rf: choose from none, pretrained, ecfp_rf"
+    assert not (tmp_path / "badinit" / "featurize").exists()
 
 
 def test_load_rejects_a_pretrainer_of_another_kind(tmp_path):
@@ -106,13 +120,15 @@ def test_load_rejects_a_pretrainer_of_another_kind(tmp_path):
 def test_shipped_pretrained_encoder_embeds_offline():
     encoder = molgen.load("graphmvp-pretrained")
     emb = encoder.embed(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
-    assert emb.shape == (3, 300) and torch.isfinite(emb).all()
+    assert emb.shape == (3, 3000) and torch.isfinite(emb).all()       # default readout: every layer, mean + sum
+    last = encoder.embed(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"], readout="mean")
+    assert last.shape == (3, 300) and torch.allclose(last, emb[:, 1200:1500], atol=1e-5)
     assert (molgen.checkpoint.resolve("graphmvp-pretrained").stat().st_size) <= 20 * 2**20
     # a SMILES RDKit cannot parse: one error naming it and its index, or a NaN row on request
     with pytest.raises(DataError, match=r"SMILES #1 'C1CC' cannot be parsed"):
         encoder.embed(["CCO", "C1CC", "CCN"])
     rows = encoder.embed(["CCO", "C1CC", "CCN", None], invalid="nan")
-    assert rows.shape == (4, 300) and torch.isnan(rows[[1, 3]]).all() and torch.isfinite(rows[[0, 2]]).all()
+    assert rows.shape == (4, 3000) and torch.isnan(rows[[1, 3]]).all() and torch.isfinite(rows[[0, 2]]).all()
     assert torch.allclose(rows[0], emb[0], atol=1e-5)             # the same row as in a batch without failures
 
 

@@ -181,7 +181,7 @@ class MoleculeClassifier(pl.LightningModule):
 
 
 class GraphMVPEncoder(nn.Module):
-    """A pretrained 2D encoder: SMILES -> mean-pooled GIN representation.
+    """A pretrained 2D encoder: SMILES -> pooled GIN representations (frozen features).
 
     Args:
         num_layers, emb_dim: the GIN's size (5, 300).
@@ -189,6 +189,8 @@ class GraphMVPEncoder(nn.Module):
     Example:
         >>> enc = GraphMVPEncoder(num_layers=2, emb_dim=16)
         >>> enc.embed(["CCO", "c1ccccc1"]).shape
+        torch.Size([2, 64])
+        >>> enc.embed(["CCO", "c1ccccc1"], readout="mean").shape
         torch.Size([2, 16])
     """
 
@@ -209,17 +211,24 @@ class GraphMVPEncoder(nn.Module):
         return self.gin.emb_dim
 
     @torch.no_grad()
-    def embed(self, smiles: Sequence[str], batch_size: int = 256, invalid: str = "raise") -> torch.Tensor:
-        """Float tensor ``[n, emb_dim]``, one row per SMILES, of molecule representations (eval mode, BatchNorm
+    def embed(self, smiles: Sequence[str], batch_size: int = 256, invalid: str = "raise",
+              readout: str = "layers-mean-sum") -> torch.Tensor:
+        """Float tensor ``[n, d]``, one row per SMILES, of frozen molecule representations (eval mode, BatchNorm
         running stats). ``invalid="raise"``: a SMILES RDKit cannot parse is one error naming it and its index;
-        ``"nan"``: its row is NaN."""
+        ``"nan"``: its row is NaN.
+
+        ``readout`` (see :meth:`molgen.nn.gin.GIN.embed_graph`): ``"layers-mean-sum"`` (default; ``d = 2 x
+        num_layers x emb_dim``, 3000): mean and sum over atoms of every layer's output, the readout whose linear
+        probes scored best on the BBBP and BACE validation splits for both pretrained encoders (docs/graphmvp.md);
+        ``"layers-sum"``; ``"mean"`` (``d = emb_dim``: the last layer's mean, what fine-tuning starts from)."""
         smiles = list(smiles)
+        dim = self.gin.readout_dim(readout)
         was = self.training
         self.eval()
         try:
             graphs, index = graphs_of(smiles, invalid)
-            out = [self.gin.embed_graph(Batch.from_data_list(graphs[i : i + batch_size]))
+            out = [self.gin.embed_graph(Batch.from_data_list(graphs[i : i + batch_size]), readout)
                    for i in range(0, len(graphs), batch_size)]
         finally:
             self.train(was)
-        return _rows(out, index, len(smiles), self.dim)
+        return _rows(out, index, len(smiles), dim)

@@ -53,7 +53,8 @@ def test_dense_radius_graph_matches_pairwise_reference(pairs):
     assert torch.allclose(w, (batch.pos[ei[0]] - batch.pos[ei[1]]).norm(dim=-1))
 
 
-def test_gin_graph_embedding_invariant_to_atom_order():
+@pytest.mark.parametrize("readout", ["mean", "layers-sum", "layers-mean-sum"])
+def test_gin_graph_embedding_invariant_to_atom_order(readout):
     torch.manual_seed(0)
     gin = GIN(num_layers=3, emb_dim=32, **GIN_FEATURES).eval()
     g = smiles_to_graph(DRUGS[1])
@@ -61,11 +62,29 @@ def test_gin_graph_embedding_invariant_to_atom_order():
     def embed(x, edge_index):
         h = g.clone()
         h.x, h.edge_index = x, edge_index
-        return gin.embed_graph(Batch.from_data_list([h]))
+        return gin.embed_graph(Batch.from_data_list([h]), readout)
 
+    assert embed(g.x, g.edge_index).shape == (1, gin.readout_dim(readout))
     # atoms relabelled (features and edge list together), nothing geometric
     assert_invariant(embed, (g.x, g.edge_index), ("scalar", "edge_index"), rotations="none", translate=False,
                      atol=1e-5, rtol=1e-5)
+
+
+def test_gin_readouts_pool_what_they_say():
+    """Two copies of a molecule in one graph (no bond between them, eval-mode BatchNorm): the mean readout is the
+    molecule's, the all-layer sum twice the molecule's, and its last block the last layer's sum."""
+    torch.manual_seed(0)
+    gin = GIN(num_layers=3, emb_dim=32, **GIN_FEATURES).eval()
+    one, two = (Batch.from_data_list([smiles_to_graph(s)]) for s in (DRUGS[0], f"{DRUGS[0]}.{DRUGS[0]}"))
+    with torch.no_grad():
+        assert torch.allclose(gin.embed_graph(two), gin.embed_graph(one), atol=1e-5)
+        total = gin.embed_graph(one, "layers-sum")
+        assert torch.allclose(gin.embed_graph(two, "layers-sum"), 2 * total, atol=1e-4)
+        assert torch.allclose(total[:, -32:] / one.num_nodes, gin.embed_graph(one), atol=1e-5)
+        both = gin.embed_graph(one, "layers-mean-sum")
+        assert torch.allclose(both, torch.cat([total / one.num_nodes, total], -1), atol=1e-5)
+    with pytest.raises(ValueError, match="readout='max'"):
+        gin.embed_graph(one, "max")
 
 
 def test_ebm_nce_closed_form():
