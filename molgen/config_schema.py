@@ -48,7 +48,7 @@ ADDED: dict[str, tuple[int, Any]] = {
                            "cpdiffusion_ss": "molgen.models.cpdiffusion_ss.model.CPDiffusionSS"}),
     "regressor._target_": (3, "molgen.models.regressor.GVPRegressor"),
     "model.self_condition": (3, {"propmolflow": False}),
-    "model.init_from": (3, {"propmolflow": None}),
+    "model.init_from": (3, {"propmolflow": None, "graphmvp": None}),
     "validate.require_neutral": (3, None),
     "sample.length_range": (3, {"cpdiffusion_ss": None}),
     "chain": (3, {"cpdiffusion_ss": None}),

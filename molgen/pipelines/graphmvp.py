@@ -112,6 +112,7 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
 def _model_kwargs(cfg: DictConfig) -> dict:
     m = (plain(cfg.model) or {})
     m.pop("name", None)
+    m.pop("init_from", None)
     return m
 
 
@@ -146,6 +147,12 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     torch.manual_seed(int(tcfg.get("seed", cfg.seed)))
     spec = {"_target_": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer", **_model_kwargs(cfg)}
     module = build(spec, lr=float(tcfg.get("lr", 1e-3)))  # the model group's _target_ with these arguments
+    init = cfg.model.get("init_from")
+    if init and not ctx.resuming:  # continue from a pretrained encoder (GIN weights; SchNet and heads start fresh)
+        from molgen.checkpoint import warm_start
+
+        warm = warm_start(module, str(init), pipeline=PIPELINE)
+        say(f"  GIN initialised from {warm['source']} ({warm['loaded']} tensors; SchNet and the VRR heads fresh)")
     loader = DataLoader(pairs, batch_size=int(tcfg.get("batch_size", 256)), shuffle=True, drop_last=len(pairs) > 2 *
                         int(tcfg.get("batch_size", 256)), num_workers=int(tcfg.get("num_workers", 0)))
     say(f"  pretraining {cfg.model.name} on {len(pairs)} pairs ({pairs.meta.get('source')}), "
@@ -166,6 +173,10 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
         markdown_table(["loss term", "first epoch", "last epoch"], rows), ""]))
     metrics.update({f"first_epoch_{k}": v[0] for k, v in curves.items() if v})
     metrics.update({f"last_epoch_{k}": v[-1] for k, v in curves.items() if v})
+    if init:
+        metrics["initialised_from"] = str(init)
+        metrics["note"] = (f"pretraining continued from {init} (its GIN), not from scratch; from scratch: "
+                           "model.init_from=null")
     return metrics
 
 
@@ -416,7 +427,7 @@ STAGES = [
           groups=("data.root", "pretrain.data", "pretrain.smiles_from", "pretrain.max_molecules",
                        "pretrain.mmff", "pretrain.root", "pretrain.n_conformers", "pretrain.seed"),
           description="3D pretraining pairs: ETKDG+MMFF conformers, QM9 DFT geometries or GEOM (pretrain.data)"),
-    Stage("train", train, groups=("model", "trainer"), needs=("featurize",),
+    Stage("train", train, groups=("model", "trainer"), needs=("featurize",), file_keys=("model.init_from",),
           description="GraphMVP pretraining of the GIN with SchNet (EBM-NCE + VRR [+ AttrMask/ContextPred])"),
     Stage("finetune", finetune, groups=("data.root", "finetune", "model"),
           needs=("train",), file_keys=("ckpt",), replaced_by={"train": "ckpt"}, check=check_finetune,

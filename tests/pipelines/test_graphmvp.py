@@ -197,3 +197,25 @@ def test_featurize_joins_qm9_and_etkdg_pairs(tmp_path):
     with pytest.raises(ConfigError, match="pretrain.data=xyz"):
         graphmvp.featurize(compose(["pipeline=graphmvp", "pretrain.data=[qm9,xyz]"]),
                            StageContext(stage, tmp_path / "featurize", tmp_path, {}))
+
+
+def test_pretraining_continues_from_an_encoder(tmp_path, capsys):
+    """model.init_from: the GIN starts from a pretrained encoder (with lr 0 its weights come out unchanged); an
+    encoder of another size is one line before anything trains."""
+    first = [*TINY, f"out={tmp_path}", "run=first", "stage=train"]
+    assert run_cli(capsys, first)[0] == 0
+    source = tmp_path / "first" / "train" / "encoder.ckpt"
+    code, lines, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=second", "stage=train",
+                                        f"model.init_from={source}", "trainer.lr=0.0"])
+    assert code == 0, err
+    assert any("GIN initialised from" in line for line in lines)
+    before = torch.load(source, weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "second" / "train" / "encoder.ckpt", weights_only=True)["state_dict"]
+    weights = [k for k, v in before.items() if v.is_floating_point() and "running" not in k]
+    assert weights and all(torch.equal(before[k], after[k]) for k in weights)
+    state = json.loads((tmp_path / "second" / "train" / "_stage.json").read_text())
+    assert state["metrics"]["initialised_from"] == str(source)
+
+    code, _, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=third", "stage=train",
+                                    "model.init_from=graphmvp-pretrained"])
+    assert code == 2 and "the architecture differs" in err.strip().splitlines()[-1]
