@@ -66,7 +66,12 @@ ADDED: dict[str, tuple[int, Any]] = {
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),
     "data.simulation_workers": (3, {"atom": 2}),
-    "finetune.rf_trees": (3, {"graphmvp": 500}),      # the ECFP4 + random forest baseline (finetune.init=ecfp_rf)
+    "finetune.rf_trees": (3, {"graphmvp": 500}),
+    "model.edge_latent_dim": (3, {"sild": 0}),           # SiLD: bonds in the latent, GVP flow prior (none before)
+    "model.latent_noise": (3, {"sild": 0.0}),
+    "model.denoiser": (3, {"sild": "egnn"}),
+    "model.denoiser_v_dim": (3, {"sild": 8}),
+    "model.denoiser_edge_dim": (3, {"sild": 32}),      # the ECFP4 + random forest baseline (finetune.init=ecfp_rf)
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)
@@ -202,6 +207,9 @@ RULES: dict[str, Rule] = {
     "sample.stochasticity": Rule(float, lo=0.0),
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
+    "model.denoiser": Rule(str, choices=("egnn", "gvp")),
+    "model.edge_latent_dim": _count(0),
+    "model.latent_noise": Rule(float, lo=0.0),
     "model.residue_encoder": Rule(str, choices=("auto", "lm", "proteinmpnn")),
     "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
     "finetune.task": Rule(None, nullable=False),

@@ -161,3 +161,130 @@ class EquivariantDenoiser(nn.Module):
             h0 = self.property_embedding(h0, context, batch)
         eps_h, x_out = self.egnn(h0, x_t, edge_index)
         return remove_mean(x_out - x_t, batch, num_graphs), eps_h
+
+
+# ------------------------------------------------------------------------------------------ bonds in the latent
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, d_out))
+
+
+def upper_edges(edge_index: torch.Tensor) -> torch.Tensor:
+    """Mask ``[E]`` of the pairs ``i < j`` of a complete graph: one row per atom pair, in edge order (the layout
+    of edge latents and of their bond labels)."""
+    return edge_index[0] < edge_index[1]
+
+
+def symmetric_edges(values: torch.Tensor, edge_index: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
+    """Per-pair rows ``[E_u, d]`` (pairs ``i < j`` in edge order) on both directions of the complete graph
+    ``[E, d]``."""
+    upper = upper_edges(edge_index)
+    out = values.new_zeros(edge_index.shape[1], values.shape[-1])
+    out[upper] = values
+    out[reverse[upper]] = values
+    return out
+
+
+class EdgeLatentEncoder(nn.Module):
+    r"""A Gaussian posterior over ``d_e`` invariant latent scalars per atom pair, from the pair's bond order and
+    the two atoms' latent means: :math:`q(z_e \mid b_{ij}) = \mathcal N(\mu_e, \mathrm{diag}\,\sigma_e^2)`,
+    :math:`[\mu_e, \log\sigma_e] = \phi(\mathrm{onehot}(b_{ij}),\ \mu_{h,i} + \mu_{h,j},\ \mu_{h,i}\odot\mu_{h,j})`
+    (symmetric in ``i, j``). Puts the bonds into SiLD's latent, so they are generated with the atoms instead of
+    being read off a decoded geometry (issue #15).
+
+    Shapes:
+        bond ``[E_u]`` long (0 = none), mu_h ``[n, k]``, pairs ``[2, E_u]`` -> mu_e, log_sigma_e ``[E_u, d_e]``.
+    """
+
+    def __init__(self, n_bond_types: int, latent_dim: int, edge_latent_dim: int, hidden: int = 64):
+        super().__init__()
+        self.n_bond_types = n_bond_types
+        self.mlp = _mlp(n_bond_types + 2 * latent_dim, hidden, 2 * edge_latent_dim)
+
+    def forward(self, bond: torch.Tensor, mu_h: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, j = pairs
+        out = self.mlp(torch.cat([nn.functional.one_hot(bond, self.n_bond_types).to(mu_h.dtype),
+                                  mu_h[i] + mu_h[j], mu_h[i] * mu_h[j]], -1))
+        mu, log_sigma = out.chunk(2, -1)
+        return mu, log_sigma.clamp(-8, 2)
+
+
+class BondDecoder(nn.Module):
+    r"""Bond-order logits of every atom pair from its latents: :math:`\phi(z_{e,ij},\ z_{h,i} + z_{h,j},\
+    z_{h,i}\odot z_{h,j},\ \mathrm{RBF}(|z_{x,i} - z_{x,j}|))`, invariant and symmetric in ``i, j``.
+
+    Shapes:
+        z_e ``[E_u, d_e]``, z_h ``[n, k]``, z_x ``[n, 3]``, pairs ``[2, E_u]`` -> ``[E_u, n_bond_types]``.
+    """
+
+    def __init__(self, latent_dim: int, edge_latent_dim: int, n_bond_types: int, hidden: int = 64, n_rbf: int = 16):
+        super().__init__()
+        self.rbf = GaussianRBF(n_rbf, 0.0, 4.0)
+        self.mlp = _mlp(edge_latent_dim + 2 * latent_dim + n_rbf, hidden, n_bond_types)
+
+    def forward(self, z_e: torch.Tensor, z_h: torch.Tensor, z_x: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        i, j = pairs
+        d = (z_x[i] - z_x[j]).norm(dim=-1)
+        return self.mlp(torch.cat([z_e, z_h[i] + z_h[j], z_h[i] * z_h[j], self.rbf(d)], -1))
+
+
+class GVPLatentDenoiser(nn.Module):
+    r"""The flow prior's endpoint network on SiLD's latents, on PropMolFlow's geometry-complete GVP trunk
+    (:class:`~molgen.nn.molecule_net.GVPMoleculeNet`, FlowMol's), with optional edge latents.
+
+    Inputs: node scalars from ``[z_h, t]`` (and the property, once), edge features from ``[z_e, t]`` on both
+    directions of each pair (or ``t`` alone without edge latents), positions ``z_x``. The trunk moves the atoms
+    and refreshes the edges; outputs: the moved positions (centred: the endpoint of ``z_x``) and residuals for
+    ``z_h`` and ``z_e`` (from ``e_ij + e_ji``: symmetric), which :meth:`molgen.models.sild.model.SiLD.predict_endpoint`
+    adds to its skip term. Equivariant positions, invariant features.
+
+    Args:
+        feat_dim: ``k`` (node latent width); edge_feat_dim: ``d_e`` (0: no edge latents).
+        hidden, n_layers, v_dim, edge_dim, rbf_dim, rbf_max, n_cp_feats, message_norm: the trunk's
+            ``s_dim``, ``n_layers``, ``v_dim``, ``edge_dim``, ... (PropMolFlow's CPU sizes: 64, 4, 8, 32).
+        property_embedding: a :class:`~molgen.conditioning.PropertyEmbedding` of width ``hidden``, or None.
+
+    Shapes:
+        x_t ``[n, 3]``, h_t ``[n, k]``, t ``[B]`` (flow time), context ``[B]`` or None, edge_index ``[2, E]``,
+        reverse ``[E]``, e_t ``[E_u, d_e]`` or None -> x1 ``[n, 3]``, res_h ``[n, k]``, res_e ``[E_u, d_e]`` or None.
+    """
+
+    def __init__(self, feat_dim: int, edge_feat_dim: int = 0, hidden: int = 64, n_layers: int = 4, v_dim: int = 8,
+                 edge_dim: int = 32, rbf_dim: int = 16, rbf_max: float = 14.0, n_cp_feats: int = 4,
+                 message_norm: float | str = 100.0, property_embedding: nn.Module | None = None):
+        super().__init__()
+        from molgen.nn.molecule_net import GVPMoleculeNet
+
+        self.edge_feat_dim = edge_feat_dim
+        self.node_in = nn.Sequential(nn.Linear(feat_dim + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                     nn.SiLU(), nn.LayerNorm(hidden))
+        self.edge_in = nn.Sequential(nn.Linear(edge_feat_dim + 1, edge_dim), nn.SiLU(), nn.Linear(edge_dim, edge_dim),
+                                     nn.SiLU(), nn.LayerNorm(edge_dim))
+        self.property_embedding = property_embedding
+        self.trunk = GVPMoleculeNet(hidden, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm)
+        self.node_out = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, feat_dim))
+        self.edge_out = (nn.Sequential(nn.Linear(edge_dim, edge_dim), nn.SiLU(), nn.Linear(edge_dim, edge_feat_dim))
+                         if edge_feat_dim else None)
+
+    def forward(self, x_t: torch.Tensor, h_t: torch.Tensor, t: torch.Tensor, batch: torch.Tensor, num_graphs: int,
+                context: torch.Tensor | None, edge_index: torch.Tensor, reverse: torch.Tensor,
+                e_t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        t_node = t[batch].unsqueeze(-1).to(x_t.dtype)                                # [n, 1]
+        h = self.node_in(torch.cat([h_t, t_node], -1))                                # [n, S]
+        if self.property_embedding is not None:
+            if context is None:
+                raise ValueError("this denoiser is property-conditioned: it needs a context value per molecule")
+            h = self.property_embedding(h, context, batch)
+        t_edge = t_node[edge_index[0]]                                                # [E, 1]
+        if self.edge_feat_dim:
+            if e_t is None:
+                raise ValueError("this denoiser models edge latents: e_t is required")
+            e = self.edge_in(torch.cat([symmetric_edges(e_t, edge_index, reverse), t_edge], -1))   # [E, Ed]
+        else:
+            e = self.edge_in(t_edge)
+        h, x, e = self.trunk(h, x_t, e, edge_index)                                   # [n,S], [n,3], [E,Ed]
+        res_e = None
+        if self.edge_out is not None:
+            upper = upper_edges(edge_index)
+            res_e = self.edge_out(e[upper] + e[reverse[upper]])                       # [E_u, d_e]
+        return remove_mean(x, batch, num_graphs), self.node_out(h), res_e
