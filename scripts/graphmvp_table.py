@@ -20,8 +20,13 @@ def main(argv: list[str]) -> int:
     merged: dict = {"sets": {}}
     for run in argv:
         res = json.loads((Path(run) / "finetune" / "results.json").read_text())
+        rows = {k for e in res["sets"].values() for k in e["runs"]}
         for key in ("variant", "pretrain_data"):
-            if merged.setdefault(key, res.get(key)) != res.get(key):
+            if res.get("variant") not in rows:
+                continue   # no pretrained encoder in this run (no pretraining, the ECFP4 baseline): fits any table
+            if merged.get(key) is None:
+                merged[key] = res.get(key)
+            elif merged[key] != res.get(key):
                 print(f"error: {run}: {key}={res.get(key)} differs from {merged[key]}", file=sys.stderr)
                 return 2
         for name, entry in res["sets"].items():  # the same set from several runs (e.g. one seed each): pool runs

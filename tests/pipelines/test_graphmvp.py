@@ -18,7 +18,7 @@ from molgen.data.moleculenet import load_moleculenet, scaffold_split
 from molgen.errors import DataError
 from molgen.models.graphmvp.classifier import GraphMVPEncoder, MoleculeClassifier
 
-TINY = ["pipeline=graphmvp", "pretrain.max_molecules=24", "pretrain.epochs=2", "trainer.batch_size=8",
+TINY = ["pipeline=graphmvp", "model.init_from=null", "pretrain.max_molecules=24", "pretrain.epochs=2", "trainer.batch_size=8",
         "model.num_layers=2", "model.emb_dim=16", "model.schnet_filters=8", "model.schnet_interactions=1",
         "model.schnet_gaussians=10", "finetune.epochs=2", "finetune.max_rows=600", "finetune.batch_size=64"]
 
