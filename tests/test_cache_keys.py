@@ -49,8 +49,8 @@ RECORDED = {
     "pipeline=graphmvp": {                 # starts from the shipped encoder; the ECFP4 baseline (meant)
         "featurize": "cd495fb8b1975fbf",
         "train": "a931f476ce1e1bca",
-        "finetune": "faeeca206e29e8c6",
-        "validate": "e10d62eddf2789ef",
+        "finetune": "ab96dd7103988065",
+        "validate": "92145f7772960a40",
     },
     "pipeline=atom": {                     # data and model groups gained the trajectory-level options (meant)
         "featurize": "d240dd27ddf7e0e8",

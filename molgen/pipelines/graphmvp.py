@@ -431,6 +431,7 @@ STAGES = [
           description="GraphMVP pretraining of the GIN with SchNet (EBM-NCE + VRR [+ AttrMask/ContextPred])"),
     Stage("finetune", finetune, groups=("data.root", "finetune", "model"),
           needs=("train",), file_keys=("ckpt",), replaced_by={"train": "ckpt"}, check=check_finetune,
+          ignore_keys=("model.init_from",),   # read by train only (whose key it is part of)
           description="fine-tune on MoleculeNet scaffold splits (finetune.task=bbbp|all, seeds), predict test sets"),
     Stage("validate", validate, groups=("validate",), needs=("finetune",),
           description="benchmark table: ROC-AUC mean (std) over seeds beside GraphMVP's published figures"),

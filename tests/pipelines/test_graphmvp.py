@@ -219,3 +219,17 @@ def test_pretraining_continues_from_an_encoder(tmp_path, capsys):
     code, _, err = run_cli(capsys, [*TINY, f"out={tmp_path}", "run=third", "stage=train",
                                     "model.init_from=graphmvp-pretrained"])
     assert code == 2 and "the architecture differs" in err.strip().splitlines()[-1]
+
+
+def test_finetuning_a_given_encoder_does_not_depend_on_how_pretraining_would_start():
+    """model.init_from is read by the train stage only: with ckpt= the finetune stage's key ignores it, so a
+    finished fine-tuning table is reused whatever the pretraining default."""
+    from molgen.config import compose, pipeline_module
+    from molgen.runner import stage_key
+
+    stage = next(s for s in pipeline_module("graphmvp").STAGES if s.name == "finetune")
+    keys = {stage_key(stage, compose(["pipeline=graphmvp", "ckpt=graphmvp-pretrained", f"model.init_from={v}"]),
+                      {})[0] for v in ("null", "graphmvp-pretrained")}
+    assert len(keys) == 1
+    other = stage_key(stage, compose(["pipeline=graphmvp", "ckpt=graphmvp-pretrained", "finetune.epochs=3"]), {})[0]
+    assert other not in keys
