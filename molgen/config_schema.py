@@ -66,12 +66,12 @@ ADDED: dict[str, tuple[int, Any]] = {
     "data.simulated_frames": (3, {"atom": 12000}),
     "data.simulation_dir": (3, {"atom": None}),
     "data.simulation_workers": (3, {"atom": 2}),
-    "finetune.rf_trees": (3, {"graphmvp": 500}),
+    "finetune.rf_trees": (3, {"graphmvp": 500}),      # the ECFP4 + random forest baseline (finetune.init=ecfp_rf)
     "model.edge_latent_dim": (3, {"sild": 0}),           # SiLD: bonds in the latent, GVP flow prior (none before)
     "model.latent_noise": (3, {"sild": 0.0}),
     "model.denoiser": (3, {"sild": "egnn"}),
     "model.denoiser_v_dim": (3, {"sild": 8}),
-    "model.denoiser_edge_dim": (3, {"sild": 32}),      # the ECFP4 + random forest baseline (finetune.init=ecfp_rf)
+    "model.denoiser_edge_dim": (3, {"sild": 32}),
 }
 
 #: ATOM-pipeline network classes by ``model.name`` (version 2 chose the class by name)
@@ -212,9 +212,9 @@ RULES: dict[str, Rule] = {
     "model.latent_noise": Rule(float, lo=0.0),
     "model.residue_encoder": Rule(str, choices=("auto", "lm", "proteinmpnn")),
     "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
-    "finetune.task": Rule(None, nullable=False),
+    "finetune.task": Rule(None, nullable=False),   # a set, a list of sets or `all` (checked by the finetune stage)
     "finetune.init": Rule(None, nullable=False),   # one init or a list (checked by the finetune stage)
-    "finetune.rf_trees": _count(1),   # a set, a list of sets or `all` (checked by the finetune stage)
+    "finetune.rf_trees": _count(1),
     "pretrain.workers": _count(1),
     "condition.property": Rule(str, choices=(None, "alpha", "gap", "homo", "lumo", "mu", "Cv")),
     "condition.embedding": Rule(str, choices=("concatenate", "sum", "multiply", "concatenate_sum",

@@ -68,16 +68,12 @@ def untrained_like(encoder, seed: int = 0):
 
     import torch
 
+    from molgen.data.moleculenet import GIN_FEATURES
     from molgen.nn.gin import GIN
 
     control = copy.deepcopy(encoder)
     torch.manual_seed(seed)
-    g = control.gin
-    control.gin = GIN(g.num_layers, g.emb_dim, dropout=0.0, num_atom_types=g.atom_type.num_embeddings,
-                      num_chirality_tags=g.chirality.num_embeddings,
-                      num_bond_types=g.convs[0].bond_type.num_embeddings,
-                      num_bond_directions=g.convs[0].bond_dir.num_embeddings,
-                      self_loop_bond_index=g.convs[0].self_loop_bond_index)
+    control.gin = GIN(encoder.gin.num_layers, encoder.gin.emb_dim, **GIN_FEATURES)
     return control
 
 
@@ -96,13 +92,12 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     import molgen
-    from molgen.data.moleculenet import load_moleculenet, scaffold_split
-    from molgen.settings import quiet_rdkit
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from molgen.data.moleculenet import load_moleculenet, scaffold_split
     from molgen.models.graphmvp.baselines import ecfp, fit_per_task, random_forest
-
     from molgen.nn.gin import READOUTS
+    from molgen.settings import quiet_rdkit
 
     encoder = molgen.load(a.encoder)
     readouts = {"default": [None], "all": list(READOUTS)}.get(a.readouts, a.readouts.split(","))

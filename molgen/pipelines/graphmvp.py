@@ -284,17 +284,14 @@ def write_predictions(data, test_idx, probs: np.ndarray, path: Path) -> Path:
     return path
 
 
-def baseline_one(data, split, seed: int, fcfg: dict, out: Path) -> dict:
+def baseline_one(data, fingerprints: np.ndarray, split, seed: int, fcfg: dict, out: Path) -> dict:
     """ECFP4 + random forest (``finetune.rf_trees`` trees per task, ``random_state=seed``) on the same split."""
     from molgen.models.graphmvp.baselines import ecfp_random_forest
-    from molgen.settings import quiet_rdkit
 
-    with quiet_rdkit():
-        got = ecfp_random_forest(data.smiles, data.labels, split, seed, n_trees=int(fcfg.get("rf_trees") or 500),
-                                 n_jobs=torch.get_num_threads())
+    trees = int(fcfg.get("rf_trees") or 500)
+    got = ecfp_random_forest(fingerprints, data.labels, split, seed, n_trees=trees, n_jobs=torch.get_num_threads())
     write_predictions(data, split[2], got.pop("test_probs"), out / "test_predictions.csv")
-    best = {**got, "epoch": None, "model": f"ECFP4 (radius 2, 2048 bits) + random forest "
-                                          f"({int(fcfg.get('rf_trees') or 500)} trees per task)"}
+    best = {**got, "epoch": None, "model": f"ECFP4 (radius 2, 2048 bits) + random forest ({trees} trees per task)"}
     (out / "result.json").write_text(json.dumps(best, indent=1))
     return best
 
@@ -314,6 +311,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
     """Fine-tune on every requested set x init x seed; ``results.json`` gathers the best-validation scores."""
     from molgen.data.moleculenet import load_moleculenet, scaffold_split
     from molgen.models.graphmvp.classifier import mean_roc_auc
+    from molgen.settings import quiet_rdkit
 
     fcfg = (plain(cfg.finetune) or {})
     names, inits = check_finetune(cfg)
@@ -335,6 +333,7 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
         write_split(data, split, ctx.dir / name / "split.csv")
         entry = {"molecules": len(data), "unparsable_skipped": len(data.skipped), "tasks": len(data.tasks),
                  "split": [len(s) for s in split], "max_train": fcfg.get("max_train"), "runs": {}}
+        fingerprints = None   # ECFP4 of the set, computed once for the baseline's seeds
         for init in inits:
             key = variant if init == "pretrained" else init
             for seed in seeds:
@@ -344,7 +343,12 @@ def finetune(cfg: DictConfig, ctx: StageContext) -> dict:
                     best = json.loads(done.read_text())
                     say(f"    {key} seed {seed}: reusing {done}")
                 elif init == "ecfp_rf":
-                    best = baseline_one(data, split, seed, fcfg, out)
+                    if fingerprints is None:
+                        from molgen.models.graphmvp.baselines import ecfp
+
+                        with quiet_rdkit():
+                            fingerprints = ecfp(data.smiles)
+                    best = baseline_one(data, fingerprints, split, seed, fcfg, out)
                     say(f"    {key} seed {seed}: test ROC-AUC {100 * best['test_roc_auc']:.1f} "
                         f"(valid {100 * best['val_roc_auc']:.1f})")
                 else:

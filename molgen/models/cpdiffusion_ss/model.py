@@ -77,6 +77,7 @@ class CPDiffusionSS(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         residue_encoder = resolve_residue_encoder(residue_encoder)
+        self.hparams.residue_encoder = residue_encoder   # a checkpoint records what was built, not "auto"
         if residue_encoder not in RESIDUE_ENCODERS:
             raise ValueError(f"residue_encoder={residue_encoder}: choose {' or '.join(RESIDUE_ENCODERS)}")
         if residue_encoder == "proteinmpnn":

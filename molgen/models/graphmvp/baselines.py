@@ -61,14 +61,14 @@ def random_forest(seed: int, n_trees: int = 500, n_jobs: int | None = None) -> C
     return lambda: RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=n_jobs)
 
 
-def ecfp_random_forest(smiles: Sequence[str], labels: np.ndarray, split: tuple, seed: int, n_trees: int = 500,
+def ecfp_random_forest(x: np.ndarray, labels: np.ndarray, split: tuple, seed: int, n_trees: int = 500,
                        n_jobs: int | None = None) -> dict:
-    """ECFP4 (2048 bits) + a random forest per task trained on ``split[0]``: ``val_roc_auc``, ``test_roc_auc``
-    and the test probabilities (``test_probs``, ``[len(split[2]), T]``)."""
+    """A random forest per task on fingerprints ``x`` (:func:`ecfp` of the set's SMILES, computed once for every
+    seed) trained on ``split[0]``: ``val_roc_auc``, ``test_roc_auc`` and the test probabilities (``test_probs``,
+    ``[len(split[2]), T]``)."""
     from molgen.models.graphmvp.classifier import mean_roc_auc
 
     train, valid, test = (np.asarray(s) for s in split)
-    x = ecfp(smiles)
     labels = np.asarray(labels, dtype=float)
     p_valid, p_test = fit_per_task(random_forest(seed, n_trees, n_jobs), x[train], labels[train],
                                    [x[valid], x[test]])

@@ -19,6 +19,7 @@ from torch import nn
 from molgen.generative.gaussian_path import remove_mean
 from molgen.nn.egnn import EGNN
 from molgen.nn.gaunt import GauntBackbone
+from molgen.nn.molecule_net import GVPMoleculeNet
 from molgen.nn.radial import GaussianRBF
 
 
@@ -253,8 +254,6 @@ class GVPLatentDenoiser(nn.Module):
                  edge_dim: int = 32, rbf_dim: int = 16, rbf_max: float = 14.0, n_cp_feats: int = 4,
                  message_norm: float | str = 100.0, property_embedding: nn.Module | None = None):
         super().__init__()
-        from molgen.nn.molecule_net import GVPMoleculeNet
-
         self.edge_feat_dim = edge_feat_dim
         self.node_in = nn.Sequential(nn.Linear(feat_dim + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
                                      nn.SiLU(), nn.LayerNorm(hidden))

@@ -184,6 +184,24 @@ def test_tiny_end_to_end_run_through_the_cli(tmp_path, capsys):
     assert capsys.readouterr().out.count("reusing") == 5  # featurize, train, sample, regressor, validate
 
 
+def _prior_trains_the_denoiser_only_and_samples_reproducibly(model, batch, real_graphs, sampler=None):
+    """The prior's loss is finite and reaches the denoiser's parameters only; two samplings with one seed give
+    the same molecules (atoms, bonds, coordinates); ``sampler`` names the second sampling's sampler."""
+    model.set_phase("diffusion")
+    loss = model.diffusion_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all((p.grad is not None) == n.startswith("denoiser.") for n, p in model.named_parameters()
+               if p.requires_grad or p.grad is not None)
+    model.sampler.fit(real_graphs.num_atoms())
+    mols = model.sample(3, steps=4, seed=2, progress=False)
+    again = model.sample(3, steps=4, seed=2, progress=False, **({"sampler": sampler} if sampler else {}))
+    assert len(mols) == 3
+    assert [m.GetNumBonds() for m in mols] == [m.GetNumBonds() for m in again]
+    for a, b in zip(mols, again):
+        assert torch.allclose(torch.tensor(a.GetConformer().GetPositions()), torch.tensor(b.GetConformer().GetPositions()))
+
+
 def test_flow_prior_is_equivariant_trains_and_samples_deterministically(batch, real_graphs):
     """model.prior=flow: the endpoint prediction rotates with the latent positions, the loss is finite and
     differentiable for the denoiser only, and sampling is reproducible and returns molecules."""
@@ -193,18 +211,7 @@ def test_flow_prior_is_equivariant_trains_and_samples_deterministically(batch, r
                        ("vector", "scalar", "batch"), ("vector", "scalar"), rotations="proper", translate=False,
                        seed=7, atol=1e-4, rtol=1e-4)
     model.train()
-    model.set_phase("diffusion")
-    loss = model.diffusion_loss(batch)
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert all((p.grad is not None) == n.startswith("denoiser.") for n, p in model.named_parameters()
-               if p.requires_grad or p.grad is not None)
-    model.sampler.fit(real_graphs.num_atoms())
-    mols = model.sample(3, steps=4, seed=2, progress=False)
-    again = model.sample(3, steps=4, seed=2, progress=False, sampler="euler")
-    assert len(mols) == 3
-    for a, b in zip(mols, again):
-        assert torch.allclose(torch.tensor(a.GetConformer().GetPositions()), torch.tensor(b.GetConformer().GetPositions()))
+    _prior_trains_the_denoiser_only_and_samples_reproducibly(model, batch, real_graphs, sampler="euler")
     with pytest.raises(ConfigError, match="model.prior=ddpm"):
         SiLD(prior="ddpm")
 
@@ -285,19 +292,8 @@ def test_edge_latent_autoencoder_reconstructs_bonds_and_prior_trains(batch, real
             if rec["edge_bond_accuracy"] == 1.0 and rec["atom_type_accuracy"] == 1.0:
                 break
     assert rec["edge_bond_accuracy"] == 1.0 and rec["bond_accuracy"] == 1.0, (step, rec)
-    model.set_phase("diffusion")
     model.zero_grad(set_to_none=True)
-    loss = model.diffusion_loss(batch)
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert all((p.grad is not None) == n.startswith("denoiser.") for n, p in model.named_parameters()
-               if p.requires_grad or p.grad is not None)
-    model.sampler.fit(real_graphs.num_atoms())
-    mols = model.sample(3, steps=4, seed=2, progress=False)
-    again = model.sample(3, steps=4, seed=2, progress=False)
-    assert [m.GetNumBonds() for m in mols] == [m.GetNumBonds() for m in again]
-    for a, b in zip(mols, again):
-        assert torch.allclose(torch.tensor(a.GetConformer().GetPositions()), torch.tensor(b.GetConformer().GetPositions()))
+    _prior_trains_the_denoiser_only_and_samples_reproducibly(model, batch, real_graphs)
 
 
 def test_edge_latents_need_the_gvp_flow_prior():
