@@ -69,6 +69,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "finetune.rf_trees": (3, {"graphmvp": 500}),      # the ECFP4 + random forest baseline (finetune.init=ecfp_rf)
     "model.edge_latent_dim": (3, {"sild": 0}),           # SiLD: bonds in the latent, GVP flow prior (none before)
     "model.latent_noise": (3, {"sild": 0.0}),
+    "model.raw_bonds": (3, {"sild": False}),             # SiLD's raw ablation with bonds in the flow (none before)
     "model.denoiser": (3, {"sild": "egnn"}),
     "model.denoiser_v_dim": (3, {"sild": 8}),
     "model.denoiser_edge_dim": (3, {"sild": 32}),
@@ -210,6 +211,7 @@ RULES: dict[str, Rule] = {
     "model.denoiser": Rule(str, choices=("egnn", "gvp")),
     "model.edge_latent_dim": _count(0),
     "model.latent_noise": Rule(float, lo=0.0),
+    "model.raw_bonds": Rule(bool),
     "model.residue_encoder": Rule(str, choices=("auto", "lm", "proteinmpnn")),
     "pretrain.data": Rule(None, nullable=False),   # one source or a list of them (checked by the featurize stage)
     "finetune.task": Rule(None, nullable=False),   # a set, a list of sets or `all` (checked by the finetune stage)
