@@ -47,7 +47,7 @@ ADDED: dict[str, tuple[int, Any]] = {
                            "graphmvp": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer",
                            "cpdiffusion_ss": "molgen.models.cpdiffusion_ss.model.CPDiffusionSS"}),
     "regressor._target_": (3, "molgen.models.regressor.GVPRegressor"),
-    "model.self_condition": (3, {"propmolflow": False}),
+    "model.self_condition": (3, {"propmolflow": False, "sild": False}),
     "model.init_from": (3, {"propmolflow": None, "graphmvp": None}),
     "validate.require_neutral": (3, None),
     "sample.length_range": (3, {"cpdiffusion_ss": None}),

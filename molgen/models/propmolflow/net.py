@@ -23,15 +23,18 @@ from molgen.generative.gaussian_path import remove_mean
 from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.molecule_net import GVPMoleculeNet
 from molgen.nn.radial import GaussianRBF
+from molgen.nn.self_condition import SelfConditionInputs
 
 
 def _embed(d_in: int, d: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d), nn.SiLU(), nn.Linear(d, d), nn.SiLU(), nn.LayerNorm(d))
 
 
-class _Inputs(nn.Module):
+class _Inputs(SelfConditionInputs):
     """Steps 1-3 of the module docstring, shared by both trunks (needs node_embedding, edge_embedding,
-    property_embedding, n_atom_types, n_charges, n_bond_types on the subclass)."""
+    property_embedding, n_atom_types, n_charges, n_bond_types on the subclass), and the self-conditioning inputs
+    (:class:`~molgen.nn.self_condition.SelfConditionInputs`; the fed-back features are the predicted atom, charge
+    and bond probabilities)."""
 
     def embed_inputs(self, a_t: torch.Tensor, c_t: torch.Tensor, pos: torch.Tensor, t: torch.Tensor,
                      batch: torch.Tensor, e_t: torch.Tensor, value: torch.Tensor | None):
@@ -48,50 +51,6 @@ class _Inputs(nn.Module):
         e = self.edge_embedding(nn.functional.one_hot(e_t, self.n_bond_types + 1).to(pos.dtype))  # [E, Ed]
         return h, e
 
-    def init_self_condition(self, enabled: bool, s_dim: int, edge_dim: int, n_rbf: int = 16,
-                            rbf_max: float = 6.0) -> None:
-        """Self-conditioning inputs (FlowMol3, https://arxiv.org/abs/2508.12629): the previous endpoint prediction
-        enters as residuals on the initial node and edge features. Node residual: MLP of ``[h0, p(a), p(c),
-        RBF(|x_t - x1_hat|)]`` (both centred); edge residual: MLP of ``[e0, p(e), RBF(|x1_hat_i - x1_hat_j|),
-        |x1_hat_i - x1_hat_j| - |x_i - x_j|]`` on each pair (symmetric). The last layers start at zero, so a
-        network without self-conditioning (or warm-started from one) computes exactly what it did."""
-        self.self_condition = bool(enabled)
-        if not enabled:
-            return
-        self.sc_rbf = GaussianRBF(n_rbf, 0.0, rbf_max)
-        self.sc_node = nn.Sequential(nn.Linear(s_dim + self.n_atom_types + self.n_charges + n_rbf, s_dim),
-                                     nn.SiLU(), nn.Linear(s_dim, s_dim))
-        self.sc_edge = nn.Sequential(nn.Linear(edge_dim + self.n_bond_types + n_rbf + 1, edge_dim),
-                                     nn.SiLU(), nn.Linear(edge_dim, edge_dim))
-        for mlp in (self.sc_node, self.sc_edge):
-            nn.init.zeros_(mlp[-1].weight)
-            nn.init.zeros_(mlp[-1].bias)
-
-    def add_self_condition(self, h: torch.Tensor, e: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor,
-                           edge_index: torch.Tensor, reverse: torch.Tensor, self_cond: tuple | None):
-        """``h``, ``e`` plus the self-conditioning residuals of ``self_cond = (x1_hat [n, 3], p(a) [n, Ka],
-        p(c) [n, Kc], p(e) [E_u, Ke])`` (the previous prediction). None stands for "no prediction yet": the
-        positions themselves and all-zero probabilities, so every parameter takes part in every step (DDP)."""
-        if not getattr(self, "self_condition", False):
-            return h, e
-        upper = edge_index[0] < edge_index[1]                                              # [E]
-        if self_cond is None:
-            zeros = pos.new_zeros
-            self_cond = (pos, zeros(pos.shape[0], self.n_atom_types), zeros(pos.shape[0], self.n_charges),
-                         zeros(int(upper.sum()), self.n_bond_types))
-        x1, pa, pc, pe = self_cond
-        # each atom's move from x_t to the prediction, both centred (translation invariant)
-        d_node = (remove_mean(pos, batch) - remove_mean(x1, batch)).norm(dim=-1)           # [n]
-        h = h + self.sc_node(torch.cat([h, pa, pc, self.sc_rbf(d_node)], -1))              # [n, S]
-        i, j = edge_index[:, upper]                                                        # [E_u]
-        d1 = (x1[i] - x1[j]).norm(dim=-1)                                                  # [E_u]
-        dt = (pos[i] - pos[j]).norm(dim=-1)                                                # [E_u]
-        res = self.sc_edge(torch.cat([e[upper], pe, self.sc_rbf(d1), (d1 - dt).unsqueeze(-1)], -1))  # [E_u, Ed]
-        delta = torch.zeros_like(e)
-        delta[upper] = res
-        delta[reverse[upper]] = res                                                        # symmetric
-        return h, e + delta
-
 
 class EndpointNet(_Inputs):
     """Predict ``(x1_hat, atom logits, charge logits, bond logits)`` from the state at time t.
@@ -102,7 +61,7 @@ class EndpointNet(_Inputs):
             :class:`~molgen.nn.molecule_net.GVPMoleculeNet`.
         property_embedding: conditions ``h0`` when given (None: unconditional).
         self_condition: take the previous endpoint prediction as input (``self_cond`` of :meth:`forward`; see
-            :meth:`init_self_condition`).
+            :class:`~molgen.nn.self_condition.SelfConditionInputs`).
 
     Shapes:
         a_t ``[n]``, c_t ``[n]`` long tokens (mask = number of classes); pos ``[n, 3]``; t ``[n]`` per atom;
@@ -121,7 +80,7 @@ class EndpointNet(_Inputs):
         self.node_embedding = _embed(n_atom_types + 1 + n_charges + 1 + 1, s_dim)
         self.edge_embedding = _embed(n_bond_types + 1, edge_dim)
         self.property_embedding = property_embedding
-        self.init_self_condition(self_condition, s_dim, edge_dim)
+        self.init_self_condition(self_condition, s_dim, edge_dim, n_atom_types + n_charges, n_bond_types)
         self.trunk = GVPMoleculeNet(s_dim, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm)
         self.node_head = nn.Sequential(nn.Linear(s_dim, s_dim), nn.SiLU(), nn.Linear(s_dim, n_atom_types + n_charges))
         self.edge_head = nn.Sequential(nn.Linear(edge_dim, edge_dim), nn.SiLU(), nn.Linear(edge_dim, n_bond_types))
@@ -179,7 +138,7 @@ class GauntEndpointNet(_Inputs):
         self.node_embedding = _embed(n_atom_types + 1 + n_charges + 1 + 1, s_dim)
         self.edge_embedding = _embed(n_bond_types + 1, edge_dim)
         self.property_embedding = property_embedding
-        self.init_self_condition(self_condition, s_dim, edge_dim)
+        self.init_self_condition(self_condition, s_dim, edge_dim, n_atom_types + n_charges, n_bond_types)
         self.trunk = GauntBackbone(s_dim, s_dim, hidden_channels=hidden, lmax=lmax, num_layers=n_layers,
                                    num_vectors=1, edge_dim=edge_dim, cutoff=rbf_max, num_radial=rbf_dim,
                                    correlation=correlation, avg_neighbors=avg_neighbors)

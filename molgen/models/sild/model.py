@@ -108,6 +108,11 @@ class SiLD(pl.LightningModule):
         raw_bonds: the raw ablation (``encoder=None``) with bonds in the generated point cloud: each atom pair
             carries its bond order one-hot, scaled by ``feature_scale``, flowed with the atoms and decoded by argmax
             (no bond head; needs ``prior=flow`` and ``denoiser=gvp``).
+        self_condition: self-conditioning of the GVP flow prior (FlowMol3, as PropMolFlow's ``self_condition``):
+            half of the training batches first predict the endpoint without gradients and feed it back
+            (positions, node and pair latents; :class:`~molgen.nn.self_condition.SelfConditionInputs`); sampling
+            feeds every step's prediction into the next at no extra network cost. Zero-initialised: warm-starting
+            from a prior without it is exact.
         latent_noise: std of Gaussian noise added to every latent before decoding while the autoencoder trains, so
             the decoder tolerates the prior's imperfect samples (0: none).
         denoiser: the prior's network: ``egnn`` (EDM/GeoLDM's) or ``gvp``
@@ -122,7 +127,7 @@ class SiLD(pl.LightningModule):
                  embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
                  property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, prior: str = "diffusion",
                  edge_latent_dim: int = 0, latent_noise: float = 0.0, denoiser: str = "egnn", denoiser_v_dim: int = 8,
-                 denoiser_edge_dim: int = 32, raw_bonds: bool = False):
+                 denoiser_edge_dim: int = 32, raw_bonds: bool = False, self_condition: bool = False):
         super().__init__()
         if encoder is not None and not isinstance(encoder, Mapping):
             raise ConfigError(f"model.encoder={encoder}: not an encoder spec (a mapping with a _target_ class; "
@@ -149,6 +154,9 @@ class SiLD(pl.LightningModule):
         if raw_bonds and (self.latent or denoiser != "gvp"):
             raise ConfigError("model.raw_bonds=true is the raw ablation's bonds: it needs model.encoder=null and "
                               "model.denoiser=gvp (with model.prior=flow); with an encoder use model.edge_latent_dim")
+        if self_condition and denoiser != "gvp":
+            raise ConfigError("model.self_condition=true feeds back the GVP flow prior's endpoint: it needs "
+                              "model.denoiser=gvp (with model.prior=flow)")
         self.edge_latent_dim = int(edge_latent_dim)
         self.raw_bonds = bool(raw_bonds)
         #: invariant channels per atom pair in the generated point cloud (0: bonds come from the bond head)
@@ -165,7 +173,8 @@ class SiLD(pl.LightningModule):
                                   property_std) if property_name else None)
         if denoiser == "gvp":
             self.denoiser = GVPLatentDenoiser(self.feat_dim, self.edge_dim, denoiser_hidden, denoiser_layers,
-                                              denoiser_v_dim, denoiser_edge_dim, property_embedding=prop)
+                                              denoiser_v_dim, denoiser_edge_dim, property_embedding=prop,
+                                              self_condition=self_condition)
         else:
             self.denoiser = EquivariantDenoiser(self.feat_dim, denoiser_hidden, denoiser_layers, prop)
         self.diffusion = EquivariantDiffusion(timesteps)
@@ -359,7 +368,8 @@ class SiLD(pl.LightningModule):
         res_x, res_h = self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index)
         return sigma * x_t + res_x, sigma * h_t + res_h
 
-    def predict_endpoint(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None, reverse=None, e_t=None):
+    def predict_endpoint(self, x_t, h_t, t, batch, num_graphs, context, edge_index=None, reverse=None, e_t=None,
+                         self_cond=None):
         r"""The flow prior's endpoint prediction (the
         :class:`~molgen.generative.equivariant_flow.EndpointPredictor` protocol; ``t`` = flow time, 1 = data).
 
@@ -367,15 +377,46 @@ class SiLD(pl.LightningModule):
         the skip weight that is exact for unit-variance data (EDM's preconditioning for this path): the network
         learns a residual, and the denoiser sees the noise level ``1 - t`` as in the diffusion prior. GVP denoiser:
         its moved positions and its feature heads are the endpoints (PropMolFlow's parameterisation), with the
-        edge latents' endpoint ``[P, d_e]`` as a third output when the model has them."""
+        edge latents' endpoint ``[P, d_e]`` as a third output when the model has them; ``self_cond`` = the previous
+        prediction ``(x1, h1, e1)`` for a self-conditioned GVP denoiser (None: none yet)."""
         if edge_index is None:
             edge_index, reverse = complete_graph(batch, num_graphs)
         if isinstance(self.denoiser, GVPLatentDenoiser):
-            x1, h1, e1 = self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t)
+            x1, h1, e1 = self.denoiser(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t,
+                                       self_cond=self_cond)
             return (x1, h1) if e1 is None else (x1, h1, e1)
         c = (t / ((1 - t) ** 2 + t ** 2)).to(x_t.dtype)[batch].unsqueeze(-1)        # [n, 1]
         res_x, res_h = self.denoiser(x_t, h_t, 1 - t, batch, num_graphs, context, edge_index)
         return c * x_t + res_x, c * h_t + res_h
+
+    def _flow_predictor(self, edge_index: torch.Tensor, reverse: torch.Tensor, feed_back: bool):
+        """The flow's endpoint predictor on one batch's complete graph. Self-conditioned models: in training
+        (``feed_back=False``) half of the calls first predict without gradients and feed that in; in sampling
+        (``feed_back=True``) each call feeds in the previous call's prediction."""
+        sc_on = bool(self.hparams.get("self_condition"))
+        last: list = [None]
+
+        def as_self_cond(out: tuple, n_pairs: int) -> tuple:
+            x1, h1 = out[0].detach(), out[1].detach()
+            e1 = out[2].detach() if len(out) > 2 else x1.new_zeros(n_pairs, 0)
+            return x1, h1, e1
+
+        def predictor(x_t, h_t, t, batch, num_graphs, context, e_t=None):
+            if not sc_on:
+                return self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t)
+            n_pairs = int((edge_index[0] < edge_index[1]).sum())
+            sc = last[0] if feed_back else None
+            if not feed_back and bool(torch.rand(()) < 0.5):
+                with torch.no_grad():
+                    sc = as_self_cond(self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index,
+                                                            reverse, e_t), n_pairs)
+            out = self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t,
+                                        self_cond=sc)
+            if feed_back:
+                last[0] = as_self_cond(out, n_pairs)
+            return out
+
+        return predictor
 
     def diffusion_loss(self, data) -> torch.Tensor:
         """The latent prior's loss on latents drawn from the frozen encoder's posterior, mean over the batch:
@@ -394,9 +435,7 @@ class SiLD(pl.LightningModule):
             return self.denoise(x_t, h_t, t, batch, num_graphs, context, edge_index)
 
         if self.flow is not None:
-            def predictor(x_t, h_t, t, batch, num_graphs, context, e_t=None):
-                return self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t)
-
+            predictor = self._flow_predictor(edge_index, reverse, feed_back=False)
             return self.flow.loss(predictor, z_x, z_h, data.batch, data.num_graphs, self._context(data), e=z_e,
                                   edge_batch=None if pairs is None else data.batch[pairs[0]]).mean()
         return self.diffusion.loss(denoiser, z_x, z_h, data.batch, data.num_graphs, self._context(data)).mean()
@@ -461,9 +500,7 @@ class SiLD(pl.LightningModule):
                 return self.denoise(x_t, h_t, t, b, nb, c, ei)
 
             if self.flow is not None:
-                def predictor(x_t, h_t, t, b, nb, c, e_t=None):
-                    return self.predict_endpoint(x_t, h_t, t, b, nb, c, ei, rev, e_t)
-
+                predictor = self._flow_predictor(ei, rev, feed_back=True)   # fresh feedback per batch
                 z = self.flow.sample(predictor, batch, B, self.feat_dim, ctx, steps or 100,
                                      "euler" if sampler in ("ancestral", "ddim") else sampler, generator=gen,
                                      progress=progress, edge_batch=batch[pairs[0]] if self.edge_dim else None,

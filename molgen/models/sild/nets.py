@@ -21,6 +21,7 @@ from molgen.nn.egnn import EGNN
 from molgen.nn.gaunt import GauntBackbone
 from molgen.nn.molecule_net import GVPMoleculeNet
 from molgen.nn.radial import GaussianRBF
+from molgen.nn.self_condition import SelfConditionInputs
 
 
 class LatentEncoder(nn.Module):
@@ -229,30 +230,35 @@ class BondDecoder(nn.Module):
         return self.mlp(torch.cat([z_e, z_h[i] + z_h[j], z_h[i] * z_h[j], self.rbf(d)], -1))
 
 
-class GVPLatentDenoiser(nn.Module):
+class GVPLatentDenoiser(SelfConditionInputs):
     r"""The flow prior's endpoint network on SiLD's latents, on PropMolFlow's geometry-complete GVP trunk
     (:class:`~molgen.nn.molecule_net.GVPMoleculeNet`, FlowMol's), with optional edge latents.
 
     Inputs: node scalars from ``[z_h, t]`` (and the property, once), edge features from ``[z_e, t]`` on both
     directions of each pair (or ``t`` alone without edge latents), positions ``z_x``. The trunk moves the atoms
-    and refreshes the edges; outputs: the moved positions (centred: the endpoint of ``z_x``) and residuals for
-    ``z_h`` and ``z_e`` (from ``e_ij + e_ji``: symmetric), which :meth:`molgen.models.sild.model.SiLD.predict_endpoint`
-    adds to its skip term. Equivariant positions, invariant features.
+    and refreshes the edges; outputs: the endpoints, the moved positions (centred) and the node and pair latents
+    from heads on the node scalars and on ``e_ij + e_ji`` (symmetric), as
+    :meth:`molgen.models.sild.model.SiLD.predict_endpoint` returns them. Equivariant positions, invariant features.
 
     Args:
         feat_dim: ``k`` (node latent width); edge_feat_dim: ``d_e`` (0: no edge latents).
         hidden, n_layers, v_dim, edge_dim, rbf_dim, rbf_max, n_cp_feats, message_norm: the trunk's
             ``s_dim``, ``n_layers``, ``v_dim``, ``edge_dim``, ... (PropMolFlow's CPU sizes: 64, 4, 8, 32).
         property_embedding: a :class:`~molgen.conditioning.PropertyEmbedding` of width ``hidden``, or None.
+        self_condition: take the previous endpoint prediction ``self_cond = (x1_hat, h1_hat, e1_hat)`` as input
+            (:class:`~molgen.nn.self_condition.SelfConditionInputs`, as PropMolFlow's networks; ``e1_hat`` of width
+            0 without edge latents).
 
     Shapes:
         x_t ``[n, 3]``, h_t ``[n, k]``, t ``[B]`` (flow time), context ``[B]`` or None, edge_index ``[2, E]``,
-        reverse ``[E]``, e_t ``[E_u, d_e]`` or None -> x1 ``[n, 3]``, res_h ``[n, k]``, res_e ``[E_u, d_e]`` or None.
+        reverse ``[E]``, e_t ``[E_u, d_e]`` or None, self_cond ``([n, 3], [n, k], [E_u, d_e])`` or None
+        -> x1 ``[n, 3]``, h1 ``[n, k]``, e1 ``[E_u, d_e]`` or None.
     """
 
     def __init__(self, feat_dim: int, edge_feat_dim: int = 0, hidden: int = 64, n_layers: int = 4, v_dim: int = 8,
                  edge_dim: int = 32, rbf_dim: int = 16, rbf_max: float = 14.0, n_cp_feats: int = 4,
-                 message_norm: float | str = 100.0, property_embedding: nn.Module | None = None):
+                 message_norm: float | str = 100.0, property_embedding: nn.Module | None = None,
+                 self_condition: bool = False):
         super().__init__()
         self.edge_feat_dim = edge_feat_dim
         self.node_in = nn.Sequential(nn.Linear(feat_dim + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
@@ -260,6 +266,7 @@ class GVPLatentDenoiser(nn.Module):
         self.edge_in = nn.Sequential(nn.Linear(edge_feat_dim + 1, edge_dim), nn.SiLU(), nn.Linear(edge_dim, edge_dim),
                                      nn.SiLU(), nn.LayerNorm(edge_dim))
         self.property_embedding = property_embedding
+        self.init_self_condition(self_condition, hidden, edge_dim, feat_dim, edge_feat_dim)
         self.trunk = GVPMoleculeNet(hidden, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm)
         self.node_out = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, feat_dim))
         self.edge_out = (nn.Sequential(nn.Linear(edge_dim, edge_dim), nn.SiLU(), nn.Linear(edge_dim, edge_feat_dim))
@@ -267,7 +274,8 @@ class GVPLatentDenoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, h_t: torch.Tensor, t: torch.Tensor, batch: torch.Tensor, num_graphs: int,
                 context: torch.Tensor | None, edge_index: torch.Tensor, reverse: torch.Tensor,
-                e_t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                e_t: torch.Tensor | None = None,
+                self_cond: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         t_node = t[batch].unsqueeze(-1).to(x_t.dtype)                                # [n, 1]
         h = self.node_in(torch.cat([h_t, t_node], -1))                                # [n, S]
         if self.property_embedding is not None:
@@ -281,6 +289,7 @@ class GVPLatentDenoiser(nn.Module):
             e = self.edge_in(torch.cat([symmetric_edges(e_t, edge_index, reverse), t_edge], -1))   # [E, Ed]
         else:
             e = self.edge_in(t_edge)
+        h, e = self.add_self_condition(h, e, x_t, batch, edge_index, reverse, self_cond)
         h, x, e = self.trunk(h, x_t, e, edge_index)                                   # [n,S], [n,3], [E,Ed]
         res_e = None
         if self.edge_out is not None:
