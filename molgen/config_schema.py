@@ -57,7 +57,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.prior": (3, {"sild": "diffusion"}),                # SiLD's latent prior (GeoLDM's diffusion before)
     "model.property_dropout": (3, {"propmolflow": 0.0}),      # classifier-free guidance (none before)
     "sample.guidance": (3, {"propmolflow": 1.0}),
-    "sample.grid_power": (3, {"propmolflow": 1.0}),          # few-step sampling settings (fixed before)
+    "sample.grid_power": (3, {"propmolflow": 1.0, "sild": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
     "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
     "model.feature_dim": (3, {"cpdiffusion_ss": 128}),

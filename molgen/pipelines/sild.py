@@ -154,7 +154,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         sizes = model.sampler.sample_n_atoms(int(s.n), gen)
     t0 = time.time()
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), sampler=str(s.sampler), seed=int(cfg.seed),
-                                  batch_size=int(s.batch_size))
+                                  batch_size=int(s.batch_size), grid_power=float(s.get("grid_power", 1.0)))
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"sild_{k}"
@@ -162,6 +162,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     # every generated molecule, for the shared validate stage (nothing silently dropped)
     GraphDataset.from_molecules(mols, model.vocab, (prop,) if prop else ()).save(ctx.dir / "samples.pt")
     metrics = {"molecules": len(mols), "steps": int(s.steps), "sampler": str(s.sampler),
+               "grid_power": float(s.get("grid_power", 1.0)),
                "seconds": round(seconds, 2), "seconds_per_molecule": round(seconds / max(len(mols), 1), 4),
                "property": prop, "value": value}
     (ctx.dir / "report.md").write_text(

@@ -466,7 +466,7 @@ class SiLD(pl.LightningModule):
     @torch.no_grad()
     def sample_molecules(self, n_atoms: list[int], values: list[float] | None = None, steps: int | None = None,
                          sampler: str = "ancestral", seed: int = 0, batch_size: int = 100,
-                         progress: bool = True) -> list[Molecule]:
+                         progress: bool = True, grid_power: float = 1.0) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -476,7 +476,11 @@ class SiLD(pl.LightningModule):
             sampler: ``ancestral`` or ``ddim`` (diffusion prior); ``euler`` or ``heun`` (flow prior; the
             diffusion samplers' names mean Euler there).
             seed: seeds every random draw; batch_size: molecules denoised together.
+            grid_power: the flow prior's time grid :math:`t_k = 1 - (1 - k/K)^p` (1: uniform; > 1: finer steps
+                near the data); the diffusion prior takes 1 only.
         """
+        if grid_power != 1.0 and self.flow is None:
+            raise ConfigError(f"sample.grid_power={grid_power}: only the flow prior (model.prior=flow) has a time grid")
         if self.conditional and (values is None or len(values) != len(n_atoms)):
             raise ConfigError(f"a model conditioned on '{self.hparams.property_name}' needs one value per molecule")
         if not self.conditional and values is not None:
@@ -502,7 +506,8 @@ class SiLD(pl.LightningModule):
             if self.flow is not None:
                 predictor = self._flow_predictor(ei, rev, feed_back=True)   # fresh feedback per batch
                 z = self.flow.sample(predictor, batch, B, self.feat_dim, ctx, steps or 100,
-                                     "euler" if sampler in ("ancestral", "ddim") else sampler, generator=gen,
+                                     "euler" if sampler in ("ancestral", "ddim") else sampler, time_power=grid_power,
+                                     generator=gen,
                                      progress=progress, edge_batch=batch[pairs[0]] if self.edge_dim else None,
                                      edge_dim=self.edge_dim)
                 z_x, z_h = z[0], z[1]
@@ -530,14 +535,17 @@ class SiLD(pl.LightningModule):
         return out
 
     def sample(self, n: int, condition: dict[str, float] | None = None, steps: int | None = None, seed: int = 0,
-               sampler: str = "ancestral", batch_size: int = 100, progress: bool = True) -> list:
+               sampler: str = "ancestral", batch_size: int = 100, progress: bool = True,
+               grid_power: float = 1.0) -> list:
         """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
 
         Args:
             n: number of molecules.
             condition: ``{property: value}`` (user units) for a conditional model; atom counts come from the
                 training histogram. None: N (and, if conditional, the value) drawn from the training data.
-            steps: denoising steps (default all 1000); sampler: ``ancestral`` | ``ddim``; seed: RNG seed.
+            steps: denoising steps (default all 1000; the flow prior: integration steps, default 100);
+            sampler: ``ancestral`` | ``ddim`` (diffusion prior), ``euler`` | ``heun`` (flow prior); seed: RNG seed;
+            grid_power: the flow prior's time grid (see :meth:`sample_molecules`).
 
         Example:
             >>> mols = molgen.load("sild-qm9").sample(8, steps=200, seed=0)   # doctest: +SKIP
@@ -556,5 +564,5 @@ class SiLD(pl.LightningModule):
             sizes, values = self.sampler.sample(n, gen)
         else:
             sizes = self.sampler.sample_n_atoms(n, gen)
-        mols = self.sample_molecules(sizes, values, steps, sampler, seed, batch_size, progress)
+        mols = self.sample_molecules(sizes, values, steps, sampler, seed, batch_size, progress, grid_power)
         return [m.to_rdkit() for m in mols]

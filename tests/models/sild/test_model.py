@@ -406,3 +406,19 @@ def test_self_conditioned_gvp_prior(batch, real_graphs):
     _prior_trains_the_denoiser_only_and_samples_reproducibly(model, batch, real_graphs)
     with pytest.raises(ConfigError, match="model.self_condition=true"):
         SiLD(self_condition=True, prior="flow")                # the EGNN denoiser
+
+
+def test_flow_time_grid_option(real_graphs):
+    """sample(grid_power=...) changes the flow prior's integration times (other molecules from the same seed);
+    the diffusion prior refuses it in one line."""
+    model = small_model(prior="flow")
+    model.sampler.fit(real_graphs.num_atoms())
+    uniform = model.sample(2, steps=4, seed=1, progress=False)
+    fine = model.sample(2, steps=4, seed=1, progress=False, grid_power=2.0)
+    assert len(fine) == 2
+    assert not torch.allclose(torch.tensor(uniform[0].GetConformer().GetPositions()),
+                              torch.tensor(fine[0].GetConformer().GetPositions()))
+    diffusion = small_model()
+    diffusion.sampler.fit(real_graphs.num_atoms())
+    with pytest.raises(ConfigError, match="sample.grid_power=2.0"):
+        diffusion.sample(1, steps=4, progress=False, grid_power=2.0)
