@@ -95,7 +95,8 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
         if phase == "autoencoder" and not model.has_autoencoder:   # raw features with raw bonds: nothing to fit
             say("  phase autoencoder: nothing to train (raw features and bonds)")
             metrics[phase] = {"steps": 0, "seconds": 0.0}
-            metrics["reconstruction"] = model.reconstruction_metrics(_loaders(tr, va, 64, 0)[1])
+            metrics["reconstruction"] = model.reconstruction_metrics(
+                _loaders(tr, va, int(pcfg["batch_size"]), int(pcfg.get("num_workers", 0)))[1])
             continue
         model.hparams.lr = float(pcfg.get("lr", 1e-3))
         train_loader, val_loader = _loaders(tr, va, int(pcfg["batch_size"]), int(pcfg.get("num_workers", 0)))
