@@ -24,6 +24,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from molgen.nn.gaunt import _cpu
 from molgen.nn.gaunt._basis import plan_tensors
 
 #: half-grid values per chunk, both operands (2 (n_phi//2+1) n_theta per function and pair): ~1 MiB in float32,
@@ -166,19 +167,52 @@ def _backward(grad: Tensor, x1: Tensor, x2: Tensor, t: dict, need1: bool, need2:
     return (_collect(g1, out1) if need1 else None), (_collect(g2, out2) if need2 else None)
 
 
+def _pairs(x: Tensor, inner: int) -> Tensor:
+    """``x [O, I or 1, n]`` as contiguous rows ``[O * I, n]`` (a broadcast operand is expanded)."""
+    return x.expand(x.shape[0], inner, x.shape[2]).reshape(-1, x.shape[2]).contiguous()
+
+
+def _forward_c(x1: Tensor, x2: Tensor, t: dict) -> Tensor:
+    outer, inner = x1.shape[0], max(x1.shape[1], x2.shape[1])
+    return _cpu.forward(_pairs(x1, inner), _pairs(x2, inner), t).view(outer, inner, -1)
+
+
+def _backward_c(grad: Tensor, x1: Tensor, x2: Tensor, t: dict, need1: bool, need2: bool):
+    outer, inner = grad.shape[0], grad.shape[1]
+    g1, g2 = _cpu.backward(grad.reshape(outer * inner, -1).contiguous(), _pairs(x1, inner), _pairs(x2, inner),
+                           t, need1, need2)
+    out = []
+    for g, x in ((g1, x1), (g2, x2)):
+        if g is not None:
+            g = g.view(outer, inner, -1)
+            g = g.sum(1, keepdim=True) if x.shape[1] == 1 and inner > 1 else g  # operand broadcast over I
+        out.append(g)
+    return out
+
+
 class _GridGaunt(torch.autograd.Function):
-    """Chunked S2-grid Gaunt product that saves only its inputs (see module docstring)."""
+    """Chunked S2-grid Gaunt product that saves only its inputs (see module docstring).
+
+    On CPU (float32/float64) forward and first-order backward run in the fused C kernel (``_cpu``) when it is
+    available; double backward (``create_graph=True``) and other devices use the torch ops below.
+    """
 
     @staticmethod
     def forward(ctx, x1: Tensor, x2: Tensor, t: dict) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x1, x2)
         ctx.tables = t
+        if _cpu.available(x1):
+            return _forward_c(x1, x2, t)
         return _forward(x1, x2, t)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x1, x2 = ctx.saved_tensors
-        g1, g2 = _backward(grad, x1, x2, ctx.tables, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        need1, need2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not torch.is_grad_enabled() and _cpu.available(grad):
+            g1, g2 = _backward_c(grad, x1, x2, ctx.tables, need1, need2)
+        else:
+            g1, g2 = _backward(grad, x1, x2, ctx.tables, need1, need2)
         return g1, g2, None
 
 
