@@ -2,10 +2,13 @@
 
 For lmax = L1 = L2 in 1..8 and lmax_out = 2 lmax, on x1, x2 of shape [batch, channels, (L+1)^2] (one product
 per (batch, channel) pair, e3nn mode "uuu"), it times forward and forward+backward
-(``out.square().sum().backward()`` into both inputs) of
+(``out.square().sum().backward()`` into both inputs) in two regimes, each with one and two torch threads:
+"large" (4096 x 32 pairs, a layer of a batched equivariant network) and "small" (2048 x 1 pairs, where fixed
+per-call costs weigh more). Implementations:
 
-* molgen ``gaunt_tensor_product`` with the S2-grid path ("grid", the one ``method="auto"`` picks) and,
-  with ``--impls grid fourier e3nn``, the paper's 2D-Fourier path ("fourier"),
+* molgen ``gaunt_tensor_product`` with the S2-grid path ("grid", the one ``method="auto"`` picks: on CPU the
+  fused C kernel), with ``--impls ... grid_torch`` the same path in torch ops only (``MOLGEN_GAUNT_KERNEL=torch``,
+  what runs where no C compiler is found) and with ``--impls ... fourier`` the paper's 2D-Fourier path,
 * e3nn ``TensorProduct`` with the parity-even paths of the full tensor product and Gaunt path weights
   (``molgen.nn.gaunt.e3nn_gaunt_tensor_product``): the same function ("e3nn");
 * with ``--impls ... e3nn_compiled e3nn_v2``, what an e3nn user would try for speed: the same e3nn module under
@@ -23,8 +26,9 @@ its per-pair outer products, all implementations run on the same first rows only
 linearly to the full batch (``*``; same rows for all, so the same memory regime: see :func:`timed_rows`).
 
 Usage:
-    OMP_NUM_THREADS=1 python scripts/bench_gaunt.py [--quick] [--device cuda] [--threads 1] [--lmax 1 2 6]
-        [--repeats 5] [--impls grid e3nn]
+    python scripts/bench_gaunt.py [--regimes large small] [--threads 1 2] [--lmax 1 2 6] [--repeats 5]
+        [--impls grid e3nn] [--quick] [--device cuda] [--out results.json]
+    (--batch / --channels replace the regimes by one custom size)
 """
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ def timed_rows(lmax: int, batch: int, channels: int, e3nn_max_gb: float) -> int:
 def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads: int, e3nn_max_gb: float,
            clock: str, molgen_full_batch: bool) -> None:
     """Serve timing requests on stdin ("fwd", "fb", "mem", "quit"), one JSON line per answer on stdout."""
+    if impl == "grid_torch":
+        os.environ["MOLGEN_GAUNT_KERNEL"] = "torch"
     import torch
 
     torch.set_num_threads(threads)
@@ -73,8 +79,10 @@ def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads
         def fn(a, b):
             return tp(a.reshape(-1, n), b.reshape(-1, n))
     else:
+        method = "grid" if impl == "grid_torch" else impl
+
         def fn(a, b):
-            return gaunt_tensor_product(a, b, 2 * lmax, method=impl)
+            return gaunt_tensor_product(a, b, 2 * lmax, method=method)
     x1 = torch.randn(rows, channels, n, device=device, requires_grad=True)
     x2 = torch.randn(rows, channels, n, device=device, requires_grad=True)
 
@@ -170,50 +178,23 @@ def measure(lmax: int, args: argparse.Namespace, env: dict) -> dict[str, dict]:
             w.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: batch 256 x 8 channels, lmax 1..6")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--lmax", type=int, nargs="*", default=None)
-    parser.add_argument("--impls", nargs="*", default=["grid", "e3nn"],
-                        choices=["grid", "fourier", "e3nn", "e3nn_compiled", "e3nn_v2"])
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per lmax (median reported)")
-    parser.add_argument("--e3nn-max-gb", type=float, default=1.0)
-    parser.add_argument("--clock", choices=["process", "wall"], default=None,
-                        help="process CPU time (default on CPU: robust when the machine is shared; sums over "
-                             "threads) or wall time (default on CUDA)")
-    parser.add_argument("--molgen-full-batch", action="store_true",
-                        help="time molgen on the full batch even where e3nn runs on fewer rows (the script's "
-                             "behaviour before 2026-11-23; larger outputs, a slower memory regime for molgen)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.quick:
-        args.batch, args.channels = 256, 8
-    args.clock = args.clock or ("wall" if args.device == "cuda" else "process")
-    lmaxes = args.lmax or (list(range(1, 7)) if args.quick else list(range(1, 9)))
+REGIMES = {"large": (4096, 32), "small": (2048, 1)}
 
-    if args.worker:
-        impl, lmax = args.worker.split(":")
-        worker(impl, int(lmax), args.batch, args.channels, args.device, args.threads, args.e3nn_max_gb, args.clock,
-               args.molgen_full_batch)
-        return
 
+def run_regime(args: argparse.Namespace, lmaxes: list[int], label: str) -> dict:
+    """Time every implementation at every lmax for ``args.batch`` x ``args.channels`` pairs on ``args.threads``
+    threads; print the table; return the results (for --out)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    print(f"# Gaunt tensor product vs e3nn: batch {args.batch} x channels {args.channels} pairs, "
-          f"lmax_out = 2 lmax, device {args.device}, torch threads {args.threads}, "
-          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, clock {args.clock} "
-          f"(median of {args.repeats} interleaved repeats of "
-          f"{'process CPU time' if args.clock == 'process' else 'wall time'})", flush=True)
+    print(f"\n## {label}: batch {args.batch} x channels {args.channels} pairs, lmax_out = 2 lmax, device "
+          f"{args.device}, torch threads {args.threads}, clock {args.clock} (median of {args.repeats} interleaved "
+          f"repeats of {'process CPU time, all threads' if args.clock == 'process' else 'wall time'})", flush=True)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         def tqdm(x, **_):
             return x
     results: dict[int, dict[str, dict]] = {}
-    for lmax in tqdm(lmaxes, desc="lmax", file=sys.stderr):
+    for lmax in tqdm(lmaxes, desc=label, file=sys.stderr):
         try:
             results[lmax] = measure(lmax, args, env)
         except RuntimeError as err:
@@ -233,9 +214,9 @@ def main() -> None:
         return f"{a[key] / b[key]:.1f}x" if a and b else "-"
 
     head = ["lmax"]
-    for key, label in (("fwd_ms", "fwd"), ("fb_ms", "fwd+bwd")):
-        head += [f"{impl} {label} ms" for impl in args.impls] + [f"{base}/{impl} {label}" for impl in molgen
-                                                                  for base in baselines]
+    for key, name in (("fwd_ms", "fwd"), ("fb_ms", "fwd+bwd")):
+        head += [f"{impl} {name} ms" for impl in args.impls] + [f"{base}/{impl} {name}" for impl in molgen
+                                                                 for base in baselines]
     head.append("peak MB " + " / ".join(args.impls))
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -252,6 +233,68 @@ def main() -> None:
         same = "" if args.molgen_full_batch else ", the same for every implementation,"
         print(f"\n* timed on fewer rows ({rows} of {args.batch}){same} to bound e3nn's memory; times scaled "
               "linearly to the full batch.")
+    return {"batch": args.batch, "channels": args.channels, "threads": args.threads, "clock": args.clock,
+            "results": {str(k): v for k, v in results.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: batch 256 x 8 channels, lmax 1..6")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--regimes", nargs="*", default=["large", "small"], choices=list(REGIMES),
+                        help="large: 4096 x 32 pairs; small: 2048 x 1 pairs (default: both)")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2],
+                        help="torch CPU thread counts, each a separate table (default: 1 2)")
+    parser.add_argument("--batch", type=int, default=None, help="custom size (with --channels) instead of regimes")
+    parser.add_argument("--channels", type=int, default=None)
+    parser.add_argument("--lmax", type=int, nargs="*", default=None)
+    parser.add_argument("--impls", nargs="*", default=["grid", "e3nn"],
+                        choices=["grid", "grid_torch", "fourier", "e3nn", "e3nn_compiled", "e3nn_v2"])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per lmax (median reported)")
+    parser.add_argument("--e3nn-max-gb", type=float, default=1.0)
+    parser.add_argument("--clock", choices=["process", "wall"], default=None,
+                        help="process CPU time (default on CPU: robust when the machine is shared; sums over "
+                             "threads) or wall time (default on CUDA)")
+    parser.add_argument("--molgen-full-batch", action="store_true",
+                        help="time molgen on the full batch even where e3nn runs on fewer rows (the script's "
+                             "behaviour before 2026-11-23; larger outputs, a slower memory regime for molgen)")
+    parser.add_argument("--out", default=None, help="also write all results as JSON to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.clock = args.clock or ("wall" if args.device == "cuda" else "process")
+    if args.worker:
+        impl, lmax = args.worker.split(":")
+        worker(impl, int(lmax), args.batch, args.channels, args.device, args.threads[0], args.e3nn_max_gb,
+               args.clock, args.molgen_full_batch)
+        return
+
+    lmaxes = args.lmax or (list(range(1, 7)) if args.quick else list(range(1, 9)))
+    if args.quick:
+        sizes = [("quick", 256, 8)]
+    elif args.batch is not None or args.channels is not None:
+        sizes = [("custom", args.batch or 4096, args.channels or 32)]
+    else:
+        sizes = [(name, *REGIMES[name]) for name in args.regimes]
+    import torch
+
+    print(f"# Gaunt tensor product vs e3nn (torch {torch.__version__}; {_cpu_name()})")
+    report = []
+    for name, batch, channels in sizes:
+        for threads in args.threads:
+            run = argparse.Namespace(**{**vars(args), "batch": batch, "channels": channels, "threads": threads})
+            report.append({"regime": name, **run_regime(run, lmaxes, f"{name}, {threads} thread(s)")})
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(report, fh, indent=1)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = {line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")}
+        return ", ".join(sorted(names)) + f", {os.cpu_count()} logical CPUs"
+    except OSError:
+        return f"{os.cpu_count()} logical CPUs"
 
 
 if __name__ == "__main__":

@@ -145,3 +145,27 @@ def test_build_is_cached_per_source_and_reused(monkeypatch, fresh_kernel_state):
     assert _cpu._build(torch.float64) != first  # one library per dtype
     assert len(calls) == 1
     assert sorted(p.suffix for p in fresh_kernel_state.iterdir()) == [".so", ".so"]  # no temporary files left
+
+
+@needs_compiler
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_c_kernel_threads_work_in_a_forked_child(monkeypatch):
+    """The thread pool made before a fork is not reused in the child (its threads do not exist there)."""
+    import multiprocessing
+
+    monkeypatch.setenv("MOLGEN_GAUNT_KERNEL", "c")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x1, x2 = torch.randn(400, 16), torch.randn(400, 16)
+        expected = gaunt_tensor_product(x1, x2)  # creates the pool in this process
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            out = pool.apply_async(_product_in_child, (x1, x2)).get(timeout=60)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out, expected)
+
+
+def _product_in_child(x1, x2):
+    torch.set_num_threads(2)
+    return gaunt_tensor_product(x1, x2)

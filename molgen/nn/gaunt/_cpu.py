@@ -44,7 +44,7 @@ _NATIVE = ["-march=native", "-mprefer-vector-width=512"]
 _lock = threading.Lock()
 _libs: dict[torch.dtype, object] = {}
 _failed: str | None = None
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[ThreadPoolExecutor, int] | None = None  # (pool, pid of the process that made it)
 
 
 class _Plan(ctypes.Structure):
@@ -176,10 +176,10 @@ def _run(fn, p: _Plan, pairs: int, tile: int, *tensors: Tensor | None) -> None:
     else:
         step = -(-pairs // (threads * tile)) * tile
         bounds = [(s, min(s + step, pairs)) for s in range(0, pairs, step)]
-        with _lock:
-            if _pool is None or _pool._max_workers < len(bounds):
-                _pool = ThreadPoolExecutor(max_workers=len(bounds), thread_name_prefix="molgen-gaunt")
-            pool = _pool
+        with _lock:  # a new pool after a fork (the parent's threads do not exist in the child)
+            if _pool is None or _pool[1] != os.getpid() or _pool[0]._max_workers < len(bounds):
+                _pool = (ThreadPoolExecutor(max_workers=len(bounds), thread_name_prefix="molgen-gaunt"), os.getpid())
+            pool = _pool[0]
         codes = list(pool.map(lambda b: fn(ctypes.byref(p), b[0], b[1], *ptrs), bounds))
     if any(codes):
         raise MemoryError("Gaunt C kernel: could not allocate its workspace")
