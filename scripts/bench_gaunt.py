@@ -19,9 +19,12 @@ per-call costs weigh more). Implementations:
 Each implementation lives in its own worker process (so its peak memory is its own), and the parent
 interleaves the calls: every repeat runs forward, then forward+backward, in each worker in turn (the order
 alternating between repeats), so machine load affects all of them alike. Reported: the median over repeats, and
-the ratios e3nn / molgen of those medians. On CPU the clock is the worker's process CPU time (robust on a
-shared machine), on CUDA wall time with synchronisation. Peak memory: CUDA ``max_memory_allocated``; CPU growth
-of the worker's max RSS over its timed calls. Where e3nn's full batch would need more than ``--e3nn-max-gb`` for
+the ratios e3nn / molgen of those medians. On CPU with one thread the clock is the worker's process CPU time
+(robust on a shared machine); with several threads it is wall time (CPU time would also count OpenMP
+spin-waiting, which is not work: run those tables on an idle machine); on CUDA wall time with synchronisation. Peak memory: what one forward+backward needs beyond its
+inputs, measured as the growth of CUDA ``max_memory_allocated`` or of the worker's max RSS (CPU) from before its
+first call (inputs allocated) to the end (so it includes the tables, the C kernel's library and, for
+"e3nn_compiled", compilation). Where e3nn's full batch would need more than ``--e3nn-max-gb`` for
 its per-pair outer products, all implementations run on the same first rows only and their times are scaled
 linearly to the full batch (``*``; same rows for all, so the same memory regime: see :func:`timed_rows`).
 
@@ -99,14 +102,16 @@ def worker(impl: str, lmax: int, batch: int, channels: int, device: str, threads
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for call in (forward, forward_backward):  # warm-up (also builds and caches the basis tables)
-        call()
+    # peak memory: growth from here (inputs allocated, nothing run yet) to the highest point of any later call
     sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for call in (forward, forward_backward):  # warm-up (also builds and caches the basis tables)
+        call()
+    sync()
     scale = batch / rows
     print(json.dumps({"rows": rows}), flush=True)
     for line in sys.stdin:
@@ -253,15 +258,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per lmax (median reported)")
     parser.add_argument("--e3nn-max-gb", type=float, default=1.0)
     parser.add_argument("--clock", choices=["process", "wall"], default=None,
-                        help="process CPU time (default on CPU: robust when the machine is shared; sums over "
-                             "threads) or wall time (default on CUDA)")
+                        help="process CPU time (default on CPU with one thread: robust when the machine is "
+                             "shared) or wall time (default on CUDA and with several threads, where CPU time would "
+                             "count OpenMP spin-waiting; run those on an idle machine)")
     parser.add_argument("--molgen-full-batch", action="store_true",
                         help="time molgen on the full batch even where e3nn runs on fewer rows (the script's "
                              "behaviour before 2026-11-23; larger outputs, a slower memory regime for molgen)")
     parser.add_argument("--out", default=None, help="also write all results as JSON to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.clock = args.clock or ("wall" if args.device == "cuda" else "process")
     if args.worker:
         impl, lmax = args.worker.split(":")
         worker(impl, int(lmax), args.batch, args.channels, args.device, args.threads[0], args.e3nn_max_gb,
@@ -281,7 +286,11 @@ def main() -> None:
     report = []
     for name, batch, channels in sizes:
         for threads in args.threads:
-            run = argparse.Namespace(**{**vars(args), "batch": batch, "channels": channels, "threads": threads})
+            # process CPU time is robust on a shared machine, but with several threads it also counts OpenMP
+            # spin-waiting (libgomp busy-waits after each parallel region), which is not work: wall time there
+            clock = args.clock or ("wall" if args.device == "cuda" or threads > 1 else "process")
+            run = argparse.Namespace(**{**vars(args), "batch": batch, "channels": channels, "threads": threads,
+                                        "clock": clock})
             report.append({"regime": name, **run_regime(run, lmaxes, f"{name}, {threads} thread(s)")})
     if args.out:
         with open(args.out, "w") as fh:

@@ -150,8 +150,15 @@ def test_build_is_cached_per_source_and_reused(monkeypatch, fresh_kernel_state):
 @needs_compiler
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 def test_c_kernel_threads_work_in_a_forked_child(monkeypatch):
-    """The thread pool made before a fork is not reused in the child (its threads do not exist there)."""
-    import multiprocessing
+    """The thread pool made before a fork is not reused in the child (its threads do not exist there).
+
+    The child calls only the kernel (torch's own OpenMP pool is not fork-safe, so no torch op runs there) and
+    writes into shared memory; without a fresh pool it would wait forever for the parent's threads.
+    """
+    import os
+    import time
+
+    from molgen.nn.gaunt._grid import _tables
 
     monkeypatch.setenv("MOLGEN_GAUNT_KERNEL", "c")
     before = torch.get_num_threads()
@@ -159,13 +166,24 @@ def test_c_kernel_threads_work_in_a_forked_child(monkeypatch):
     try:
         x1, x2 = torch.randn(400, 16), torch.randn(400, 16)
         expected = gaunt_tensor_product(x1, x2)  # creates the pool in this process
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            out = pool.apply_async(_product_in_child, (x1, x2)).get(timeout=60)
+        t = _tables(3, 3, 6, torch.float32, torch.device("cpu"))
+        out = torch.zeros_like(expected).share_memory_()
+        lib, (plan, _) = _cpu.library(torch.float32), _cpu.plan(t)
+        pid = os.fork()
+        if pid == 0:  # child: the kernel over all pairs on 2 threads, then leave without any cleanup
+            try:
+                _cpu._run(lib.gaunt_forward, plan, 400, _cpu.TILE[torch.float32], x1, x2, out)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        deadline = time.monotonic() + 60
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if status[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the kernel hung in a forked child")
     finally:
         torch.set_num_threads(before)
+    assert os.waitstatus_to_exitcode(status[1]) == 0
     assert torch.equal(out, expected)
-
-
-def _product_in_child(x1, x2):
-    torch.set_num_threads(2)
-    return gaunt_tensor_product(x1, x2)

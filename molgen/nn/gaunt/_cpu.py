@@ -177,10 +177,13 @@ def _run(fn, p: _Plan, pairs: int, tile: int, *tensors: Tensor | None) -> None:
         step = -(-pairs // (threads * tile)) * tile
         bounds = [(s, min(s + step, pairs)) for s in range(0, pairs, step)]
         with _lock:  # a new pool after a fork (the parent's threads do not exist in the child)
-            if _pool is None or _pool[1] != os.getpid() or _pool[0]._max_workers < len(bounds):
-                _pool = (ThreadPoolExecutor(max_workers=len(bounds), thread_name_prefix="molgen-gaunt"), os.getpid())
+            if _pool is None or _pool[1] != os.getpid() or _pool[0]._max_workers < len(bounds) - 1:
+                _pool = (ThreadPoolExecutor(max_workers=len(bounds) - 1, thread_name_prefix="molgen-gaunt"),
+                         os.getpid())
             pool = _pool[0]
-        codes = list(pool.map(lambda b: fn(ctypes.byref(p), b[0], b[1], *ptrs), bounds))
+        others = [pool.submit(fn, ctypes.byref(p), start, end, *ptrs) for start, end in bounds[1:]]
+        codes = [fn(ctypes.byref(p), bounds[0][0], bounds[0][1], *ptrs)]  # the calling thread takes a share too
+        codes += [f.result() for f in others]
     if any(codes):
         raise MemoryError("Gaunt C kernel: could not allocate its workspace")
 
