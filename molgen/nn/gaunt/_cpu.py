@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("_kernel.c")
 #: pairs per tile in the kernel (one 512-bit register): threads get whole tiles
 TILE = {torch.float32: 16, torch.float64: 8}
-_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno"]
+_FLAGS = ["-O3", "-std=c99", "-fPIC", "-fno-math-errno"]
 _NATIVE = ["-march=native", "-mprefer-vector-width=512"]
 
 _lock = threading.Lock()
@@ -70,30 +70,55 @@ def _compiler() -> str | None:
     return shutil.which(cc) or shutil.which("gcc") or shutil.which("clang")
 
 
+def torch_openmp_runtime() -> Path | None:
+    """The GNU OpenMP runtime (libgomp) torch loaded into this process, if any (Linux: from /proc/self/maps).
+
+    The kernel is linked against exactly this file, so its OpenMP threads are torch's intra-op threads."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = {line.split(None, 5)[-1] for line in maps.splitlines() if "libgomp" in line and "/" in line}
+    return Path(sorted(paths)[0]) if paths else None
+
+
 def _build(dtype: torch.dtype) -> Path:
-    """Compile (or find in the cache) the kernel library for ``dtype``; raises ``RuntimeError`` on failure."""
+    """Compile (or find in the cache) the kernel library for ``dtype``; raises ``RuntimeError`` on failure.
+
+    Tried in order: OpenMP linked against torch's own runtime with ``-march=native``; without OpenMP (threads
+    from a Python pool) with ``-march=native``; without either (not every compiler knows -march=native)."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     real, width = ("float", 16) if dtype == torch.float32 else ("double", 8)
     defines = [f"-DREAL={real}", f"-DW={width}"] + (["-DREAL_IS_FLOAT"] if real == "float" else [])
     source = SOURCE.read_bytes()
-    tries = [_FLAGS + _NATIVE + defines, _FLAGS + defines]  # -march=native is not known to every compiler
+    gomp = torch_openmp_runtime()
+    tries = []
+    if gomp is not None:  # compile with -fopenmp, link without it (no second libgomp), against torch's file
+        link = [f"-L{gomp.parent}", f"-l:{gomp.name}", f"-Wl,-rpath,{gomp.parent}"]
+        tries.append((_FLAGS + _NATIVE + defines + ["-fopenmp"], link))
+    tries += [(_FLAGS + _NATIVE + defines, []), (_FLAGS + defines, [])]
     errors = []
-    for flags in tries:
-        key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(flags).encode(),
+    for flags, link in tries:
+        key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(flags + link).encode(),
                                          platform.machine().encode(), _cpu_id().encode()])).hexdigest()[:16]
         target = cache_dir() / f"gaunt_{real}_{key}.so"
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            tmp_out = Path(tmp) / target.name
-            proc = subprocess.run([cc, *flags, str(SOURCE), "-o", str(tmp_out)], capture_output=True, text=True)
-            if proc.returncode == 0:
+            obj, tmp_out = Path(tmp) / "kernel.o", Path(tmp) / target.name
+            steps = [[cc, *flags, "-c", str(SOURCE), "-o", str(obj)],
+                     [cc, "-shared", str(obj), *link, "-o", str(tmp_out)]]
+            for cmd in steps:
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])
+                    break
+            else:
                 os.replace(tmp_out, target)  # atomic: concurrent builders leave one complete file
                 return target
-            errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])
     raise RuntimeError(f"{cc} failed: {errors[-1][0]}")
 
 
@@ -131,8 +156,10 @@ def library(dtype: torch.dtype):
             warnings.warn(f"molgen Gaunt product: C kernel unavailable ({err}); using the slower torch path",
                           RuntimeWarning, stacklevel=3)
             return None
-        for name in ("gaunt_forward", "gaunt_backward"):
+        for name in ("gaunt_forward", "gaunt_backward", "gaunt_forward_threads", "gaunt_backward_threads",
+                     "gaunt_openmp"):
             getattr(lib, name).restype = ctypes.c_int
+        lib.openmp = bool(lib.gaunt_openmp())
         _libs[dtype] = lib
         return lib
 
@@ -166,14 +193,20 @@ def _ptr(x: Tensor | None):
     return ctypes.c_void_p(x.data_ptr() if x is not None else 0)
 
 
-def _run(fn, p: _Plan, pairs: int, tile: int, *tensors: Tensor | None) -> None:
-    """Call ``fn(plan, start, end, *pointers)`` over all pairs, split in whole tiles over torch's threads."""
+def _run(lib, name: str, p: _Plan, pairs: int, tile: int, *tensors: Tensor | None) -> None:
+    """Run kernel ``name`` over all pairs, split in whole tiles over torch's threads: inside the kernel with
+    OpenMP (torch's runtime, so torch's own threads) when the library has it, else over a Python thread pool
+    (ctypes releases the GIL) with the calling thread taking the first share."""
     global _pool
     threads = max(1, min(torch.get_num_threads(), -(-pairs // (4 * tile))))  # >= 4 tiles per thread
     ptrs = [_ptr(x) for x in tensors]
-    if threads == 1:
+    if threads > 1 and lib.openmp:
+        codes = [getattr(lib, name + "_threads")(ctypes.byref(p), pairs, threads, *ptrs)]
+    elif threads == 1:
+        fn = getattr(lib, name)
         codes = [fn(ctypes.byref(p), 0, pairs, *ptrs)]
     else:
+        fn = getattr(lib, name)
         step = -(-pairs // (threads * tile)) * tile
         bounds = [(s, min(s + step, pairs)) for s in range(0, pairs, step)]
         with _lock:  # a new pool after a fork (the parent's threads do not exist in the child)
@@ -192,7 +225,7 @@ def forward(x1: Tensor, x2: Tensor, t: dict) -> Tensor:
     """``x1 [P, n1], x2 [P, n2]`` (contiguous, same dtype) -> ``[P, n_out]``."""
     p, _ = plan(t)
     out = x1.new_empty(x1.shape[0], p.no)
-    _run(library(x1.dtype).gaunt_forward, p, x1.shape[0], TILE[x1.dtype], x1, x2, out)
+    _run(library(x1.dtype), "gaunt_forward", p, x1.shape[0], TILE[x1.dtype], x1, x2, out)
     return out
 
 
@@ -201,5 +234,5 @@ def backward(grad: Tensor, x1: Tensor, x2: Tensor, t: dict, need1: bool, need2: 
     p, _ = plan(t)
     g1 = torch.empty_like(x1) if need1 else None
     g2 = torch.empty_like(x2) if need2 else None
-    _run(library(x1.dtype).gaunt_backward, p, x1.shape[0], TILE[x1.dtype], x1, x2, grad, g1, g2)
+    _run(library(x1.dtype), "gaunt_backward", p, x1.shape[0], TILE[x1.dtype], x1, x2, grad, g1, g2)
     return g1, g2

@@ -8,8 +8,8 @@
  * intermediate ever goes to main memory. Zero pads of the Legendre tables (degrees l < |m|) are skipped.
  *
  * Built at first use by molgen/nn/gaunt/_cpu.py with the system C compiler (once per source, flags and CPU;
- * compiled twice: -DREAL=float -DW=16 and -DREAL=double -DW=8). Plain C99, no Python or torch headers:
- * the caller passes raw pointers to contiguous tensors and splits the pairs across threads itself.
+ * compiled twice: -DREAL=float -DW=16 and -DREAL=double -DW=8). Plain C99 (+ OpenMP when the build can link
+ * torch's OpenMP runtime), no Python or torch headers: the caller passes raw pointers to contiguous tensors.
  */
 #define _POSIX_C_SOURCE 200112L
 #include <stdint.h>
@@ -294,4 +294,44 @@ int gaunt_backward(const plan_t *p, int64_t start, int64_t end, const REAL *x1, 
     }
     free(buf);
     return 0;
+}
+
+/* Threaded entry points: the pairs split in whole tiles over nthreads OpenMP threads. Built with -fopenmp and
+ * linked against the OpenMP runtime torch itself loaded, these threads are torch's own intra-op threads (no
+ * second pool competing for the cores). Without OpenMP they run on the calling thread. */
+int gaunt_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static int64_t split(int64_t npairs, int nthreads, int i) {
+    const int64_t tiles = (npairs + W - 1) / W, per = (tiles + nthreads - 1) / nthreads;
+    const int64_t at = (int64_t)i * per * W;
+    return at < npairs ? at : npairs;
+}
+
+int gaunt_forward_threads(const plan_t *p, int64_t npairs, int nthreads, const REAL *x1, const REAL *x2,
+                          REAL *out) {
+    int status = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1) reduction(| : status)
+#endif
+    for (int i = 0; i < nthreads; i++)
+        status |= gaunt_forward(p, split(npairs, nthreads, i), split(npairs, nthreads, i + 1), x1, x2, out);
+    return status;
+}
+
+int gaunt_backward_threads(const plan_t *p, int64_t npairs, int nthreads, const REAL *x1, const REAL *x2,
+                           const REAL *gout, REAL *gx1, REAL *gx2) {
+    int status = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1) reduction(| : status)
+#endif
+    for (int i = 0; i < nthreads; i++)
+        status |= gaunt_backward(p, split(npairs, nthreads, i), split(npairs, nthreads, i + 1), x1, x2, gout,
+                                 gx1, gx2);
+    return status;
 }
