@@ -32,6 +32,7 @@ def _value_and_grads(x1, x2, lmax_out, weight, kernel, monkeypatch):
     (3, 2, 2, (2, 7), (2, 7)),  # truncated output
     (6, 6, 12, (9, 5), (9, 5)),
     (8, 4, 6, (1, 3), (17, 3)),  # x1 broadcast over the batch axis
+    (2, 2, 4, (0, 3), (0, 3)),  # an empty batch
 ])
 def test_c_kernel_equals_torch_path(monkeypatch, dtype, l1, l2, lmax_out, shape1, shape2):
     x1 = torch.randn(*shape1, (l1 + 1) ** 2, dtype=dtype, requires_grad=True)

@@ -7,8 +7,10 @@ pairs (8 in float64) while it sits in cache, one SIMD lane per pair.
 
 It is plain C99 (no Python or torch headers), compiled at first use with the system C compiler (``$CC``, else
 ``cc``) for this CPU (``-O3 -march=native``) into ``$MOLGEN_CACHE/kernels`` (default ``~/.cache/molgen``), once
-per source, flags and CPU; later processes load the cached library. It is called through ctypes, which releases
-the GIL, so the pairs are split over ``torch.get_num_threads()`` Python threads.
+per source, flags and CPU; later processes load the cached library. It is called through ctypes. The pairs are
+split over ``torch.get_num_threads()`` OpenMP threads inside the kernel, linked against the OpenMP runtime torch
+loaded (so they are torch's own threads); a build without OpenMP uses a Python thread pool instead (ctypes
+releases the GIL).
 
 ``MOLGEN_GAUNT_KERNEL``: ``auto`` (default: the C kernel on CPU for float32/float64 when it builds, else the torch
 path, with one warning), ``torch`` (always the torch path), ``c`` (the C kernel or an error).
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
 import os
 import platform
 import shutil
@@ -32,8 +33,6 @@ import torch
 from torch import Tensor
 
 from molgen.errors import MolgenError
-
-log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_kernel.c")
 #: pairs per tile in the kernel (one 512-bit register): threads get whole tiles
@@ -156,8 +155,14 @@ def library(dtype: torch.dtype):
             warnings.warn(f"molgen Gaunt product: C kernel unavailable ({err}); using the slower torch path",
                           RuntimeWarning, stacklevel=3)
             return None
-        for name in ("gaunt_forward", "gaunt_backward", "gaunt_forward_threads", "gaunt_backward_threads",
-                     "gaunt_openmp"):
+        plan_p, i64, ptr = ctypes.POINTER(_Plan), ctypes.c_int64, ctypes.c_void_p
+        signatures = {"gaunt_forward": [plan_p, i64, i64] + [ptr] * 3,
+                      "gaunt_backward": [plan_p, i64, i64] + [ptr] * 5,
+                      "gaunt_forward_threads": [plan_p, i64, ctypes.c_int] + [ptr] * 3,
+                      "gaunt_backward_threads": [plan_p, i64, ctypes.c_int] + [ptr] * 5,
+                      "gaunt_openmp": []}
+        for name, args in signatures.items():  # explicit types: pair counts are 64-bit
+            getattr(lib, name).argtypes = args
             getattr(lib, name).restype = ctypes.c_int
         lib.openmp = bool(lib.gaunt_openmp())
         _libs[dtype] = lib

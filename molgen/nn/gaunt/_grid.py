@@ -179,17 +179,18 @@ def _pairs(x: Tensor, inner: int) -> Tensor:
 
 def _forward_c(x1: Tensor, x2: Tensor, t: dict) -> Tensor:
     outer, inner = x1.shape[0], max(x1.shape[1], x2.shape[1])
-    return _cpu.forward(_pairs(x1, inner), _pairs(x2, inner), t).view(outer, inner, -1)
+    out = _cpu.forward(_pairs(x1, inner), _pairs(x2, inner), t)
+    return out.view(outer, inner, out.shape[-1])
 
 
 def _backward_c(grad: Tensor, x1: Tensor, x2: Tensor, t: dict, need1: bool, need2: bool):
     outer, inner = grad.shape[0], grad.shape[1]
-    g1, g2 = _cpu.backward(grad.reshape(outer * inner, -1).contiguous(), _pairs(x1, inner), _pairs(x2, inner),
-                           t, need1, need2)
+    g1, g2 = _cpu.backward(grad.reshape(outer * inner, grad.shape[-1]).contiguous(), _pairs(x1, inner),
+                           _pairs(x2, inner), t, need1, need2)
     out = []
     for g, x in ((g1, x1), (g2, x2)):
         if g is not None:
-            g = g.view(outer, inner, -1)
+            g = g.view(outer, inner, x.shape[-1])
             g = g.sum(1, keepdim=True) if x.shape[1] == 1 and inner > 1 else g  # operand broadcast over I
         out.append(g)
     return out
