@@ -19,7 +19,7 @@ arithmetic, so the chunk is sized to stay in cache and table views are prepared 
 
 On CPU (float32 / float64) the forward and the first-order backward run instead in a fused C kernel
 (``_kernel.c`` via ``_cpu``; same tables, same algorithm) that takes tiles of 16 pairs through all stages while
-they sit in cache, 2-3x faster than these torch ops. The torch ops remain the reference implementation and run
+they sit in cache, 1.3-5x faster than these torch ops. The torch ops remain the reference implementation and run
 for double backward, on CUDA, and where no C compiler is found (``MOLGEN_GAUNT_KERNEL=torch`` forces them).
 """
 from __future__ import annotations
