@@ -47,6 +47,7 @@ ADDED: dict[str, tuple[int, Any]] = {
                            "graphmvp": "molgen.models.graphmvp.pretrainer.GraphMVPPretrainer",
                            "cpdiffusion_ss": "molgen.models.cpdiffusion_ss.model.CPDiffusionSS"}),
     "regressor._target_": (3, "molgen.models.regressor.GVPRegressor"),
+    "regressor.lr_schedule": (3, "plateau"),            # cosine for a fixed budget of epochs (plateau only before)
     "model.self_condition": (3, {"propmolflow": False, "sild": False}),
     "model.init_from": (3, {"propmolflow": None, "graphmvp": None}),
     "validate.require_neutral": (3, None),
@@ -208,6 +209,7 @@ RULES: dict[str, Rule] = {
     "sample.stochasticity": Rule(float, lo=0.0),
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
+    "regressor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
     "model.denoiser": Rule(str, choices=("egnn", "gvp")),
     "model.edge_latent_dim": _count(0),
     "model.latent_noise": Rule(float, lo=0.0),

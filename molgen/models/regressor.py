@@ -4,7 +4,7 @@ A GVP network (3 GVPConv layers, 256 scalars / 16 vectors, with position and edg
 generator, :class:`~molgen.nn.molecule_net.GVPMoleculeNet`) reads atom types, bond orders (as edge features) and
 coordinates -- not charges -- of a molecule, mean-pools the node scalars and predicts one property through an MLP.
 It is trained on the *other* half of the training split (PropMolFlow: train_b), with MSE on the z-scored target,
-Adam (1e-3, weight decay 1e-4) and ReduceLROnPlateau (factor 0.5, patience 10)
+Adam (1e-3, weight decay 1e-4) and ReduceLROnPlateau (factor 0.5, patience 10) over up to 1,000 epochs
 (PropMolFlow ``propmolflow/property_regressor``; https://arxiv.org/abs/2505.21469).
 """
 from __future__ import annotations
@@ -35,6 +35,9 @@ class GVPRegressor(pl.LightningModule):
         property_mean, property_std: z-score statistics of the target on the regressor's training data.
         s_dim, v_dim, edge_dim, n_layers, rbf_dim, rbf_max, n_cp_feats, message_norm: the GVP trunk.
         lr, weight_decay, lr_patience, lr_factor: Adam and ReduceLROnPlateau.
+        lr_schedule: ``"plateau"`` (PropMolFlow's: ReduceLROnPlateau, suits its 1,000-epoch budget) or
+            ``"cosine"`` (per step from ``lr`` to zero over the trainer's ``max_epochs`` / ``max_steps``: for a
+            fixed budget of a few epochs, where a plateau never triggers).
 
     Shapes:
         forward(batch) -> ``[B]`` z-scored predictions.
@@ -43,10 +46,13 @@ class GVPRegressor(pl.LightningModule):
     def __init__(self, vocab: dict | None = None, property_name: str = "gap", property_mean: float = 0.0,
                  property_std: float = 1.0, s_dim: int = 256, v_dim: int = 16, edge_dim: int = 64, n_layers: int = 3,
                  rbf_dim: int = 32, rbf_max: float = 14.0, n_cp_feats: int = 4, message_norm: float = 100.0,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, lr_patience: int = 10, lr_factor: float = 0.5):
+                 lr: float = 1e-3, weight_decay: float = 1e-4, lr_patience: int = 10, lr_factor: float = 0.5,
+                 lr_schedule: str = "plateau"):
         super().__init__()
         self.save_hyperparameters()
         check_property(property_name)
+        if lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule={lr_schedule!r}: expected 'plateau' or 'cosine'")
         self.vocab = MoleculeVocab.from_dict(vocab) if vocab else MoleculeVocab()
         self.node_embedding = nn.Sequential(nn.Linear(self.vocab.n_atom_types, s_dim), nn.SiLU(),
                                             nn.Linear(s_dim, s_dim), nn.LayerNorm(s_dim))
@@ -86,6 +92,12 @@ class GVPRegressor(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.get("lr_schedule", "plateau") == "cosine":
+            total = self.trainer.estimated_stepping_batches if self.trainer is not None else None
+            if not total or not np.isfinite(total):
+                raise ValueError("regressor.lr_schedule=cosine needs a finite trainer max_epochs or max_steps")
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(total), 1))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.hparams.lr_factor,
                                                            patience=self.hparams.lr_patience)
         has_val = self.trainer is not None and self.trainer.limit_val_batches != 0

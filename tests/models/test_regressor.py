@@ -1,5 +1,6 @@
 """The GVP property regressor: learns on real molecules, predicts in user units, rejects unknown elements."""
 import numpy as np
+import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
@@ -48,3 +49,29 @@ def test_atoms_only_baseline_is_the_per_count_median():
     n = np.array([3, 3, 3, 5, 5])
     y = np.array([1.0, 2.0, 10.0, 7.0, 9.0])
     assert per_atom_count_baseline(n, y, np.array([3, 5, 4])).tolist() == [2.0, 8.0, 7.0]
+
+
+def test_cosine_schedule_decays_to_zero_over_the_epoch_budget(tmp_path, real_graphs):
+    import pytorch_lightning as pl
+
+    y = real_graphs.properties()[:, 0]
+    reg = GVPRegressor(property_name="gap", property_mean=float(y.mean()), property_std=float(y.std()), s_dim=16,
+                       v_dim=4, edge_dim=8, rbf_dim=8, n_layers=1, lr=1e-2, lr_schedule="cosine")
+    loader = DataLoader(WithProperty(real_graphs, "gap"), batch_size=2)      # 4 steps per epoch
+    lrs = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[Record()], default_root_dir=tmp_path).fit(reg, loader)
+    assert len(lrs) == 12 and lrs[0] == 1e-2
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))                  # per step, not per epoch
+    assert lrs[6] == pytest.approx(0.5e-2)                              # half-way through the 12 steps: cos(pi/2)
+    assert lrs[-1] < 0.03e-2
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        GVPRegressor(property_name="gap", lr_schedule="step")
