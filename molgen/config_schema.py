@@ -57,6 +57,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "validate.viewer": (3, 6),
     "model.prior": (3, {"sild": "diffusion"}),                # SiLD's latent prior (GeoLDM's diffusion before)
     "model.property_dropout": (3, {"propmolflow": 0.0}),      # classifier-free guidance (none before)
+    "model.self_condition_lag": (3, {"propmolflow": 0.0}),    # lagged self-conditioning for few-step sampling
     "sample.guidance": (3, {"propmolflow": 1.0}),
     "sample.grid_power": (3, {"propmolflow": 1.0, "sild": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
@@ -210,6 +211,7 @@ RULES: dict[str, Rule] = {
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
     "regressor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
+    "model.self_condition_lag": Rule(float, lo=0.0, hi=1.0),
     "model.denoiser": Rule(str, choices=("egnn", "gvp")),
     "model.edge_latent_dim": _count(0),
     "model.latent_noise": Rule(float, lo=0.0),

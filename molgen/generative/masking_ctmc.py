@@ -44,6 +44,16 @@ class MaskingCTMC:
         keep = torch.rand(x1.shape, generator=generator).to(x1.device) < self.schedule.kappa(t)
         return torch.where(keep, x1, torch.full_like(x1, self.mask_index))
 
+    def mask_more(self, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample an earlier state ``x_s ~ p(x_s | x_t)`` for ``s <= t`` on the same path: each unmasked token of
+        ``x_t`` stays with probability ``kappa(s) / kappa(t)``, so ``x_s`` with ``x_t ~ p_t(. | x1)`` is distributed
+        as ``p_s(. | x1)`` and its masked set contains ``x_t``'s. ``t``, ``s`` broadcastable to ``x_t``."""
+        kt, ks = self.schedule.kappa(t), self.schedule.kappa(s)
+        ratio = torch.where(kt > 0, ks / kt.clamp(min=1e-12), torch.zeros_like(kt)).clamp(max=1.0)
+        keep = torch.rand(x_t.shape, generator=generator).to(x_t.device) < ratio
+        return torch.where(keep, x_t, torch.full_like(x_t, self.mask_index))
+
     def is_masked(self, x_t: torch.Tensor) -> torch.Tensor:
         """Where the loss applies: ``[...]`` bool."""
         return x_t == self.mask_index

@@ -54,3 +54,23 @@ def test_low_temperature_picks_the_argmax():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_classes"):
         MaskingCTMC(0)
+
+
+def test_masking_more_walks_back_along_the_same_path():
+    """An earlier state drawn from x_t has p_s's masking rate, hides everything x_t hides, and shows true classes."""
+    ctmc = MaskingCTMC(5)
+    x1 = torch.randint(0, 5, (200_000,), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(2)
+    x_t = ctmc.corrupt(x1, torch.tensor(0.7), g)
+    x_s = ctmc.mask_more(x_t, torch.tensor(0.7), torch.tensor(0.25), g)
+    assert abs((~ctmc.is_masked(x_s)).float().mean().item() - 0.25) < 0.005
+    assert torch.all(ctmc.is_masked(x_s)[ctmc.is_masked(x_t)])            # nested: masked at t -> masked at s
+    shown = ~ctmc.is_masked(x_s)
+    assert torch.equal(x_s[shown], x1[shown])
+    assert torch.equal(ctmc.mask_more(x_t, torch.tensor(0.7), torch.tensor(0.7), g), x_t)   # s = t: unchanged
+    assert torch.all(ctmc.is_masked(ctmc.mask_more(x_t, torch.tensor(0.7), torch.tensor(0.0), g)))
+    # per-token times (a batch of molecules at different t and s)
+    t, s = torch.full((200_000,), 0.9), torch.linspace(0, 0.9, 200_000)
+    x_s = ctmc.mask_more(ctmc.corrupt(x1, t, g), t, s, g)
+    shown = (~ctmc.is_masked(x_s)).float()
+    assert abs(shown[:100_000].mean().item() - s[:100_000].mean().item()) < 0.006

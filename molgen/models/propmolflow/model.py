@@ -101,6 +101,10 @@ class PropMolFlow(pl.LightningModule):
         self_condition: self-conditioning (FlowMol3): in training, half of the batches first predict the endpoint
             without gradients and feed that prediction back as input; in sampling, each step gets the previous
             step's prediction. Costs ~1.2x per training step, nothing at sampling.
+        self_condition_lag: with self-conditioning, make the first (no-gradient) prediction at an earlier time
+            ``s = t - U(0, lag)`` of the same path (positions on the same line, tokens masked further, see
+            :meth:`MaskingCTMC.mask_more`), as a sampler with steps of up to ``lag`` feeds the previous step's
+            prediction forward; 0 (FlowMol3's): the first prediction is made at ``t`` itself.
         property_dropout: classifier-free guidance (Ho & Salimans 2022): in training, the property of this share
             of the molecules is replaced by a learned "no property" embedding, so the same network also predicts
             unconditionally; sampling with ``guidance = w`` then uses ``u + w (c - u)`` of the two predictions
@@ -114,7 +118,7 @@ class PropMolFlow(pl.LightningModule):
                  property_std: float = 1.0, max_atoms: int = 29, n_bins: int = 1000, lr: float = 2.5e-4,
                  weight_decay: float = 1e-12, align_prior: bool = True, schedule: str = "linear",
                  stochasticity: float = 10.0, temperature: float = 0.05, self_condition: bool = False,
-                 property_dropout: float = 0.0):
+                 property_dropout: float = 0.0, self_condition_lag: float = 0.0):
         super().__init__()
         if backbone is not None and not isinstance(backbone, Mapping):
             raise ConfigError(f"model.backbone={backbone}: not a backbone spec (a mapping with a _target_ class; "
@@ -126,6 +130,8 @@ class PropMolFlow(pl.LightningModule):
         if property_name is not None:
             check_property(property_name)
         self.property_name = property_name
+        if not 0.0 <= self_condition_lag <= 1.0:
+            raise ConfigError(f"model.self_condition_lag={self_condition_lag}: must be in [0, 1]")
         if not 0.0 <= property_dropout < 1.0:
             raise ConfigError(f"model.property_dropout={property_dropout}: must be in [0, 1)")
         prop = (PropertyEmbedding(property_name, s_dim, embedding, gaussian_expansion, property_mean, property_std,
@@ -194,9 +200,22 @@ class PropMolFlow(pl.LightningModule):
             value = value.masked_fill(drop, float("nan"))
         self_cond = None
         if self.hparams.self_condition and bool(torch.rand(()) < 0.5):
+            lag = float(self.hparams.get("self_condition_lag", 0.0))
             with torch.no_grad():
-                self_cond = self_condition_inputs(*self.net(a_t, c_t, x_t, t_atom, idx, edge_index, reverse, e_t,
-                                                            value, n_mol))
+                if lag > 0:   # the prediction a sampler's previous step would feed forward
+                    s = (t - lag * torch.rand(n_mol, device=t.device)).clamp(min=0.0)            # [B]
+                    s_atom = s[idx]
+                    a_s = self.ctmc["a"].mask_more(a_t, t_atom, s_atom)
+                    c_s = self.ctmc["c"].mask_more(c_t, t_atom, s_atom)
+                    e_s_upper = self.ctmc["e"].mask_more(e_t_upper, t[idx[edge_index[0][upper]]],
+                                                         s[idx[edge_index[0][upper]]])
+                    e_s = torch.empty_like(e_t)
+                    e_s[upper], e_s[reverse[upper]] = e_s_upper, e_s_upper
+                    first = self.net(a_s, c_s, self.path.sample(x0, x1, s_atom).x_t, s_atom, idx, edge_index,
+                                     reverse, e_s, value, n_mol)
+                else:
+                    first = self.net(a_t, c_t, x_t, t_atom, idx, edge_index, reverse, e_t, value, n_mol)
+                self_cond = self_condition_inputs(*first)
         extra = {"self_cond": self_cond} if self.hparams.self_condition else {}
         x1_hat, a_logits, c_logits, e_logits = self.net(a_t, c_t, x_t, t_atom, idx, edge_index, reverse, e_t,
                                                         value, n_mol, **extra)

@@ -129,3 +129,55 @@ def test_fixed_targets_draw_atom_counts_near_the_target():
     assert set(s.sample_n_atoms_given(4.5, 100, g)) == {12}
     marginal = s.sample_n_atoms_given(100.0, 300, g)                 # nothing near: the marginal histogram
     assert set(marginal) == {5, 12, 20}
+
+
+def test_lagged_self_conditioning_predicts_first_at_an_earlier_time_of_the_same_path(real_graphs):
+    """With ``self_condition_lag``, the no-gradient first prediction sees the molecule at s <= t: less revealed
+    tokens (a subset of those revealed at t), positions on the same prior-to-data line, as a sampler's
+    previous step would."""
+    torch.manual_seed(0)
+    model = PropMolFlow(**TINY, property_name="gap", property_mean=6.0, self_condition=True,
+                        self_condition_lag=0.5)
+    batch = Batch.from_data_list([WithProperty(real_graphs, "gap")[k] for k in range(4)])
+    calls = []
+    real_net = model.net
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = real_net
+
+        def forward(self, a, c, x, t_atom, *args, **kwargs):
+            calls.append((a.clone(), c.clone(), x.clone(), t_atom.clone(), args[3].clone(), "self_cond" in kwargs
+                          and kwargs["self_cond"] is not None))
+            return self.inner(a, c, x, t_atom, *args, **kwargs)
+
+    model.net = Spy()
+    seen_lag = False
+    for seed in range(8):
+        calls.clear()
+        torch.manual_seed(seed)
+        model(batch)["loss"].backward()
+        if len(calls) == 1:
+            assert not calls[0][-1]
+            continue
+        (a_s, c_s, x_s, s, e_s, sc1), (a_t, c_t, x_t, t, e_t, sc2) = calls
+        assert not sc1 and sc2
+        assert torch.all(s <= t) and torch.all(s >= 0) and torch.all(t - s <= 0.5 + 1e-6)
+        mask_a = model.ctmc["a"].mask_index
+        assert torch.all(a_s[a_t == mask_a] == mask_a) and torch.all((a_s == a_t) | (a_s == mask_a))
+        mask_e = model.ctmc["e"].mask_index
+        assert torch.all(e_s[e_t == mask_e] == mask_e) and torch.all((e_s == e_t) | (e_s == mask_e))
+        # positions: x_s - x1 = (1 - s) / (1 - t) (x_t - x1) on the straight path, atom by atom
+        x1 = batch.pos
+        ratio = ((1 - s) / (1 - t)).unsqueeze(-1)
+        assert torch.allclose(x_s - x1, ratio * (x_t - x1), atol=1e-4)
+        seen_lag |= bool((t - s).max() > 1e-3)
+    assert seen_lag
+
+
+def test_self_condition_lag_out_of_range_is_refused():
+    from molgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="self_condition_lag"):
+        PropMolFlow(**TINY, self_condition=True, self_condition_lag=1.5)
