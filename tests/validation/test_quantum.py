@@ -284,3 +284,27 @@ def test_dft_frequencies_on_small_qm9_molecules_match_qm9():
         assert np.abs(freqs - qm9_freq).mean() < 15, row["SMILES"]
         assert abs(r["dft_cv_cal_molK"] - row["Heatcapacity_Cv_cal_mol_K"]) < 0.1, row["SMILES"]
         assert abs(r["dft_zpve_ev"] - row["ZPVE_au"] * HARTREE_TO_EV) < 0.010, row["SMILES"]
+
+
+FORK_AFTER_THREADS = """
+import sys, numpy as np, torch
+from molgen.data.io import read_molecules
+from molgen.validation.quantum.runner import run_quantum
+torch.set_num_threads(2)
+a = torch.randn(512, 512)
+for _ in range(20):
+    a = torch.tanh(a @ a.T / 512)          # the parent's OpenMP pool has run (as after sampling a generator)
+mols, _ = read_molecules(sys.argv[1])
+res, m = run_quantum(mols[:2], None, sys.argv[2], xtb=True, workers=2, progress=False,
+                     xtb_options={"max_molecules": 2})
+print("done", m["quantum_jobs_computed"], int(np.isfinite(res["xtb_gap_ev"].astype(float)).sum()))
+"""
+
+
+def test_parallel_xtb_after_torch_threads_in_the_parent(tmp_path):
+    """Workers forked from a process whose OpenMP pool had run hung in a futex before any job; they are spawned."""
+    r = subprocess.run([sys.executable, "-c", FORK_AFTER_THREADS, str(DATA / "handmade.sdf"),
+                        str(tmp_path / "q.sqlite")], env={**os.environ, "OMP_NUM_THREADS": "2"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-3:] == ["done", "2", "2"]

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -28,6 +29,10 @@ from molgen.errors import ConfigError
 from molgen.settings import env, environ_restored
 from molgen.validation.quantum.store import ResultStore, job_key
 from molgen.validation.quantum.xtb import QuantumFailure
+
+#: Workers are spawned, not forked: a child forked after torch (or xTB) ran OpenMP threads in the parent inherits a
+#: locked thread pool and hangs in its first parallel region (seen: both workers asleep in a futex, 0 jobs done).
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 class JobTimeout(Exception):
@@ -204,7 +209,7 @@ def _execute(todo: list[dict], store: ResultStore, workers: int, timeout: float,
                 _record(store, job, run_job(*a))
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
                 pending = {pool.submit(run_job, *a): job for job, a in zip(todo, args)}
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -240,5 +245,5 @@ def _execute_dask(todo, args, store, workers, bar) -> None:
 
 def _run_job_in_dask_worker(*args):
     """Dask runs tasks in worker threads, where SIGALRM cannot be armed: run the job in a child process."""
-    with ProcessPoolExecutor(max_workers=1) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN) as pool:
         return pool.submit(run_job, *args).result()
