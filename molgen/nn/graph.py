@@ -26,6 +26,22 @@ def complete_graph(batch: torch.Tensor, num_graphs: int | None = None) -> tuple[
     return torch.stack([ptr[b] + i, ptr[b] + j]), ids[b, j, i]                # [2, E], [E]
 
 
+def upper_edges(edge_index: torch.Tensor) -> torch.Tensor:
+    """Mask ``[E]`` of the pairs ``i < j`` of a complete graph: one row per atom pair, in edge order (the layout
+    of per-pair values such as bond tokens, edge latents and their bond labels)."""
+    return edge_index[0] < edge_index[1]
+
+
+def symmetric_edges(values: torch.Tensor, edge_index: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
+    """Per-pair values ``[E_u, ...]`` (pairs ``i < j`` in edge order, any dtype) on both directions of the
+    complete graph: ``[E, ...]``, the value of pair ``(i, j)`` on edge ``(i, j)`` and on edge ``(j, i)``."""
+    upper = upper_edges(edge_index)
+    out = values.new_zeros((edge_index.shape[1], *values.shape[1:]))
+    out[upper] = values
+    out[reverse[upper]] = values
+    return out
+
+
 def edge_bond_types(edge_index: torch.Tensor, bond_index: torch.Tensor, bond_type: torch.Tensor,
                     num_nodes: int) -> torch.Tensor:
     """Bond type of every edge of ``edge_index`` (0 = no bond) from a sparse bond list.

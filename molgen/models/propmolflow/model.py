@@ -31,7 +31,7 @@ from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
 from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
 from molgen.generative.solvers import time_grid
-from molgen.nn.graph import edge_bond_types
+from molgen.nn.graph import edge_bond_types, symmetric_edges, upper_edges
 from molgen.nn.molecule_net import complete_graph
 from molgen.spec import build
 
@@ -188,11 +188,11 @@ class PropMolFlow(pl.LightningModule):
         a_t = self.ctmc["a"].corrupt(batch.atom_type, t_atom)                          # [n]
         c_t = self.ctmc["c"].corrupt(batch.charge, t_atom)                             # [n]
         edge_index, reverse = complete_graph(idx, n_mol)                               # [2, E], [E]
-        upper = edge_index[0] < edge_index[1]
+        upper = upper_edges(edge_index)
+        t_pair = t[idx[edge_index[0][upper]]]                                          # [E_u]
         e1 = edge_bond_types(edge_index, batch.bond_index, batch.bond_type, x1.shape[0])[upper]  # [E_u]
-        e_t_upper = self.ctmc["e"].corrupt(e1, t[idx[edge_index[0][upper]]])          # [E_u]
-        e_t = torch.empty(edge_index.shape[1], dtype=torch.long, device=x1.device)
-        e_t[upper], e_t[reverse[upper]] = e_t_upper, e_t_upper                         # symmetric [E]
+        e_t_upper = self.ctmc["e"].corrupt(e1, t_pair)                                 # [E_u]
+        e_t = symmetric_edges(e_t_upper, edge_index, reverse)                          # [E]
         # predict the endpoint (self-conditioning: half of the batches on a first prediction made without gradients)
         value = self._values(batch)
         if value is not None and self.hparams.get("property_dropout", 0.0) > 0:   # classifier-free guidance
@@ -207,10 +207,8 @@ class PropMolFlow(pl.LightningModule):
                     s_atom = s[idx]
                     a_s = self.ctmc["a"].mask_more(a_t, t_atom, s_atom)
                     c_s = self.ctmc["c"].mask_more(c_t, t_atom, s_atom)
-                    e_s_upper = self.ctmc["e"].mask_more(e_t_upper, t[idx[edge_index[0][upper]]],
-                                                         s[idx[edge_index[0][upper]]])
-                    e_s = torch.empty_like(e_t)
-                    e_s[upper], e_s[reverse[upper]] = e_s_upper, e_s_upper
+                    e_s = symmetric_edges(self.ctmc["e"].mask_more(e_t_upper, t_pair, s[idx[edge_index[0][upper]]]),
+                                          edge_index, reverse)
                     first = self.net(a_s, c_s, self.path.sample(x0, x1, s_atom).x_t, s_atom, idx, edge_index,
                                      reverse, e_s, value, n_mol)
                 else:
@@ -303,7 +301,7 @@ class PropMolFlow(pl.LightningModule):
         n_mol = len(sizes)
         idx = torch.repeat_interleave(torch.arange(n_mol), torch.tensor(sizes)).to(dev)     # [n]
         edge_index, reverse = complete_graph(idx, n_mol)
-        upper = edge_index[0] < edge_index[1]
+        upper = upper_edges(edge_index)
         value = torch.tensor(vals, device=dev) if vals is not None else None
         x = centred_gaussian(idx, gen, n_mol).to(dev)                                      # [n, 3]
         a, c = self.ctmc["a"].prior((idx.shape[0],), dev), self.ctmc["c"].prior((idx.shape[0],), dev)
@@ -312,8 +310,7 @@ class PropMolFlow(pl.LightningModule):
         sc = [None]  # the latest endpoint prediction, fed back when the model is self-conditioned
         for k in range(n_steps):
             t, s = grid[k], grid[k + 1]
-            e_t = torch.empty(edge_index.shape[1], dtype=torch.long, device=dev)
-            e_t[upper], e_t[reverse[upper]] = e_up, e_up
+            e_t = symmetric_edges(e_up, edge_index, reverse)
 
             def net(x_in: torch.Tensor, t_atom: torch.Tensor, v: torch.Tensor | None):
                 if self.hparams.get("self_condition"):

@@ -40,8 +40,8 @@ from molgen.generative.equivariant_diffusion import EquivariantDiffusion
 from molgen.generative.equivariant_flow import EquivariantFlow
 from molgen.generative.gaussian_path import centred_gaussian, remove_mean
 from molgen.models.sild.nets import (BondDecoder, BondHead, EdgeLatentEncoder, EquivariantDenoiser, GVPLatentDenoiser,
-                                     LatentDecoder, upper_edges)
-from molgen.nn.graph import edge_bond_types
+                                     LatentDecoder)
+from molgen.nn.graph import edge_bond_types, upper_edges
 from molgen.nn.molecule_net import complete_graph
 from molgen.spec import build
 

@@ -19,6 +19,7 @@ from torch import nn
 from molgen.generative.gaussian_path import remove_mean
 from molgen.nn.egnn import EGNN
 from molgen.nn.gaunt import GauntBackbone
+from molgen.nn.graph import symmetric_edges, upper_edges
 from molgen.nn.molecule_net import GVPMoleculeNet
 from molgen.nn.radial import GaussianRBF
 from molgen.nn.self_condition import SelfConditionInputs
@@ -169,22 +170,6 @@ class EquivariantDenoiser(nn.Module):
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                          nn.Linear(hidden, d_out))
-
-
-def upper_edges(edge_index: torch.Tensor) -> torch.Tensor:
-    """Mask ``[E]`` of the pairs ``i < j`` of a complete graph: one row per atom pair, in edge order (the layout
-    of edge latents and of their bond labels)."""
-    return edge_index[0] < edge_index[1]
-
-
-def symmetric_edges(values: torch.Tensor, edge_index: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
-    """Per-pair rows ``[E_u, d]`` (pairs ``i < j`` in edge order) on both directions of the complete graph
-    ``[E, d]``."""
-    upper = upper_edges(edge_index)
-    out = values.new_zeros(edge_index.shape[1], values.shape[-1])
-    out[upper] = values
-    out[reverse[upper]] = values
-    return out
 
 
 class EdgeLatentEncoder(nn.Module):
