@@ -265,6 +265,9 @@ class Protocol:
         hydrogen_inputs: with ``heavy_only``, keep the hydrogens as *inputs* (their positions and velocities show
             the O-H / CH3 rotors that drive a small molecule's reorientation) while predictions are still scored
             on heavy atoms only (the windows' ``scored`` mask).
+        history: frames back for a second, earlier input frame ``x_{t-history}`` (0 = none, EGNO's state). Over
+            ATOM's 187-fs frame spacing a molecule's overall rotation persists (toluene: successive 187-fs rotations
+            correlate 0.82) but one 0.5-fs velocity cannot show it under the vibrations; an earlier frame can.
     """
 
     delta_frame: int = 3000
@@ -275,6 +278,7 @@ class Protocol:
     seed: int = 100
     heavy_only: bool = True
     hydrogen_inputs: bool = False
+    history: int = 0
 
     def target_offsets(self) -> np.ndarray:
         """Frame offsets ``dT * i // P`` of the P targets, ``[P]``."""
@@ -283,7 +287,8 @@ class Protocol:
     def as_dict(self) -> dict:
         return {"delta_frame": self.delta_frame, "n_targets": self.n_targets, "margin": self.margin,
                 "fractions": list(self.fractions), "caps": list(self.caps), "seed": self.seed,
-                "heavy_only": self.heavy_only, "hydrogen_inputs": self.hydrogen_inputs}
+                "heavy_only": self.heavy_only, "hydrogen_inputs": self.hydrogen_inputs,
+                **({"history": self.history} if self.history else {})}
 
 
 def candidate_starts(traj: Trajectory, protocol: Protocol) -> np.ndarray:
@@ -351,7 +356,9 @@ def make_windows(traj: Trajectory, starts: np.ndarray, protocol: Protocol) -> di
     Returns:
         ``x0`` [S, N, 3] positions at t, ``v0`` [S, N, 3] = x_{t+1} - x_t (Angstrom per source frame),
         ``targets`` [S, P, N, 3] at ``t + dT*i//P``, ``target_frames`` [S, P] source indices, ``z`` [N],
-        ``scored`` [N] bool, the atoms predictions are scored on (all but input-only hydrogens).
+        ``scored`` [N] bool, the atoms predictions are scored on (all but input-only hydrogens); with
+        ``protocol.history``: ``x_hist`` [S, N, 3] at ``t - history`` and ``has_hist`` [S] (False, ``x_hist = x0``,
+        where that frame is not stored: the trajectory's first frames, strided files).
     """
     if not traj.time_ordered:
         raise DataError(f"{traj.name}: frames are not time-ordered (rMD17-style); cannot build dynamics windows")
@@ -361,8 +368,16 @@ def make_windows(traj: Trajectory, starts: np.ndarray, protocol: Protocol) -> di
     starts = np.asarray(starts, dtype=np.int64)
     target_frames = starts[:, None] + protocol.target_offsets()[None]
     x0 = sub.frames_at(starts)
-    return {"x0": x0, "v0": sub.frames_at(starts + 1) - x0, "targets": sub.frames_at(target_frames),
-            "target_frames": target_frames, "start_frames": starts, "z": sub.atomic_numbers, "scored": scored}
+    out = {"x0": x0, "v0": sub.frames_at(starts + 1) - x0, "targets": sub.frames_at(target_frames),
+           "target_frames": target_frames, "start_frames": starts, "z": sub.atomic_numbers, "scored": scored}
+    if protocol.history:
+        stored = np.zeros(int(sub.n_source_frames), dtype=bool)
+        stored[sub.frame_index] = True
+        back = starts - protocol.history
+        ok = (back >= 0) & stored[np.maximum(back, 0)]
+        out["x_hist"] = np.where(ok[:, None, None], sub.frames_at(np.where(ok, back, starts)), x0)
+        out["has_hist"] = ok
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ tensors
@@ -371,13 +386,17 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
 
     Returns (torch tensors): ``x0``/``v0`` [S, N_max, 3], ``targets`` [S, P, N_max, 3], ``z`` [S, N_max] (0 =
     padding), ``mask`` [S, N_max] bool, ``scored`` [S, N_max] bool (atoms the loss and metrics count),
-    ``molecule`` [S] (index into the molecule list), ``start_frames`` [S], ``target_frames`` [S, P].
+    ``molecule`` [S] (index into the molecule list), ``start_frames`` [S], ``target_frames`` [S, P]; ``x_hist``
+    [S, N_max, 3] and ``has_hist`` [S] when the windows have them (all or none).
     """
     import torch
 
     n_max = max(w["x0"].shape[1] for w in windows)
     parts: dict[str, list] = {k: [] for k in ("x0", "v0", "targets", "z", "mask", "scored", "molecule",
                                               "start_frames", "target_frames")}
+    history = all("x_hist" in w for w in windows)
+    if history:
+        parts.update(x_hist=[], has_hist=[])
     for w, mol in zip(windows, molecule_ids):
         S, N = w["x0"].shape[:2]
         pad = n_max - N
@@ -391,10 +410,13 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
         parts["molecule"].append(np.full(S, mol))
         parts["start_frames"].append(w["start_frames"])
         parts["target_frames"].append(w["target_frames"])
+        if history:
+            parts["x_hist"].append(np.pad(w["x_hist"], ((0, 0), (0, pad), (0, 0))))
+            parts["has_hist"].append(w["has_hist"])
     out = {k: np.concatenate(v) for k, v in parts.items()}
     dtypes = {"x0": torch.float32, "v0": torch.float32, "targets": torch.float32, "z": torch.long,
               "mask": torch.bool, "scored": torch.bool, "molecule": torch.long, "start_frames": torch.long,
-              "target_frames": torch.long}
+              "target_frames": torch.long, "x_hist": torch.float32, "has_hist": torch.bool}
     return {k: torch.as_tensor(np.ascontiguousarray(v), dtype=dtypes[k]) for k, v in out.items()}
 
 
@@ -421,7 +443,7 @@ def trim_padding(batch: dict) -> dict:
     """Collate helper: drop padding columns beyond the largest molecule of a batch (``[B, N_max] -> [B, n]``)."""
     n = int(batch["mask"].sum(1).max())
     out = dict(batch)
-    for key in ("x0", "v0", "z", "mask", "scored"):
+    for key in ("x0", "v0", "z", "mask", "scored", "x_hist"):
         if key in batch:
             out[key] = batch[key][:, :n]
     out["targets"] = batch["targets"][:, :, :n]
