@@ -58,6 +58,10 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.prior": (3, {"sild": "diffusion"}),                # SiLD's latent prior (GeoLDM's diffusion before)
     "model.property_dropout": (3, {"propmolflow": 0.0}),      # classifier-free guidance (none before)
     "model.self_condition_lag": (3, {"propmolflow": 0.0}),    # lagged self-conditioning for few-step sampling
+    "model.reference": (3, {"atom": False}),                  # ATOM/EGNO/static: mean-structure prior (none before)
+    "model.reference_conformers": (3, {"atom": 4}),
+    "model.tumbling": (3, {"atom": False}),                   # extrapolate the overall rotation seen since t - history
+    "data.history_frames": (3, {"atom": 0}),
     "sample.guidance": (3, {"propmolflow": 1.0}),
     "sample.grid_power": (3, {"propmolflow": 1.0, "sild": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
@@ -212,6 +216,10 @@ RULES: dict[str, Rule] = {
     "model.prior": Rule(str, choices=("diffusion", "flow")),
     "regressor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
     "model.self_condition_lag": Rule(float, lo=0.0, hi=1.0),
+    "model.reference": Rule(bool),
+    "model.reference_conformers": Rule(int, lo=1, hi=16),
+    "model.tumbling": Rule(bool),
+    "data.history_frames": Rule(int, lo=0),
     "model.denoiser": Rule(str, choices=("egnn", "gvp")),
     "model.edge_latent_dim": _count(0),
     "model.latent_noise": Rule(float, lo=0.0),

@@ -116,7 +116,8 @@ def protocol_from(cfg: DictConfig) -> md17.Protocol:
                          fractions=tuple(float(f) for f in cfg.fractions),
                          caps=tuple(int(c) if c is not None else 10**9 for c in cfg.caps),
                          seed=int(cfg.seed), heavy_only=bool(cfg.heavy_only),
-                         hydrogen_inputs=bool(cfg.get("hydrogen_inputs", False)))
+                         hydrogen_inputs=bool(cfg.get("hydrogen_inputs", False)),
+                         history=int(cfg.get("history_frames", 0) or 0))
 
 
 def _trajectory_plan(data: DictConfig) -> dict[str, tuple[list[str], int, int | None]]:
@@ -268,8 +269,9 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
     for t in tensors.values():  # one common padding width across splits
         if t is not None and t["x0"].shape[1] < n_max:
             pad = n_max - t["x0"].shape[1]
-            for key in ("x0", "v0", "z", "mask", "scored"):
-                t[key] = torch.nn.functional.pad(t[key], (0, 0, 0, pad) if t[key].ndim == 3 else (0, pad))
+            for key in ("x0", "v0", "z", "mask", "scored", "x_hist"):
+                if key in t:
+                    t[key] = torch.nn.functional.pad(t[key], (0, 0, 0, pad) if t[key].ndim == 3 else (0, pad))
             t["targets"] = torch.nn.functional.pad(t["targets"], (0, 0, 0, pad))
     meta = {"molecules": molecules, "holdout": holdout, "protocol": protocol.as_dict(), "time_step_fs": time_step,
             "source": str(data.source), "info": info, "split_by": "trajectory" if by_trajectory else "window"}
@@ -318,11 +320,29 @@ def model_args_from(cfg: DictConfig, meta: dict) -> dict:
             "network": str(m.name), "network_args": net_args, "optimizer": str(m.optimizer), "lr": float(m.lr),
             "weight_decay": float(m.weight_decay), "step_lr_every": int(m.step_lr_every),
             "center": bool(m.get("center", False)), "augment_rotations": bool(m.get("augment_rotations", False)),
+            **({"reference": reference_args(m, meta)} if m.get("reference", False) else {}),
             "protocol": {"delta_frame": int(meta["protocol"]["delta_frame"]),
                          "n_targets": int(meta["protocol"]["n_targets"]),
                          "heavy_only": bool(meta["protocol"]["heavy_only"]),
                          "hydrogen_inputs": bool(meta["protocol"].get("hydrogen_inputs", False)),
+                         **({"history": int(meta["protocol"]["history"])} if m.get("tumbling", False) else {}),
                          "time_step_fs": float(meta["time_step_fs"])}}
+
+
+def reference_args(m: DictConfig, meta: dict) -> dict:
+    """The forecaster's ``reference`` argument: slots for the mean structures (molecules x conformer families),
+    the largest molecule, and with ``model.tumbling`` each frame's horizon over the history span."""
+    out = {"slots": len(meta["molecules"]) * int(m.get("reference_conformers", 4)),
+           "atoms": max(int(i["atoms"] if meta["protocol"].get("hydrogen_inputs") else i["predicted_atoms"])
+                        for i in meta["info"].values())}
+    if m.get("tumbling", False):
+        history = int(meta["protocol"].get("history", 0))
+        if not history:
+            raise ConfigError("model.tumbling=true extrapolates the rotation seen since an earlier frame: it needs "
+                              "data.history_frames > 0 (e.g. 375)")
+        p = meta["protocol"]
+        out["tumbling_scale"] = [p["delta_frame"] * i // p["n_targets"] / history for i in range(1, p["n_targets"] + 1)]
+    return out
 
 
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -338,6 +358,11 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     extra = {"molecules": meta["molecules"], "holdout": meta["holdout"], "data": str(cfg.data.name)}
     module = build(spec)                                  # the model group's _target_ with these arguments
     args = {k: v for k, v in spec.items() if k != "_target_"}
+    from molgen.models.atom.egno import StaticBaseline
+
+    fixed = isinstance(module.net, StaticBaseline)        # static / mean_structure: nothing to train by SGD
+    if cfg.model.get("tumbling", False) and not cfg.model.get("reference", False):
+        raise ConfigError("model.tumbling=true needs model.reference=true (its rate is learned per molecule)")
     init = cfg.model.get("init_from")
     if init and not ctx.resuming:  # a fine-tune / longer run that starts from a checkpoint's weights
         from molgen.checkpoint import warm_start
@@ -345,7 +370,16 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
         warm = warm_start(module, str(init), pipeline=PIPELINE)
         say(f"  initialised from {warm['source']} ({warm['loaded']} tensors)")
         extra["initialised_from"] = str(init)
-    if args["network"] == "static":  # nothing to train: a checkpoint that load() can rebuild
+    if module.prior is not None:  # mean structures of training windows (families chosen on validation; test unseen)
+        from molgen.models.atom.reference import choose_structures
+
+        entries, used = choose_structures(windows["train"], windows.get("val"), len(meta["molecules"]),
+                                          max_conformers=int(cfg.model.get("reference_conformers", 4)))
+        module.prior.set_structures([(mu, z, radius) for _, mu, z, radius in entries])
+        families = ", ".join(f"{meta['molecules'][k]} {used[k]}" for k in sorted(used))
+        if not ctx.resuming:
+            calibrate_prior(module, windows, meta, entries, families, network=bool(init) and not fixed)
+    if fixed:  # nothing to train: a checkpoint that load() can rebuild
         ckpt = {"state_dict": module.state_dict(), "molgen": metadata(PIPELINE, module, args, **extra)}
         for name in ("last.ckpt", "best.ckpt"):
             save(ckpt, ctx.dir / name)
@@ -369,8 +403,74 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
             windows["val"]["molecule"].numpy(), max(bs, 256), 0, shuffle=False), collate_fn=collate)
     say(f"  training {args['network']} ({sum(p.numel() for p in module.parameters()):,} parameters) on "
         f"{len(train_loader.dataset)} windows")
-    return fit(module, train_loader, val_loader, tcfg, ctx.dir, pipeline=PIPELINE, model_args=args,
-               extra_metadata=extra, resume=ctx.resuming)
+    result = fit(module, train_loader, val_loader, tcfg, ctx.dir, pipeline=PIPELINE, model_args=args,
+                 extra_metadata=extra, resume=ctx.resuming)
+    chosen = next((ctx.dir / n for n in ("best.ckpt", "last.ckpt") if (ctx.dir / n).is_file()), None)
+    if module.prior is not None and chosen is not None:  # the prior recalibrated for the trained network
+        from molgen.checkpoint import read
+
+        ckpt = read(chosen)
+        module.load_state_dict(ckpt["state_dict"])
+        say(f"  recalibrating the mean-structure prior for the trained network ({chosen.name})")
+        result.update(calibrate_prior(module, windows, meta, entries, families, network=True))
+        ckpt["state_dict"] = module.state_dict()
+        save(ckpt, chosen)
+    return result
+
+
+def calibrate_prior(module, windows: dict, meta: dict, entries: list, families: str, network: bool) -> dict:
+    """Fit the mean-structure prior of ``module`` in closed form: gates on the training windows; per molecule, on the
+    validation windows, relaxation alone, network + relaxation or the network alone (a more complex choice only
+    when it is better by more than one standard error), and the tumbling rate kept only where it helps there.
+
+    ``network``: the module's network forecasts something worth keeping (a warm start or a trained model); else the
+    gates are fitted on x_t alone. Returns summary metrics; says what it chose."""
+    prior, names = module.prior, meta["molecules"]
+    t, v = windows["train"], windows.get("val")
+    prior.gates.zero_()
+    prior.use_net.fill_(True)
+    if prior.spin is not None:
+        prior.spin.zero_()
+    alone = prior.fit_gates(t["x0"], t["z"], t["mask"], t["targets"])
+    chosen = alone
+    how = ["relaxation alone"] * len(entries)
+    if network:  # per molecule on the validation windows: network + relaxation, the network alone, relaxation alone
+        residual = module.forecast(t["x0"], t["v0"], t["z"], t["mask"]) - t["x0"][:, None]
+        on_net = prior.fit_gates(t["x0"], t["z"], t["mask"], t["targets"], residual=residual)
+        options = [(alone, False, "relaxation alone"), (on_net, True, "network + relaxation"),
+                   (torch.zeros_like(alone), True, "network alone")]           # simplest first (one-SE rule)
+        pick = torch.ones(len(alone), dtype=torch.long)                        # no validation: network + relaxation
+        if v is not None:
+            forecasts = []
+            for gates, use, _ in options:
+                prior.gates.copy_(gates)
+                prior.use_net.fill_(use)
+                forecasts.append(module.forecast(v["x0"], v["v0"], v["z"], v["mask"]))
+            pick = prior.best_of(forecasts, v["x0"], v["z"], v["mask"], v["targets"])
+        chosen = torch.stack([options[int(i)][0][s] for s, i in enumerate(pick)])
+        prior.gates.copy_(chosen)
+        prior.use_net.copy_(torch.tensor([options[int(i)][1] for i in pick]))
+        how = [options[int(i)][2] for i in pick]
+    say(f"  mean-structure prior: conformer families {families}; per molecule (chosen on the validation windows"
+        f"{'' if network else ', no network'}): " + "; ".join(
+            f"{names[k]} {how[s]} (gates {chosen[s, 0, :len(mu)].mean():.2f} .. {chosen[s, -1, :len(mu)].mean():.2f})"
+            for s, (k, mu, _, _) in enumerate(entries)))
+    out = {"prior": {names[k]: how[s] for s, (k, _, _, _) in enumerate(entries)}}
+    if prior.spin is not None:  # the rotation rate on top of the forecast so far (spin 0 here)
+        base = module.forecast(t["x0"], t["v0"], t["z"], t["mask"], x_hist=t["x_hist"], has_hist=t["has_hist"])
+        spin = prior.fit_spin(base, t["x0"], t["z"], t["mask"], t["targets"], t["x_hist"], t["has_hist"])
+        off = []
+        if v is not None:
+            vbase = module.forecast(v["x0"], v["v0"], v["z"], v["mask"])          # no rotation without x_hist
+            off = prior.keep_spin_that_validates(vbase, v["x0"], v["z"], v["mask"], v["targets"], v["x_hist"],
+                                                 v["has_hist"])
+        say(f"  tumbling: the rotation since t - {module.protocol['history']} frames extrapolated at rates (frame "
+            "1 .. P, fitted on the training windows) " + "; ".join(
+                f"{names[k]} {spin[s, 0]:.2f} .. {spin[s, -1]:.2f}"
+                + (" (off: not better on the validation windows)" if s in off else "")
+                for s, (k, _, _, _) in enumerate(entries)))
+        out["tumbling"] = [names[entries[s][0]] for s in range(len(entries)) if s not in off and float(spin[s].abs().sum()) > 0]
+    return out
 
 
 def _checkpoint_path(cfg: DictConfig, ctx: StageContext) -> Path:
@@ -397,7 +497,14 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         raise CheckpointError(f"{path}: model predicts {model.protocol['n_targets']} frames, data has "
                               f"{test['targets'].shape[1]}")
     say(f"  forecasting {len(test['x0'])} test windows with {path}")
-    pred = model.forecast(test["x0"], test["v0"], test["z"], test["mask"], batch_size=int(cfg.sample.batch_size))
+    history = {}
+    if model.history:
+        if int(meta["protocol"].get("history", 0)) != model.history:
+            raise CheckpointError(f"{path}: this model extrapolates the rotation seen since frame t - {model.history}; "
+                                  f"featurize with data.history_frames={model.history}")
+        history = {"x_hist": test["x_hist"], "has_hist": test["has_hist"]}
+    pred = model.forecast(test["x0"], test["v0"], test["z"], test["mask"], batch_size=int(cfg.sample.batch_size),
+                          **history)
     torch.save({"pred": pred, "checkpoint": str(path), "network": model.hparams.network}, ctx.dir / PREDICTIONS)
     written = write_trajectories(ctx.dir, test, pred, meta, windows["reference"], int(cfg.sample.n_write))
     lines = [f"Forecast {len(pred)} test windows with `{path}` ({model.hparams.network}). Predicted trajectories "

@@ -177,3 +177,67 @@ def test_init_from_warm_starts_and_refuses_another_architecture(tmp_path, capsys
     rc, out, err = run(tmp_path, capsys, "model.network_args.dim=48", "model.network_args.n_blocks=1",
                        "model.network_args.n_heads=2", f"model.init_from={first}", "run=wider")
     assert rc == 2 and "the architecture differs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_mean_structure_prior_learns_from_training_windows_only(tmp_path, capsys):
+    """model=mean_structure (and model.reference=true on a network): the prior's structures are the mean of the
+    training windows' input frames, its gates the least-squares fit there; a fine-tune from a checkpoint starts at
+    zero gates, i.e. exactly at that checkpoint's forecast; the checkpoint loads and predicts."""
+    from molgen.models.atom.reference import MeanStructurePrior, structures_from_windows
+
+    traj_split = ["data.split_by=trajectory", "data.margin=0", "data.trajectories={train:[main],val:[s102],test:[s101]}",
+                  "data.strides=[5,10,4]", "data.caps=[null,8,30]"]
+    rc, out, err = run(tmp_path, capsys, "model=mean_structure", *traj_split, "run=ms")
+    assert rc == 0, err
+    assert "mean-structure prior: conformer families ethanol 1; per molecule (chosen on the validation windows, no network): ethanol relaxation alone" in out
+    windows = torch.load(tmp_path / "ms" / "featurize" / "windows.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "ms" / "train" / "best.ckpt", weights_only=True)
+    entries = structures_from_windows(windows["train"], 1)
+    assert len(entries) == 1                                           # ethanol's heavy atoms: one family
+    torch.testing.assert_close(ckpt["state_dict"]["prior.structures"][0, :3], entries[0][1])
+    check = MeanStructurePrior(4, 3, 8)
+    check.set_structures([(mu, z, r) for _, mu, z, r in entries])
+    t = windows["train"]
+    torch.testing.assert_close(ckpt["state_dict"]["prior.gates"], check.fit_gates(t["x0"], t["z"], t["mask"], t["targets"]))
+    metrics = json.loads((tmp_path / "ms" / "metrics.json").read_text())["validate"]["ethanol"]
+    assert metrics["s2t"] != pytest.approx(metrics["static_s2t"])      # not the static baseline
+    model = molgen.load(tmp_path / "ms" / "train" / "best.ckpt")
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    x = md17.Trajectory(traj.positions[:2], traj.atomic_numbers, 0.5)
+    future = model.predict(x.to_mdtraj())
+    heavy = x.select_atoms(x.heavy_mask).positions[0]
+    assert (future.n_frames, future.n_atoms) == (8, 3) and not np.allclose(future.xyz[0] * 10, heavy, atol=1e-4)
+    # a network with the prior: per molecule, relaxation alone, network + relaxation (gates fitted to the network's
+    # residual) or the network alone, a more complex one only if better on validation by more than one SE
+    rc, out, err = run(tmp_path, capsys, *TINY_ATOM, *traj_split, "run=plain")
+    assert rc == 0, err
+    plain = tmp_path / "plain" / "train" / "last.ckpt"
+    rc, out, err = run(tmp_path, capsys, *TINY_ATOM, *traj_split, "model.reference=true", f"model.init_from={plain}",
+                       "model.lr=0", "run=tuned")
+    assert rc == 0, err
+    assert "recalibrating the mean-structure prior for the trained network" in out
+    base = molgen.load(plain)
+    tuned = molgen.load(tmp_path / "tuned" / "train" / "last.ckpt")                # no validation in 1 epoch
+    residual = base.forecast(t["x0"], t["v0"], t["z"], t["mask"]) - t["x0"][:, None]
+    on_net = check.fit_gates(t["x0"], t["z"], t["mask"], t["targets"], residual=residual)
+    alone = check.fit_gates(t["x0"], t["z"], t["mask"], t["targets"])
+    v = windows["val"]
+    m = v["mask"][:, None, :, None]
+    net_v = base.forecast(v["x0"], v["v0"], v["z"], v["mask"])
+    errors, options = [], [(alone, v["x0"][:, None].expand_as(net_v)), (on_net, net_v), (torch.zeros_like(alone), net_v)]
+    for gates, start in options:                                        # simplest first
+        check.gates.copy_(gates)
+        errors.append((((start + check.relaxation(v["x0"], v["z"], v["mask"]) - v["targets"]) ** 2) * m).sum((1, 2, 3)))
+    pick = 0
+    for j in (1, 2):                                                    # a later option only if better beyond 1 SE
+        d = errors[pick] - errors[j]
+        pick = j if float(d.mean()) > float(d.std()) / len(d) ** 0.5 else pick
+    said = out.split("recalibrating")[1]
+    assert ["relaxation alone", "network + relaxation", "network alone"][pick] in said
+    torch.testing.assert_close(tuned.prior.gates, options[pick][0])
+    assert bool(tuned.prior.use_net[0]) == (pick > 0)
+    a = torch.load(tmp_path / "plain" / "sample" / "predictions.pt", weights_only=True)["pred"]
+    b = torch.load(tmp_path / "tuned" / "sample" / "predictions.pt", weights_only=True)["pred"]
+    test = windows["test"]
+    kept = a if pick > 0 else test["x0"][:, None].expand_as(a)
+    torch.testing.assert_close(b, kept + tuned.prior.relaxation(test["x0"], test["z"], test["mask"]), atol=1e-5, rtol=0)

@@ -58,6 +58,8 @@ def rotate_windows(batch: dict, rotations: torch.Tensor | None = None) -> dict:
     out["x0"] = (((x0 - c) @ R.transpose(1, 2)) + c) * m
     out["v0"] = (batch["v0"] @ R.transpose(1, 2)) * m
     out["targets"] = (((batch["targets"] - c[:, None]) @ R[:, None].transpose(2, 3)) + c[:, None]) * m[:, None]
+    if "x_hist" in batch:
+        out["x_hist"] = (((batch["x_hist"] - c) @ R.transpose(1, 2)) + c) * m
     return out
 
 
@@ -81,14 +83,28 @@ class TrajectoryForecaster(pl.LightningModule):
             centroid) by a random rotation. ATOM's trunk is not equivariant, and an MD trajectory with its
             overall rotation removed shows a molecule in few orientations; without augmentation the model
             learns orientation-specific maps that fail on a new simulation.
+        reference: ``{"slots": S, "atoms": N}`` adds a :class:`~molgen.models.atom.reference.MeanStructurePrior`
+            (relaxation toward the training molecules' mean structures, one per conformer family, aligned onto
+            x_t, with learned gates per structure, frame and atom) to the network's forecast; the train stage fills
+            its structures from the training windows, and the checkpoint keeps them. None = no prior. With
+            ``"tumbling_scale": [P]`` the forecast is also turned on by the overall rotation seen since an earlier
+            input frame ``x_hist`` (windows of ``data.history_frames``), extrapolated with a learned rate.
     """
 
     def __init__(self, network: str = "atom", network_args: dict | None = None, optimizer: str = "adamw",
                  lr: float = 1e-3, weight_decay: float = 1e-5, step_lr_every: int = 0, step_lr_gamma: float = 0.5,
-                 protocol: dict | None = None, center: bool = False, augment_rotations: bool = False):
+                 protocol: dict | None = None, center: bool = False, augment_rotations: bool = False,
+                 reference: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = build(network_spec(network, network_args))
+        self.prior = None
+        if reference:
+            from molgen.models.atom.reference import MeanStructurePrior
+
+            n_targets = int((network_args or {}).get("n_targets", (protocol or {}).get("n_targets", 8)))
+            self.prior = MeanStructurePrior(int(reference["slots"]), int(reference["atoms"]), n_targets,
+                                            reference.get("tumbling_scale"))
         self.automatic_optimization = optimizer != "muon"
         self.protocol = dict(protocol or {"delta_frame": 3000, "n_targets": 8, "heavy_only": True,
                                           "time_step_fs": 0.5})
@@ -102,20 +118,29 @@ class TrajectoryForecaster(pl.LightningModule):
         model.molecules = list(info.get("molecules", []))
         return model
 
-    def forward(self, x0, v0, z, mask=None) -> torch.Tensor:
+    @property
+    def history(self) -> int:
+        """Frames back of the earlier input frame the model uses (0 = none)."""
+        return int(self.protocol.get("history", 0)) if self.prior is not None and self.prior.spin is not None else 0
+
+    def forward(self, x0, v0, z, mask=None, x_hist=None, has_hist=None) -> torch.Tensor:
         if not self.hparams.center:
-            return self.net(x0, v0, z, mask)
-        # center=True: the network sees coordinates relative to the input frame's centroid (translation
-        # equivariance for ATOM, whose absolute-coordinate design fails on molecules far from the origin)
-        m = (torch.ones_like(x0[..., 0]) if mask is None else mask.to(x0.dtype))[..., None]
-        c = (x0 * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)      # [B, 1, 3]
-        return (self.net((x0 - c) * m, v0, z, mask) + c[:, None]) * m[:, None]
+            out = self.net(x0, v0, z, mask)
+        else:
+            # center=True: the network sees coordinates relative to the input frame's centroid (translation
+            # equivariance for ATOM, whose absolute-coordinate design fails on molecules far from the origin)
+            m = (torch.ones_like(x0[..., 0]) if mask is None else mask.to(x0.dtype))[..., None]
+            c = (x0 * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)      # [B, 1, 3]
+            out = (self.net((x0 - c) * m, v0, z, mask) + c[:, None]) * m[:, None]
+        if self.prior is not None:
+            out = self.prior(out, x0, z, mask, x_hist, has_hist)
+        return out
 
     # ------------------------------------------------------------------------------------------ training
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         if split == "train" and self.hparams.augment_rotations:
             batch = rotate_windows(batch)
-        pred = self(batch["x0"], batch["v0"], batch["z"], batch["mask"])
+        pred = self(batch["x0"], batch["v0"], batch["z"], batch["mask"], batch.get("x_hist"), batch.get("has_hist"))
         mse = masked_mse(pred, batch["targets"], scored_atoms(batch))                 # [B, P]
         loss = mse.mean()
         bs = batch["x0"].shape[0]
@@ -165,12 +190,15 @@ class TrajectoryForecaster(pl.LightningModule):
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
     def forecast(self, x0: torch.Tensor, v0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
-                 batch_size: int = 256) -> torch.Tensor:
-        """P future frames for a batch of states, in eval mode. Shapes: ``[S, N, 3]`` -> ``[S, P, N, 3]``."""
+                 batch_size: int = 256, x_hist: torch.Tensor | None = None,
+                 has_hist: torch.Tensor | None = None) -> torch.Tensor:
+        """P future frames for a batch of states, in eval mode. Shapes: ``[S, N, 3]`` -> ``[S, P, N, 3]``;
+        ``x_hist`` [S, N, 3] the earlier frames (``has_hist`` [S] which are real) for a model with tumbling."""
         was = self.training
         self.eval()
-        out = [self(x0[i:i + batch_size], v0[i:i + batch_size], z[i:i + batch_size],
-                    None if mask is None else mask[i:i + batch_size]) for i in range(0, len(x0), batch_size)]
+        part = lambda t, i: None if t is None else t[i:i + batch_size]  # noqa: E731
+        out = [self(x0[i:i + batch_size], v0[i:i + batch_size], z[i:i + batch_size], part(mask, i), part(x_hist, i),
+                    part(has_hist, i)) for i in range(0, len(x0), batch_size)]
         self.train(was)
         return torch.cat(out)
 
@@ -203,15 +231,26 @@ class TrajectoryForecaster(pl.LightningModule):
             raise DataError(f"trajectory time step {step:g} fs differs from the model's training time step "
                             f"{want:g} fs{hint}")
         _check_geometry(traj)
+        hist = None
+        if self.history:  # the earlier frame the tumbling extrapolation needs, when the trajectory is long enough
+            if traj.n_frames >= self.history + 2:
+                hist = Trajectory.from_mdtraj(traj[-2 - self.history], time_step_fs=want)
+            else:
+                warnings.warn(f"this model extrapolates the molecule's overall rotation from the frame {self.history} "
+                              f"steps before x_t; the trajectory has {traj.n_frames} frames (give >= "
+                              f"{self.history + 2}): forecasting without it", stacklevel=2)
         ours = Trajectory.from_mdtraj(traj[-2:], time_step_fs=want)
         self._warn_if_unseen(ours.atomic_numbers)
         heavy_only = self.protocol.get("heavy_only", True)
         if heavy_only and not self.protocol.get("hydrogen_inputs", False):
             ours = ours.select_atoms(ours.heavy_mask)
+            hist = hist.select_atoms(hist.heavy_mask) if hist is not None else None
         keep = ours.heavy_mask if heavy_only else np.ones(ours.n_atoms, dtype=bool)   # hydrogen inputs not returned
         x = torch.tensor(ours.positions, dtype=torch.float32)
         z = torch.tensor(ours.atomic_numbers)[None]
-        pred = self.forecast(x[:1], x[1:2] - x[:1], z)[0].numpy()[:, keep]         # [P, N, 3]
+        extra = {} if hist is None else {"x_hist": torch.tensor(hist.positions[:1], dtype=torch.float32),
+                                         "has_hist": torch.ones(1, dtype=torch.bool)}
+        pred = self.forecast(x[:1], x[1:2] - x[:1], z, **extra)[0].numpy()[:, keep]         # [P, N, 3]
         ours = ours.select_atoms(keep)
         import mdtraj
 
