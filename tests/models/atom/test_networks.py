@@ -158,6 +158,21 @@ def test_shipped_multitask_checkpoint_loads_and_predicts():
     assert (future.n_frames, future.n_atoms) == (8, 3)
     ckpt = torch.load(molgen.checkpoint.resolve("atom-md17"), weights_only=True)
     assert "optimizer_states" not in ckpt
+    # its prior takes the frame 375 steps before x_t from a long enough trajectory (ethanol tumbles in training)
+    assert model.history == 375 and model.prior is not None
+    heavy = traj.select_atoms(traj.heavy_mask)
+    t = int(np.flatnonzero(traj.frame_index == 400)[0])                        # frames 25, 400, 401 are stored
+    early = int(np.flatnonzero(traj.frame_index == 25)[0])
+    frames = np.concatenate([traj.positions[[early]].repeat(376, 0), traj.positions[[t + 1]]])
+    frames[-2] = traj.positions[t]
+    with_history = model.predict(md17.Trajectory(frames, traj.atomic_numbers, 0.5).to_mdtraj())
+    direct = model.forecast(torch.tensor(heavy.positions[[t]]), torch.tensor(heavy.positions[[t + 1]] - heavy.positions[[t]]),
+                            torch.tensor(heavy.atomic_numbers)[None], x_hist=torch.tensor(heavy.positions[[early]]),
+                            has_hist=torch.ones(1, dtype=torch.bool))[0].numpy()
+    np.testing.assert_allclose(with_history.xyz * 10, direct, atol=1e-4)
+    with pytest.warns(UserWarning, match="give >= 377"):
+        without = model.predict(md17.Trajectory(frames[-2:], traj.atomic_numbers, 0.5).to_mdtraj())
+    assert np.abs(without.xyz - with_history.xyz).max() * 10 > 1e-3              # the rotation made a difference
 
 
 def test_predict_names_bad_trajectories_in_one_line():
