@@ -250,7 +250,11 @@ class TrajectoryForecaster(pl.LightningModule):
         z = torch.tensor(ours.atomic_numbers)[None]
         extra = {} if hist is None else {"x_hist": torch.tensor(hist.positions[:1], dtype=torch.float32),
                                          "has_hist": torch.ones(1, dtype=torch.bool)}
-        pred = self.forecast(x[:1], x[1:2] - x[:1], z, **extra)[0].numpy()[:, keep]         # [P, N, 3]
+        own = self._own_reference(traj, want, z) if heavy_only and not self.protocol.get("hydrogen_inputs") else None
+        if own is not None:  # zero-shot with the prior: relax toward the mean of the user's own recent frames
+            pred = self.prior.relax_toward(own, x[:1], self.prior.generic_gates())[0].numpy()
+        else:
+            pred = self.forecast(x[:1], x[1:2] - x[:1], z, **extra)[0].numpy()[:, keep]         # [P, N, 3]
         ours = ours.select_atoms(keep)
         import mdtraj
 
@@ -258,6 +262,27 @@ class TrajectoryForecaster(pl.LightningModule):
         t0 = float(traj.time[-2]) if dt_fs is None and traj.time is not None else (traj.n_frames - 2) * want / 1000.0
         times = t0 + np.array([dT * i // P for i in range(1, P + 1)]) * want / 1000.0
         return mdtraj.Trajectory(pred / 10.0, make_topology(ours.atomic_numbers, ours.positions[0]), time=times)
+
+    #: a molecule the prior has no structure for: its mean structure from the frames t - OWN_SPAN .. t (every
+    #: OWN_STRIDE-th) of the trajectory given to predict, when it has them
+    OWN_SPAN, OWN_STRIDE = 375, 25
+
+    def _own_reference(self, traj, dt_fs: float, z: torch.Tensor) -> torch.Tensor | None:
+        """The heavy-atom mean structure ``[N, 3]`` of the last ``OWN_SPAN`` frames before x_t of ``traj``, for a
+        molecule the prior has no structure for; None when the model has no prior, knows the molecule, or the
+        trajectory is shorter than ``OWN_SPAN + 2`` frames."""
+        from molgen.data.md17 import Trajectory
+        from molgen.models.atom.reference import mean_structure
+
+        if self.prior is None or int(self.prior.match(z)[0]) >= 0 or traj.n_frames < self.OWN_SPAN + 2:
+            return None
+        past = Trajectory.from_mdtraj(traj[traj.n_frames - 2 - self.OWN_SPAN:traj.n_frames - 1:self.OWN_STRIDE],
+                                      time_step_fs=dt_fs * self.OWN_STRIDE)
+        past = past.select_atoms(past.heavy_mask)
+        warnings.warn(f"no mean structure of this molecule in the model: forecasting it as relaxing toward the mean of "
+                      f"your last {self.OWN_SPAN} frames ({len(past.positions)} frames, gates averaged over the "
+                      "training molecules)", stacklevel=3)
+        return mean_structure(torch.tensor(past.positions, dtype=torch.float64)).float()
 
     def _warn_if_unseen(self, atomic_numbers: np.ndarray) -> None:
         """Warn (not refuse) when the molecule's composition is none of the training molecules'."""

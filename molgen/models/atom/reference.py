@@ -144,6 +144,22 @@ class MeanStructurePrior(nn.Module):
         gate = gate[..., :N] if A >= N else torch.nn.functional.pad(gate, (0, N - A))
         return gate[..., None] * (ref - x0)[:, None]
 
+    def generic_gates(self) -> torch.Tensor:
+        """``[P]``: the gates of the structures used without the network (relaxation alone), averaged over their
+        atoms and structures, for a molecule the prior has no structure for (zero-shot)."""
+        real = (self.atomic_numbers > 0).to(self.gates.dtype)                       # [S, A]
+        slots = (self.atomic_numbers[:, 0] >= 0) & ~self.use_net
+        if not slots.any():
+            slots = self.atomic_numbers[:, 0] >= 0
+        per_slot = (self.gates * real[:, None]).sum(-1) / real.sum(-1).clamp(min=1)[:, None]   # [S, P]
+        return per_slot[slots].mean(0) if slots.any() else torch.zeros(self.gates.shape[1])
+
+    @staticmethod
+    def relax_toward(structure: torch.Tensor, x0: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``x0 [B, N, 3] + gates[i] * (structure [N, 3] aligned onto x0 - x0)`` for each frame: ``[B, P, N, 3]``."""
+        ref = kabsch_align(structure[None].expand_as(x0).to(x0.dtype), x0)
+        return x0[:, None] + gates.to(x0.dtype)[None, :, None, None] * (ref - x0)[:, None]
+
     def tumble(self, pred: torch.Tensor, x0: torch.Tensor, x_hist: torch.Tensor, slot: torch.Tensor,
                mask: torch.Tensor | None = None, has_hist: torch.Tensor | None = None,
                spin: torch.Tensor | None = None) -> torch.Tensor:

@@ -178,3 +178,28 @@ def test_a_tie_keeps_the_simpler_choice():
     assert not better_beyond_noise(base, base + noise - noise.mean())          # equal on average: keep current
     assert better_beyond_noise(base + 1.0, base + noise * 0.1)                 # clearly lower errors: switch
     assert not better_beyond_noise(base, base + 0.5)
+
+
+def test_an_unseen_molecule_relaxes_toward_the_mean_of_the_users_own_frames():
+    """Zero-shot through predict: no structure of ethanol in the prior, so with >= 377 frames it relaxes toward the
+    mean of the frames t-375 .. t (every 25th) with the gates of the known structure; with 2 frames, no prior."""
+    traj = md17.load_xtb_npz(repo_data_dir() / "ethanol.npz")
+    heavy = traj.select_atoms(traj.heavy_mask).positions
+    frames = np.repeat(traj.positions[:1], 377, axis=0)                          # a long enough trajectory:
+    frames[0:376:25] = traj.positions[np.arange(0, 32, 2)]                       # the 16 frames the reference
+    frames[-2], frames[-1] = traj.positions[40], traj.positions[41]              # sees (the last is x_t), x_t+1
+    model = TrajectoryForecaster(network="static", network_args={"_target_": "molgen.models.atom.egno.StaticBaseline"},
+                                 reference={"slots": 2, "atoms": 3})
+    other = torch.tensor([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.0, 1.2, 0.0]])
+    model.prior.set_structures([(other, torch.tensor([7, 7, 7]), 1.0)])         # knows an N3 "molecule" only
+    model.prior.gates[0] = torch.linspace(0.2, 0.9, 8)[:, None]
+    model.prior.use_net[0] = False
+    with pytest.warns(UserWarning, match="relaxing toward the mean of your last 375 frames"):
+        future = model.predict(md17.Trajectory(frames, traj.atomic_numbers, 0.5).to_mdtraj())
+    x0 = torch.tensor(heavy[40], dtype=torch.float64)
+    ref = mean_structure(torch.tensor(heavy[list(range(0, 30, 2)) + [40]], dtype=torch.float64))
+    aligned = kabsch_align(ref[None], x0[None])[0]
+    expected = x0[None] + torch.linspace(0.2, 0.9, 8, dtype=torch.float64)[:, None, None] * (aligned - x0)[None]
+    np.testing.assert_allclose(future.xyz * 10, expected.numpy(), atol=1e-4)
+    short = model.predict(md17.Trajectory(frames[-2:], traj.atomic_numbers, 0.5).to_mdtraj())
+    np.testing.assert_allclose(short.xyz * 10, np.broadcast_to(heavy[40], (8, 3, 3)), atol=1e-4)
