@@ -345,6 +345,16 @@ def reference_args(m: DictConfig, meta: dict) -> dict:
     return out
 
 
+def check_prior(cfg: DictConfig) -> None:
+    """One line before anything runs: tumbling needs the mean-structure prior and an earlier input frame."""
+    if cfg.model.get("tumbling", False):
+        if not cfg.model.get("reference", False):
+            raise ConfigError("model.tumbling=true needs model.reference=true (its rate is fitted per molecule)")
+        if not int(cfg.data.get("history_frames", 0) or 0):
+            raise ConfigError("model.tumbling=true extrapolates the rotation seen since an earlier frame: it needs "
+                              "data.history_frames > 0 (e.g. 375, as in data=md17_trajectories)")
+
+
 def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from torch.utils.data import DataLoader, default_collate
 
@@ -361,8 +371,6 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
     from molgen.models.atom.egno import StaticBaseline
 
     fixed = isinstance(module.net, StaticBaseline)        # static / mean_structure: nothing to train by SGD
-    if cfg.model.get("tumbling", False) and not cfg.model.get("reference", False):
-        raise ConfigError("model.tumbling=true needs model.reference=true (its rate is learned per molecule)")
     init = cfg.model.get("init_from")
     if init and not ctx.resuming:  # a fine-tune / longer run that starts from a checkpoint's weights
         from molgen.checkpoint import warm_start
@@ -612,6 +620,7 @@ STAGES = [
     Stage("featurize", featurize, groups=("data",), ignore_keys=("data.simulation_dir", "data.simulation_workers"),
           description="trajectories -> EGNO-protocol windows (or simulate them with GFN2-xTB)"),
     Stage("train", train, groups=("model", "trainer"), needs=("featurize",), file_keys=("model.init_from",),
+          check=check_prior,
           description="train ATOM / EGNO (static baseline: no training)"),
     Stage("sample", sample, groups=("sample", "ckpt"), needs=("featurize", "train"), file_keys=("ckpt",),
           replaced_by={"train": "ckpt"}, description="predict the P future frames of every test window"),

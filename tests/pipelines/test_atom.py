@@ -78,6 +78,13 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     rc, out, err = run(tmp_path, capsys, "data.hydrogen_inputs=true", "data.heavy_only=false")
     assert rc == 2 and err.strip().startswith("error: data.hydrogen_inputs=true needs data.heavy_only=true")
     assert len(err.strip().splitlines()) == 1
+    rc, out, err = run(tmp_path, capsys, "model=mean_structure", "model.tumbling=true", "run=tumble")
+    assert rc == 2 and err.strip().startswith("error: model.tumbling=true extrapolates the rotation seen since an "
+                                              "earlier frame: it needs data.history_frames > 0")
+    assert "featurize" not in out                                           # refused before any stage ran
+    rc, out, err = run(tmp_path, capsys, "model.tumbling=true", "data.history_frames=375", "run=tumble2")
+    assert rc == 2 and err.strip() == ("error: model.tumbling=true needs model.reference=true (its rate is fitted "
+                                       "per molecule)")
 
 
 def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, capsys):
