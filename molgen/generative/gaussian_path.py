@@ -20,6 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from molgen.generative.schedule import InterpolantSchedule, LinearInterpolant
+from molgen.nn.geometry import kabsch_rotation
 
 
 def remove_mean(x: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None) -> torch.Tensor:
@@ -52,15 +53,6 @@ def molecule_mean(err: torch.Tensor, batch: torch.Tensor, num_graphs: int, dims:
     total = err.new_zeros(num_graphs).index_add_(0, batch, err)
     n_atoms = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(err.dtype)
     return total / (n_atoms * dims)
-
-
-def kabsch_rotation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Proper rotation ``R [3, 3]`` minimising ``|p R^T - q|`` for centred ``p, q [n, 3]``."""
-    h = p.T.double() @ q.double()                                   # [3, 3]
-    u, _, vt = torch.linalg.svd(h)
-    d = torch.sign(torch.linalg.det(vt.T @ u.T))
-    diag = torch.diag(torch.tensor([1.0, 1.0, float(d) if d != 0 else 1.0], dtype=h.dtype))
-    return (vt.T @ diag @ u.T).to(p.dtype)                          # [3, 3]
 
 
 def align_prior(x0: torch.Tensor, x1: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:

@@ -335,11 +335,8 @@ def reference_args(m: DictConfig, meta: dict) -> dict:
     out = {"slots": len(meta["molecules"]) * int(m.get("reference_conformers", 4)),
            "atoms": max(int(i["atoms"] if meta["protocol"].get("hydrogen_inputs") else i["predicted_atoms"])
                         for i in meta["info"].values())}
-    if m.get("tumbling", False):
-        history = int(meta["protocol"].get("history", 0))
-        if not history:
-            raise ConfigError("model.tumbling=true extrapolates the rotation seen since an earlier frame: it needs "
-                              "data.history_frames > 0 (e.g. 375)")
+    if m.get("tumbling", False):  # data.history_frames > 0 checked before any stage (check_prior)
+        history = int(meta["protocol"]["history"])
         p = meta["protocol"]
         out["tumbling_scale"] = [p["delta_frame"] * i // p["n_targets"] / history for i in range(1, p["n_targets"] + 1)]
     return out

@@ -85,6 +85,13 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     rc, out, err = run(tmp_path, capsys, "model.tumbling=true", "data.history_frames=375", "run=tumble2")
     assert rc == 2 and err.strip() == ("error: model.tumbling=true needs model.reference=true (its rate is fitted "
                                        "per molecule)")
+    # a checkpoint that extrapolates tumbling, on windows featurized without the earlier frame: one line
+    rc, out, err = run(tmp_path, capsys, "model=mean_structure", "model.tumbling=true", "data.history_frames=375",
+                       "run=tumble3")
+    assert rc == 0, err
+    rc, out, err = run(tmp_path, capsys, "stage=validate", f"ckpt={tmp_path / 'tumble3' / 'train' / 'best.ckpt'}",
+                       "run=tumble4")
+    assert rc == 2 and "featurize with data.history_frames=375" in err and len(err.strip().splitlines()) == 1
 
 
 def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, capsys):

@@ -23,23 +23,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from molgen.nn.geometry import centred, kabsch_align, kabsch_rotation, rotation_vector, skew
 
-def kabsch_align(mobile: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``mobile`` rotated and translated onto ``target`` (least squares over real atoms, no reflection).
 
-    Shapes: ``[B, N, 3]`` each, ``mask`` ``[B, N]`` (True = real atom); padding atoms come back at zero.
-    """
-    m = (torch.ones_like(target[..., 0]) if mask is None else mask.to(target.dtype))[..., None]
-    n = m.sum(1, keepdim=True).clamp(min=1)
-    cm, ct = (mobile * m).sum(1, keepdim=True) / n, (target * m).sum(1, keepdim=True) / n
-    P, Q = (mobile - cm) * m, (target - ct) * m
-    H = P.transpose(1, 2) @ Q                                                   # [B, 3, 3]
-    U, _, Vt = torch.linalg.svd(H.double())
-    d = torch.sign(torch.linalg.det(U @ Vt))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = (U @ D @ Vt).to(target.dtype)                                           # P @ R ~ Q
-    return (P @ R + ct) * m
+def window_sse(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error of each window's forecast ``[B, P, N, 3]`` over its real atoms, frames and x/y/z: ``[B]``
+    (float64)."""
+    return (((pred - targets) ** 2) * mask[:, None, :, None].to(pred.dtype)).sum((1, 2, 3)).double()
 
 
 def mean_structure(frames: torch.Tensor, iterations: int = 4) -> torch.Tensor:
@@ -168,7 +158,7 @@ class MeanStructurePrior(nn.Module):
         spin = self.spin if spin is None else spin
         m = (torch.ones_like(x0[..., 0]) if mask is None else mask.to(x0.dtype))
         ok = (slot >= 0) & (torch.ones_like(slot, dtype=torch.bool) if has_hist is None else has_hist.bool())
-        w = rotation_between(x_hist, x0, m)                                            # [B, 3]
+        w = rotation_vector(kabsch_rotation(centred(x_hist, m)[0], centred(x0, m)[0], m))   # [B, 3] since x_hist
         g = spin[slot.clamp(min=0)] * self.scale * ok.to(x0.dtype)[:, None]             # [B, P]
         R = torch.linalg.matrix_exp(skew(g[..., None] * w[:, None]))                    # [B, P, 3, 3]
         c = ((x0 * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1))[:, None, None]   # [B, 1, 1, 3]
@@ -244,8 +234,7 @@ class MeanStructurePrior(nn.Module):
         error of the paired per-window difference (the one-standard-error rule: a tie on a few validation
         trajectories keeps the simpler model). Slots without windows: 0. ``[S]`` long."""
         _, slot = self.aligned(x0, z, mask)
-        m = mask[:, None, :, None].to(x0.dtype)
-        err = torch.stack([(((f - targets) ** 2) * m).sum((1, 2, 3)).double() for f in forecasts])   # [K, B]
+        err = torch.stack([window_sse(f, targets, mask) for f in forecasts])                # [K, B]
         out = torch.zeros(len(self.gates), dtype=torch.long)
         for s in torch.unique(slot[slot >= 0]).tolist():
             e = err[:, slot == s]
@@ -260,18 +249,17 @@ class MeanStructurePrior(nn.Module):
     def keep_spin_that_validates(self, base: torch.Tensor, x0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
                                  targets: torch.Tensor, x_hist: torch.Tensor, has_hist: torch.Tensor) -> list[int]:
         """Zero the spin of every slot whose fitted rate does not lower the squared error of the *validation*
-        windows given by more than one standard error (:func:`better_beyond_noise`) (``base``: their forecast without rotation): a molecule whose training trajectory happened
-        to tumble steadily (ethanol's) must not carry that into simulations where it does not. Returns the
-        slots switched off."""
+        windows given by more than one standard error (:func:`better_beyond_noise`; ``base``: their forecast
+        without rotation): a molecule whose training trajectory happened to tumble steadily (ethanol's) must not
+        carry that into simulations where it does not. Returns the slots switched off."""
         _, slot = self.aligned(x0, z, mask)
         keep = (slot >= 0) & has_hist.bool()
         off = []
         if not keep.any():
             return off
-        m = mask[keep][:, None, :, None].to(x0.dtype)
         rotated = self.tumble(base[keep], x0[keep], x_hist[keep], slot[keep], mask[keep], None)
-        err_on = ((((rotated - targets[keep]) ** 2) * m).sum((1, 2, 3))).double()
-        err_off = ((((base[keep] - targets[keep]) ** 2) * m).sum((1, 2, 3))).double()
+        err_on = window_sse(rotated, targets[keep], mask[keep])
+        err_off = window_sse(base[keep], targets[keep], mask[keep])
         for s in torch.unique(slot[keep]).tolist():
             rows = slot[keep] == s
             if not better_beyond_noise(err_off[rows], err_on[rows]):
@@ -356,9 +344,7 @@ def _prior_error(entries: list, train: dict, val: dict, atoms: int, n_targets: i
             if not rows.any():
                 continue
             x0, mask = val["x0"][rows], val["mask"][rows]
-            pred = x0[:, None] + prior.relaxation(x0, val["z"][rows], mask)
-            m = mask[:, None, :, None].to(x0.dtype)
-            out[k] = (((pred - val["targets"][rows]) ** 2) * m).sum((1, 2, 3))
+            out[k] = window_sse(x0[:, None] + prior.relaxation(x0, val["z"][rows], mask), val["targets"][rows], mask)
     return out
 
 
@@ -366,9 +352,8 @@ def choose_structures(train: dict, val: dict | None, molecules: int, max_conform
                       max_frames: int = 2000) -> tuple[list, dict[int, int]]:
     """The prior's structures with, per molecule, one mean structure, or one per conformer family when that
     forecasts the *validation* windows better by more than one standard error (the prior alone, gates fitted on
-    training windows): a molecule
-    that switches conformers within the horizon (malonaldehyde) is better served by one mean over them, one
-    that keeps its conformer (salicylic acid's carboxyl) by the family's own. Without validation windows, or
+    training windows): a molecule that switches conformers within the horizon (malonaldehyde) is better served
+    by one mean over them, one that keeps its conformer (salicylic acid's carboxyl) by the family's own. Without validation windows, or
     with ``max_conformers=1``: families. Returns ``(entries, {molecule: families used})``."""
     families = structures_from_windows(train, molecules, max_frames, max_conformers)
     if val is None or max_conformers == 1 or not len(val["x0"]):
@@ -381,28 +366,3 @@ def choose_structures(train: dict, val: dict | None, molecules: int, max_conform
         use_single = k in err_s and k in err_f and not better_beyond_noise(err_s[k], err_f[k])
         entries += [e for e in (single if use_single else families) if e[0] == k]
     return entries, {k: sum(1 for e in entries if e[0] == k) for k in {e[0] for e in entries}}
-
-
-def skew(w: torch.Tensor) -> torch.Tensor:
-    """``[..., 3] -> [..., 3, 3]``: the matrix of ``w x .``."""
-    z = torch.zeros_like(w[..., 0])
-    return torch.stack([torch.stack([z, -w[..., 2], w[..., 1]], -1), torch.stack([w[..., 2], z, -w[..., 0]], -1),
-                        torch.stack([-w[..., 1], w[..., 0], z], -1)], -2)
-
-
-def rotation_between(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The rotation vector ``[B, 3]`` (axis * angle, radians; column-vector convention) of the rigid rotation that
-    best takes pose ``a`` to pose ``b`` (``[B, N, 3]`` each, Kabsch about the centroids)."""
-    m = (torch.ones_like(b[..., 0]) if mask is None else mask.to(b.dtype))[..., None]
-    n = m.sum(1, keepdim=True).clamp(min=1)
-    P = (a - (a * m).sum(1, keepdim=True) / n) * m
-    Q = (b - (b * m).sum(1, keepdim=True) / n) * m
-    U, _, Vt = torch.linalg.svd((P.transpose(1, 2) @ Q).double())
-    d = torch.sign(torch.linalg.det(U @ Vt))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    R = (U @ torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)) @ Vt).transpose(1, 2)
-    v = torch.stack([R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]], -1) / 2  # sin(t) axis
-    s = v.norm(dim=-1)
-    angle = torch.atan2(s, ((R.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1))
-    factor = torch.where(s > 1e-12, angle / s.clamp(min=1e-12), torch.ones_like(s))
-    return (v * factor[:, None]).to(b.dtype)

@@ -8,8 +8,8 @@ from e3nn import o3
 
 from molgen.data import md17
 from molgen.models.atom.forecaster import TrajectoryForecaster
-from molgen.models.atom.reference import (MeanStructurePrior, conformer_means, kabsch_align, mean_structure, skew,
-                                          structures_from_windows)
+from molgen.models.atom.reference import MeanStructurePrior, conformer_means, mean_structure, structures_from_windows
+from molgen.nn.geometry import kabsch_align, skew
 from molgen.pipelines.atom import repo_data_dir
 
 
