@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from molgen.errors import ConfigError
 
-GROUPS = ("pipeline", "data", "model", "trainer", "sample", "validate", "condition", "regressor", "pretrain",
+GROUPS = ("pipeline", "data", "model", "trainer", "sample", "validate", "condition", "regressor", "predictor", "pretrain",
           "finetune")
 
 

@@ -65,6 +65,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "sample.guidance": (3, {"propmolflow": 1.0}),
     "sample.grid_power": (3, {"propmolflow": 1.0, "sild": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
+    "sample.rerank": (3, {"propmolflow": 1}),                  # candidates per target, best by the predictor
+    "sample.predictor": (3, {"propmolflow": None}),
     "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
     "model.feature_dim": (3, {"cpdiffusion_ss": 128}),
     "model.plan_decoder": (3, {"cpdiffusion_ss": False}),
@@ -215,6 +217,8 @@ RULES: dict[str, Rule] = {
     "sample.sampler": Rule(str, choices=("ddpm", "ddim", "ancestral", "euler", "heun")),
     "model.prior": Rule(str, choices=("diffusion", "flow")),
     "regressor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
+    "predictor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
+    "sample.rerank": _count(1),
     "model.self_condition_lag": Rule(float, lo=0.0, hi=1.0),
     "model.reference": Rule(bool),
     "model.reference_conformers": Rule(int, lo=1, hi=16),
@@ -357,8 +361,9 @@ def _trainer_nodes(cfg: dict) -> list[str]:
     if isinstance(cfg.get("trainer"), dict):
         nodes.append("trainer")
         nodes += [f"trainer.{p}" for p in ("autoencoder", "diffusion") if isinstance(cfg["trainer"].get(p), dict)]
-    if isinstance(cfg.get("regressor"), dict) and isinstance(cfg["regressor"].get("trainer"), dict):
-        nodes.append("regressor.trainer")
+    for group in ("regressor", "predictor"):
+        if isinstance(cfg.get(group), dict) and isinstance(cfg[group].get("trainer"), dict):
+            nodes.append(f"{group}.trainer")
     return nodes
 
 

@@ -85,6 +85,9 @@ class Stage:
         check: ``check(cfg)`` raising a MolgenError when the stage cannot run here (a missing optional
             package or weights, a bad option); called for every planned stage before the first one starts, so
             a user learns it before an upstream training runs.
+        needs_when: ``{upstream: predicate(cfg)}``: upstream stages of ``needs`` read only when the predicate
+            holds (PropMolFlow's sample stage reads the predictor only for ``sample.rerank > 1``); otherwise they
+            are neither run for this stage nor part of its key.
     """
 
     name: str
@@ -96,6 +99,7 @@ class Stage:
     description: str = ""
     ignore_keys: tuple[str, ...] = ()
     check: Callable[[DictConfig], None] | None = None
+    needs_when: dict[str, Callable[[DictConfig], bool]] = field(default_factory=dict)
 
 
 @dataclass
@@ -244,7 +248,8 @@ def plan(stages: list[Stage], target: str, cfg: DictConfig) -> list[Stage]:
 
 
 def active_needs(stage: Stage, cfg: DictConfig) -> tuple[str, ...]:
-    return tuple(d for d in stage.needs if not (d in stage.replaced_by and _select(cfg, stage.replaced_by[d])))
+    return tuple(d for d in stage.needs if not (d in stage.replaced_by and _select(cfg, stage.replaced_by[d]))
+                 and (d not in stage.needs_when or stage.needs_when[d](cfg)))
 
 
 def run_stages(stages: list[Stage], cfg: DictConfig, run_dir: Path, target: str = "all",

@@ -22,6 +22,7 @@ RECORDED = {
         "featurize": "e47a5967d4775c12",
         "train": "ccc2719ab49029bf",
         "regressor": "e3d7f4cbc968fb67",
+        "predictor": "3aae77f21799f36d",   # a new stage (best-of-K sampling); no key changed
         "sample": "777fbde583beae73",
         "validate": "43feb4a48191402a",
     },
@@ -29,6 +30,7 @@ RECORDED = {
         "featurize": "e47a5967d4775c12",
         "train": "7098c0f927874544",
         "regressor": "d0d3f6e5ceeb4c83",
+        "predictor": "d96d6295ebd968a5",   # a new stage (best-of-K sampling); no key changed
         "sample": "96949080bba77756",
         "validate": "c8638f37414d430f",
     },

@@ -65,6 +65,11 @@ class GVPRegressor(pl.LightningModule):
     def model_args(self) -> dict[str, Any]:
         return dict(self.hparams)
 
+    @property
+    def property_name(self) -> str:
+        """The property this regressor predicts."""
+        return self.hparams.property_name
+
     def forward(self, batch) -> torch.Tensor:
         idx, n_mol = batch.batch, batch.num_graphs
         edge_index, _ = complete_graph(idx, n_mol)                                         # [2, E]

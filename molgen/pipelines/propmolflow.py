@@ -23,7 +23,7 @@ from molgen.runner import Stage, StageContext, say
 from molgen.config import plain
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
 from molgen.pipelines.shared.qm9 import FEATURIZE, graph_loaders, load_split
-from molgen.pipelines.shared.regressor import REGRESSOR
+from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR
 
 PIPELINE = "propmolflow"
 
@@ -109,6 +109,34 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 # ============================================================================================ sample
+def _rerank(cfg: DictConfig) -> int:
+    return int(cfg.sample.get("rerank", 1) or 1)
+
+
+def _run_predictor(cfg: DictConfig) -> bool:
+    """The sample stage reads this run's predictor stage: best-of-K sampling with no predictor file given."""
+    return _rerank(cfg) > 1 and not cfg.sample.get("predictor")
+
+
+def check_sample(cfg: DictConfig) -> None:
+    if _rerank(cfg) > 1:
+        if not cfg.condition.get("property"):
+            raise ConfigError(f"sample.rerank={_rerank(cfg)} selects candidates by their property: it needs a "
+                              "conditional model (condition=gap, ...)")
+        if _run_predictor(cfg) and cfg.get("predictor", {}).get("name", "none") == "none":
+            raise ConfigError(f"sample.rerank={_rerank(cfg)} needs a property predictor: predictor=gvp_small (trained "
+                              "in this run on the generator's half) or sample.predictor=PATH|NAME "
+                              "(e.g. propmolflow-qm9-gap-predictor)")
+
+
+def _predictor(cfg: DictConfig, ctx: StageContext):
+    if _rerank(cfg) <= 1:
+        return None
+    from molgen.api import load
+    return load(str(cfg.sample.predictor) if cfg.sample.get("predictor")
+                else str(ctx.input("predictor") / "predictor.ckpt"))
+
+
 def _sample_ckpt(cfg: DictConfig, ctx: StageContext) -> Path:
     if cfg.get("ckpt"):
         return Path(str(cfg.ckpt)).expanduser()
@@ -148,14 +176,17 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         if s.get("ood") or cfg.condition.get("value") is not None:
             raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
         sizes = model.sampler.sample_n_atoms(n, gen)
-    guidance = float(s.get("guidance", 1.0))
+    guidance, rerank = float(s.get("guidance", 1.0)), _rerank(cfg)
+    predictor = _predictor(cfg, ctx)
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"
-        + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else ""))
+        + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else "")
+        + (f", best of {rerank} candidates by the predictor" if rerank > 1 else ""))
     t0 = time.time()
     few_step = {"grid_power": float(s.get("grid_power", 1.0)),   # None: the model's CTMC stochasticity
                 "stochasticity": None if s.get("stochasticity") is None else float(s.stochasticity)}
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), solver=str(s.solver), seed=seed,
-                                  batch_size=int(s.batch_size), guidance=guidance, **few_step)
+                                  batch_size=int(s.batch_size), guidance=guidance, rerank=rerank,
+                                  predictor=predictor, **few_step)
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"propmolflow_{k}"
@@ -170,6 +201,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     write_xyz(mols, ctx.dir / "samples.xyz")
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
             "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "guidance": guidance,
+            **({"rerank": rerank} if rerank > 1 else {}),
             **few_step, "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
 
@@ -181,8 +213,10 @@ STAGES = [
                                        "condition.gaussian_expansion", "seed"), needs=("featurize",), file_keys=("model.init_from",),
           description="train the PropMolFlow generator on the generator half (last/best/model.ckpt)"),
     REGRESSOR,
-    Stage("sample", sample, groups=("sample", "condition", "seed"), needs=("train",), file_keys=("ckpt",),
-          replaced_by={"train": "ckpt"},
+    PREDICTOR,
+    Stage("sample", sample, groups=("sample", "condition", "seed"), needs=("train", "predictor"),
+          file_keys=("ckpt", "sample.predictor"), replaced_by={"train": "ckpt"},
+          needs_when={"predictor": _run_predictor}, check=check_sample,
           description="draw sample.n molecules (samples.sdf with the target as SD tag, samples.xyz)"),
     Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,

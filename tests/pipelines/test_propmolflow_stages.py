@@ -75,6 +75,31 @@ def test_train_regressor_sample_conditional(featurized, tmp_path, tiny_propmolfl
                            _ctx("sample", tmp_path / "y", {"train": run / "train"}))
 
 
+def test_predictor_stage_trains_on_the_generator_half_and_feeds_best_of_k_sampling(featurized, tmp_path,
+                                                                                   tiny_propmolflow):
+    from molgen.checkpoint import load_model
+    from molgen.data.graph import GraphDataset
+    from molgen.pipelines import propmolflow
+    from molgen.pipelines.shared.regressor import predictor
+
+    small = [o.replace("regressor.", "predictor.") for o in tiny_propmolflow if o.startswith("regressor.")]
+    cfg = compose(["pipeline=propmolflow", "condition=gap", *tiny_propmolflow])
+    assert "skipped" in predictor(cfg, _ctx("predictor", tmp_path / "none", {"featurize": featurized}))
+    best_of = compose(["pipeline=propmolflow", "condition=gap", *tiny_propmolflow, "predictor=gvp_small", *small,
+                       "sample.rerank=3"])
+    p = predictor(best_of, _ctx("predictor", tmp_path, {"featurize": featurized}))
+    assert p["evaluated_on"] == "regressor half (5 molecules)" and p["mae_unit"] == "meV"
+    fitted = load_model(tmp_path / "predictor" / "predictor.ckpt")
+    gen, reg = (GraphDataset.load(featurized / f) for f in ("generator.pt", "regressor.pt"))
+    gap = lambda d: d.properties()[:, d.property_names.index("gap")].double().mean().item()  # noqa: E731
+    assert gap(gen) != pytest.approx(gap(reg))                          # the halves differ, so this tells them apart
+    assert fitted.property_name == "gap" and fitted.hparams.property_mean == pytest.approx(gap(gen))
+    propmolflow.train(cfg, _ctx("train", tmp_path, {"featurize": featurized}))
+    s = propmolflow.sample(best_of, _ctx("sample", tmp_path, {"train": tmp_path / "train",
+                                                              "predictor": tmp_path / "predictor"}))
+    assert s["rerank"] == 3 and s["molecules"] == 5
+
+
 def test_unconditional_train_resume_and_regressor_skip(featurized, tmp_path, tiny_propmolflow):
     TINY = tiny_propmolflow
     from molgen.pipelines import propmolflow

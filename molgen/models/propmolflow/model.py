@@ -18,6 +18,7 @@ temperature 0.05, 100 steps by default.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -246,7 +247,8 @@ class PropMolFlow(pl.LightningModule):
                          solver: str = "euler", seed: int = 0, batch_size: int = 100,
                          stochasticity: float | None = None, temperature: float | None = None,
                          progress: bool = True, self_condition: bool = True,
-                         grid_power: float = 1.0, guidance: float = 1.0) -> list[Molecule]:
+                         grid_power: float = 1.0, guidance: float = 1.0, rerank: int = 1,
+                         predictor=None) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -264,10 +266,21 @@ class PropMolFlow(pl.LightningModule):
             guidance: classifier-free guidance weight ``w`` (1: the conditional prediction alone; > 1 pushes
                 harder towards the target; needs a model trained with ``property_dropout``; two network
                 evaluations per step).
+            rerank: candidates drawn per molecule (conditional models): ``rerank`` molecules are generated for each
+                (N, target) and the one ``predictor`` puts closest to the target is kept (candidates it cannot
+                encode rank last); ``rerank`` times the sampling cost. 1: no selection.
+            predictor: a property regressor (:class:`~molgen.models.regressor.GVPRegressor`, or a path / shipped
+                name for :func:`molgen.load`) for the model's property, trained on the generator's own half (never
+                on the data that evaluates it); needed when ``rerank > 1``.
 
         Returns:
             :class:`~molgen.data.molecule.Molecule` list; ``properties`` holds the target value when conditional.
         """
+        if int(rerank) > 1:
+            return self._sample_reranked(n_atoms, values, int(rerank), predictor, steps=steps, solver=solver,
+                                         seed=seed, batch_size=batch_size, stochasticity=stochasticity,
+                                         temperature=temperature, progress=progress,
+                                         self_condition=self_condition, grid_power=grid_power, guidance=guidance)
         if self.conditional and (values is None or len(values) != len(n_atoms)):
             raise ConfigError(f"a model conditioned on '{self.property_name}' needs one target value per molecule")
         if not self.conditional and values is not None:
@@ -294,6 +307,32 @@ class PropMolFlow(pl.LightningModule):
         bar.close()
         self.train(was_training)
         return out
+
+    def _sample_reranked(self, n_atoms, values, rerank: int, predictor, **kw) -> list[Molecule]:
+        """``rerank`` candidates per (N, target), consecutive so they share a batch; keep the one predicted
+        closest to the target."""
+        import numpy as np
+
+        if not self.conditional:
+            raise ConfigError("rerank > 1 needs a conditional model (it selects candidates by their property)")
+        if predictor is None:
+            raise ConfigError(f"rerank={rerank} needs a predictor of '{self.property_name}' (a regressor trained on "
+                              "the generator's half: predictor=gvp_small in a run, or a checkpoint path / name)")
+        if isinstance(predictor, (str, Path)):
+            from molgen.api import load
+            predictor = load(str(predictor))
+        if getattr(predictor, "property_name", None) != self.property_name:
+            raise ConfigError(f"the predictor predicts '{getattr(predictor, 'property_name', None)}', this model is "
+                              f"conditioned on '{self.property_name}'")
+        if values is None or len(values) != len(n_atoms):
+            raise ConfigError(f"a model conditioned on '{self.property_name}' needs one target value per molecule")
+        sizes = [int(n) for n in n_atoms for _ in range(rerank)]
+        targets = [float(v) for v in values for _ in range(rerank)]
+        candidates = self.sample_molecules(sizes, targets, rerank=1, **kw)
+        pred = predictor.predict(candidates)
+        err = np.abs(pred - np.asarray(targets)).reshape(len(n_atoms), rerank)
+        err[~np.isfinite(err)] = np.inf
+        return [candidates[i * rerank + int(np.argmin(err[i]))] for i in range(len(n_atoms))]
 
     def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar,
                       feed_back: bool = True, guidance: float = 1.0) -> list[Molecule]:
@@ -356,7 +395,8 @@ class PropMolFlow(pl.LightningModule):
         return mols
 
     def sample(self, n: int, condition: dict[str, float] | None = None, steps: int = 100, seed: int = 0,
-               solver: str = "euler", batch_size: int = 100, progress: bool = True, guidance: float = 1.0) -> list:
+               solver: str = "euler", batch_size: int = 100, progress: bool = True, guidance: float = 1.0,
+               rerank: int = 1, predictor=None) -> list:
         """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
 
         Args:
@@ -364,7 +404,8 @@ class PropMolFlow(pl.LightningModule):
             condition: ``{property: value}`` in user units (e.g. ``{"gap": 6.8}`` eV); atom counts are drawn from the
                 training molecules with values near the target (p(N | value)). None: unconditional model -> N from the histogram; conditional model -> (N, value)
                 drawn jointly from the training data (PropMolFlow's in-distribution protocol).
-            steps, seed, solver, batch_size, guidance: see :meth:`sample_molecules`.
+            steps, seed, solver, batch_size, guidance, rerank, predictor: see :meth:`sample_molecules`
+                (``rerank=4, predictor="propmolflow-qm9-gap-predictor"``: the best of 4 candidates per molecule).
 
         Example:
             >>> mols = model.sample(8, condition={"gap": 6.8}, steps=100, seed=0)   # doctest: +SKIP
@@ -385,7 +426,7 @@ class PropMolFlow(pl.LightningModule):
         else:
             sizes = self.sampler.sample_n_atoms(n, gen)
         mols = self.sample_molecules(sizes, values, steps=steps, solver=solver, seed=seed, batch_size=batch_size,
-                                     progress=progress, guidance=guidance)
+                                     progress=progress, guidance=guidance, rerank=rerank, predictor=predictor)
         return [m.to_rdkit() for m in mols]
 
 

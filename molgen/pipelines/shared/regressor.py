@@ -17,55 +17,68 @@ from molgen.pipelines.shared.qm9 import graph_loaders, load_split
 from molgen.runner import Stage, StageContext, say
 
 
-def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
+def _fit_regressor(node: DictConfig, prop: str, train_set, val_set, seed: int, ctx: StageContext, kind: str):
+    """Train the GVP regressor of config ``node`` (a ``regressor``-group node) on ``train_set`` in ``ctx.dir``
+    (resumable) and return (the fitted model, its training metrics)."""
     from molgen.checkpoint import export_weights, load_model
     from molgen.models.propmolflow.model import WithProperty
-    from molgen.models.regressor import per_atom_count_baseline
     from molgen.spec import build
     from molgen.training import fit
 
+    col = train_set.property_names.index(prop)
+    y = train_set.properties()[:, col].double()
+    ok = torch.isfinite(y)
+    reg_args = {k: v for k, v in dict(plain(node)).items() if k not in ("name", "trainer")}
+    target = reg_args.pop("_target_", "molgen.models.regressor.GVPRegressor")
+    args = {**reg_args, "vocab": train_set.vocab.as_dict(), "property_name": prop,
+            "property_mean": float(y[ok].mean()), "property_std": float(y[ok].std())}
+    torch.manual_seed(seed)
+    model = build({"_target_": target, **args})            # the group's _target_
+    trainer_cfg = {**plain(node.trainer), "seed": seed}
+    train_loader, val_loader = graph_loaders(WithProperty(train_set, prop), WithProperty(val_set, prop) if val_set else None,
+                                        int(trainer_cfg.get("batch_size", 128)), int(trainer_cfg.get("num_workers", 0)))
+    metrics = fit(model, train_loader, val_loader, trainer_cfg, ctx.dir / "training", pipeline="propmolflow",
+                  model_args=model.model_args, extra_metadata={"kind": kind}, resume=ctx.resuming)
+    best, last = ctx.dir / "training" / "best.ckpt", ctx.dir / "training" / "last.ckpt"
+    export_weights(best if best.exists() else last, ctx.dir / f"{kind}.ckpt")
+    return load_model(ctx.dir / f"{kind}.ckpt"), metrics
+
+
+def _baselines(fitted, prop: str, fit_set, eval_set, seed: int) -> dict:
+    """The fitted regressor on ``eval_set`` (molecules it never saw) beside EDM's baselines fitted on ``fit_set``."""
+    from molgen.models.propmolflow.model import WithProperty
+    from molgen.models.regressor import per_atom_count_baseline
+
+    y_fit = fit_set.properties()[:, fit_set.property_names.index(prop)].double()
+    ok = torch.isfinite(y_fit)
+    view = WithProperty(eval_set, prop)
+    y = eval_set.properties()[view.index, eval_set.property_names.index(prop)].double().numpy()
+    pred = fitted.predict_dataset(view)
+    rng = np.random.default_rng(seed)
+    n_eval, n_fit = eval_set.num_atoms()[view.index].numpy(), fit_set.num_atoms()[ok].numpy()
+    scale, unit = report_unit(prop)  # eV -> meV as the papers report
+    return {"regressor_mae": float(np.abs(pred - y).mean() * scale),
+            "naive_shuffled_mae": float(np.abs(pred - rng.permutation(y)).mean() * scale),
+            "atoms_only_mae": float(np.abs(per_atom_count_baseline(n_fit, y_fit[ok].numpy(), n_eval) - y).mean() * scale),
+            "mae_unit": unit, "n_evaluated": len(view)}
+
+
+def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
     prop = cfg.condition.get("property")
     if not prop:
         return {"skipped": "unconditional model (condition.property=null): no property to evaluate"}
     reg_set, gen_set = load_split(ctx, "regressor.pt"), load_split(ctx, "generator.pt")
     val_set = load_split(ctx, "valid.pt", required=False)
-    col = reg_set.property_names.index(prop)
-    y_reg = reg_set.properties()[:, col].double()
-    ok = torch.isfinite(y_reg)
-    reg_args = {k: v for k, v in dict(plain(cfg.regressor)).items() if k not in ("name", "trainer")}
-    target = reg_args.pop("_target_", "molgen.models.regressor.GVPRegressor")
-    args = {**reg_args, "vocab": reg_set.vocab.as_dict(), "property_name": prop,
-            "property_mean": float(y_reg[ok].mean()), "property_std": float(y_reg[ok].std())}
-    torch.manual_seed(int(cfg.seed))
-    model = build({"_target_": target, **args})            # the regressor group's _target_
-    trainer_cfg = {**plain(cfg.regressor.trainer), "seed": int(cfg.seed)}
-    train_loader, val_loader = graph_loaders(WithProperty(reg_set, prop), WithProperty(val_set, prop) if val_set else None,
-                                        int(trainer_cfg.get("batch_size", 128)), int(trainer_cfg.get("num_workers", 0)))
     say(f"  GVP regressor for {prop} on {len(reg_set)} molecules (the half the generator does not see)")
-    metrics = fit(model, train_loader, val_loader, trainer_cfg, ctx.dir / "training", pipeline="propmolflow",
-                  model_args=model.model_args, extra_metadata={"kind": "regressor"}, resume=ctx.resuming)
-    best, last = ctx.dir / "training" / "best.ckpt", ctx.dir / "training" / "last.ckpt"
-    export_weights(best if best.exists() else last, ctx.dir / "regressor.ckpt")
-    fitted = load_model(ctx.dir / "regressor.ckpt")
+    fitted, metrics = _fit_regressor(cfg.regressor, prop, reg_set, val_set, int(cfg.seed), ctx, "regressor")
     # EDM's reading frame, on the generator half (the molecules the regressor never saw)
-    gen_view = WithProperty(gen_set, prop)
-    y_gen = gen_set.properties()[gen_view.index, gen_set.property_names.index(prop)].double().numpy()
-    pred = fitted.predict_dataset(gen_view)
-    rng = np.random.default_rng(int(cfg.seed))
-    n_gen, n_reg = gen_set.num_atoms()[gen_view.index].numpy(), reg_set.num_atoms()[ok].numpy()
-    scale, unit = report_unit(prop)  # eV -> meV as the papers report
-    out = {
-        "property": prop,
-        "regressor_mae": float(np.abs(pred - y_gen).mean() * scale),
-        "naive_shuffled_mae": float(np.abs(pred - rng.permutation(y_gen)).mean() * scale),
-        "atoms_only_mae": float(np.abs(per_atom_count_baseline(n_reg, y_reg[ok].numpy(), n_gen) - y_gen).mean() * scale),
-        "mae_unit": unit,
-        "evaluated_on": f"generator half ({len(gen_view)} molecules)",
-        "regressor_epochs": metrics.get("epochs"), "regressor_seconds": metrics.get("seconds"),
-    }
+    base = _baselines(fitted, prop, reg_set, gen_set, int(cfg.seed))
+    out = {"property": prop, **{k: v for k, v in base.items() if k != "n_evaluated"},
+           "evaluated_on": f"generator half ({base['n_evaluated']} molecules)",
+           "regressor_epochs": metrics.get("epochs"), "regressor_seconds": metrics.get("seconds")}
     (ctx.dir / "report.md").write_text(
         f"GVP regressor for **{prop}** trained on the regressor half ({len(reg_set)} molecules), evaluated on the "
-        f"generator half ({len(gen_view)}), MAE in {out['mae_unit']} (EDM's reading frame: a generator beats "
+        f"generator half ({base['n_evaluated']}), MAE in {out['mae_unit']} (EDM's reading frame: a generator beats "
         "*naive* if it uses the property at all, *#atoms* if it uses it beyond the molecule size).\n\n"
         + markdown_table(["predictor", "MAE"], [
             ["regressor on real molecules (floor)", f"{out['regressor_mae']:.4g}"],
@@ -74,6 +87,39 @@ def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
     return out
 
 
+def predictor(cfg: DictConfig, ctx: StageContext) -> dict:
+    """The generator's own property predictor (``predictor=gvp_small``): the same GVP regressor trained on the
+    generator's half Da, used by ``sample.rerank`` to pick, among candidates drawn for one target, the one
+    predicted closest to it. It never sees Db, so the evaluator (the regressor stage, trained on Db) stays
+    independent of it; its floor is measured on Db."""
+    prop = cfg.condition.get("property")
+    if cfg.predictor.get("name", "none") == "none":
+        return {"skipped": "predictor=none (sample.rerank uses sample.predictor or no predictor)"}
+    if not prop:
+        return {"skipped": "unconditional model (condition.property=null): no property to predict"}
+    gen_set, reg_set = load_split(ctx, "generator.pt"), load_split(ctx, "regressor.pt")
+    val_set = load_split(ctx, "valid.pt", required=False)
+    say(f"  GVP predictor for {prop} on {len(gen_set)} molecules (the generator's half; for sample.rerank)")
+    fitted, metrics = _fit_regressor(cfg.predictor, prop, gen_set, val_set, int(cfg.seed), ctx, "predictor")
+    base = _baselines(fitted, prop, gen_set, reg_set, int(cfg.seed))
+    out = {"property": prop, **{k: v for k, v in base.items() if k != "n_evaluated"},
+           "evaluated_on": f"regressor half ({base['n_evaluated']} molecules)",
+           "predictor_epochs": metrics.get("epochs"), "predictor_seconds": metrics.get("seconds")}
+    (ctx.dir / "report.md").write_text(
+        f"GVP predictor for **{prop}** trained on the generator half ({len(gen_set)} molecules), evaluated on the "
+        f"regressor half ({base['n_evaluated']}), MAE in {out['mae_unit']}. `sample.rerank=K` keeps, of K "
+        "candidates per target, the one this predictor puts closest to the target.\n\n"
+        + markdown_table(["predictor", "MAE"], [
+            ["this predictor on real molecules (floor)", f"{out['regressor_mae']:.4g}"],
+            ["#atoms only (per-N median of Da)", f"{out['atoms_only_mae']:.4g}"],
+            ["naive (shuffled labels)", f"{out['naive_shuffled_mae']:.4g}"]]) + "\n")
+    return out
+
+
 #: The evaluator stage, shared with the other QM9 generators (SiLD) so every generator is judged by one regressor.
 REGRESSOR = Stage("regressor", regressor, groups=("regressor", "condition.property", "seed"), needs=("featurize",),
                   description="train the GVP property regressor on the other half; EDM baselines (skipped if unconditional)")
+
+#: The generator's property predictor for ``sample.rerank`` (trained on Da, never on the evaluator's Db).
+PREDICTOR = Stage("predictor", predictor, groups=("predictor", "condition.property", "seed"), needs=("featurize",),
+                  description="train a property predictor on the generator's half for sample.rerank (predictor=gvp_small; skipped by default)")
