@@ -80,6 +80,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.raw_bonds": (3, {"sild": False}),             # SiLD's raw ablation with bonds in the flow (none before)
     "model.denoiser": (3, {"sild": "egnn"}),
     "model.denoiser_v_dim": (3, {"sild": 8}),
+    "model.prior_lr_schedule": (3, {"sild": "constant"}),    # SiLD's prior phase: a decaying lr (constant before)
+    "model.prior_lr_decay": (3, {"sild": 0.2}),
     "model.denoiser_edge_dim": (3, {"sild": 32}),
 }
 
@@ -218,6 +220,8 @@ RULES: dict[str, Rule] = {
     "model.prior": Rule(str, choices=("diffusion", "flow")),
     "regressor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
     "predictor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
+    "model.prior_lr_schedule": Rule(str, choices=("constant", "cosine", "wsd")),
+    "model.prior_lr_decay": Rule(float, lo=0.0, hi=1.0, lo_open=True),
     "sample.rerank": _count(1),
     "model.self_condition_lag": Rule(float, lo=0.0, hi=1.0),
     "model.reference": Rule(bool),

@@ -98,11 +98,8 @@ class GVPRegressor(pl.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.get("lr_schedule", "plateau") == "cosine":
-            total = self.trainer.estimated_stepping_batches if self.trainer is not None else None
-            if not total or not np.isfinite(total):
-                raise ValueError("regressor.lr_schedule=cosine needs a finite trainer max_epochs or max_steps")
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(total), 1))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            from molgen.training import lr_schedule
+            return lr_schedule(opt, "cosine", self._trainer, option="regressor.lr_schedule")
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.hparams.lr_factor,
                                                            patience=self.hparams.lr_patience)
         has_val = self.trainer is not None and self.trainer.limit_val_batches != 0

@@ -113,6 +113,9 @@ class SiLD(pl.LightningModule):
             (positions, node and pair latents; :class:`~molgen.nn.self_condition.SelfConditionInputs`); sampling
             feeds every step's prediction into the next at no extra network cost. Zero-initialised: warm-starting
             from a prior without it is exact.
+        prior_lr_schedule, prior_lr_decay: the prior phase's learning rate over its steps
+            (:func:`molgen.training.lr_schedule`): ``constant`` (GeoLDM's), ``cosine`` to zero, or ``wsd``
+            (constant, then linear to zero over the last ``prior_lr_decay`` of ``trainer.diffusion.max_steps``).
         latent_noise: std of Gaussian noise added to every latent before decoding while the autoencoder trains, so
             the decoder tolerates the prior's imperfect samples (0: none).
         denoiser: the prior's network: ``egnn`` (EDM/GeoLDM's) or ``gvp``
@@ -127,7 +130,8 @@ class SiLD(pl.LightningModule):
                  embedding: str = "concatenate", gaussian_expansion: bool = False, property_mean: float = 0.0,
                  property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, prior: str = "diffusion",
                  edge_latent_dim: int = 0, latent_noise: float = 0.0, denoiser: str = "egnn", denoiser_v_dim: int = 8,
-                 denoiser_edge_dim: int = 32, raw_bonds: bool = False, self_condition: bool = False):
+                 denoiser_edge_dim: int = 32, raw_bonds: bool = False, self_condition: bool = False,
+                 prior_lr_schedule: str = "constant", prior_lr_decay: float = 0.2):
         super().__init__()
         if encoder is not None and not isinstance(encoder, Mapping):
             raise ConfigError(f"model.encoder={encoder}: not an encoder spec (a mapping with a _target_ class; "
@@ -459,8 +463,14 @@ class SiLD(pl.LightningModule):
         self._step(data, "val")
 
     def configure_optimizers(self):
+        from molgen.training import lr_schedule
+
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, amsgrad=True, weight_decay=1e-12)
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, amsgrad=True, weight_decay=1e-12)
+        if self.phase != "diffusion":
+            return opt
+        return lr_schedule(opt, self.hparams.get("prior_lr_schedule", "constant"), self._trainer,
+                           float(self.hparams.get("prior_lr_decay", 0.2)), option="model.prior_lr_schedule")
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
