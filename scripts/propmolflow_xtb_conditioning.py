@@ -110,7 +110,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(a.seed + (0 if name == "low" else 1))
         sizes = model.sampler.sample_n_atoms_given(target, a.n, gen)
         mols = model.sample_molecules(sizes, [target] * a.n, steps=a.steps, seed=a.seed, progress=False,
-                                     guidance=a.guidance, rerank=a.rerank, predictor=a.predictor)
+                                     guidance=a.guidance, rerank=a.rerank,
+                                     predictor=molgen.load(a.predictor) if a.predictor else None)
         near = np.flatnonzero(np.abs(qm9_gap - target) <= 0.25)
         pick = np.random.RandomState(a.seed).choice(near, min(a.n, len(near)), replace=False)
         real = [qm9[i] for i in sorted(pick)]

@@ -1,10 +1,10 @@
-"""Per-step learning-rate schedules (molgen.training.lr_schedule) under a real Lightning Trainer: the decay
+"""Per-step learning-rate schedules (molgen.nn.lr_schedules) under a real Lightning Trainer: the decay
 follows the run's steps, and a run stopped and resumed from its checkpoint continues the same schedule."""
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from molgen.training import lr_schedule
+from molgen.nn.lr_schedules import lr_schedule
 
 
 class _Tiny(pl.LightningModule):

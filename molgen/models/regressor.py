@@ -98,7 +98,7 @@ class GVPRegressor(pl.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.get("lr_schedule", "plateau") == "cosine":
-            from molgen.training import lr_schedule
+            from molgen.nn.lr_schedules import lr_schedule
             return lr_schedule(opt, "cosine", self._trainer, option="regressor.lr_schedule")
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.hparams.lr_factor,
                                                            patience=self.hparams.lr_patience)

@@ -132,9 +132,9 @@ def check_sample(cfg: DictConfig) -> None:
 def _predictor(cfg: DictConfig, ctx: StageContext):
     if _rerank(cfg) <= 1:
         return None
-    from molgen.api import load
-    return load(str(cfg.sample.predictor) if cfg.sample.get("predictor")
-                else str(ctx.input("predictor") / "predictor.ckpt"))
+    from molgen.checkpoint import load_model
+    return load_model(str(cfg.sample.predictor) if cfg.sample.get("predictor")
+                      else str(ctx.input("predictor") / "predictor.ckpt"))
 
 
 def _sample_ckpt(cfg: DictConfig, ctx: StageContext) -> Path:

@@ -40,7 +40,8 @@ def test_all_stages_end_with_report_line(finished):
     last = r.stdout.strip().splitlines()[-1]
     assert last == f"report: {run_dir / 'report.md'}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"featurize", "train", "regressor", "sample", "validate"}
+    assert set(metrics) == {"featurize", "train", "regressor", "predictor", "sample", "validate"}
+    assert "skipped" in metrics["predictor"]                       # best-of-K sampling is opt-in (predictor=none)
     v = metrics["validate"]
     assert 0.0 <= v["stability_revised_mol"] <= v["stability_revised_atom"] <= 1.0
     assert v["property"] == "gap" and v["property_mae_unit"] == "meV" and v["property_mae"] > 0
@@ -59,7 +60,7 @@ def test_second_run_reuses_every_stage(finished, run_args):
     before = (run_dir / "sample" / "samples.sdf").read_bytes()
     r = molgen_run(args)
     assert r.returncode == 0
-    assert r.stdout.count("reusing") == 5 and "running" not in r.stdout.replace("molgen: pipeline", "")
+    assert r.stdout.count("reusing") == 6 and "running" not in r.stdout.replace("molgen: pipeline", "")
     assert (run_dir / "sample" / "samples.sdf").read_bytes() == before
 
 

@@ -269,8 +269,8 @@ class PropMolFlow(pl.LightningModule):
             rerank: candidates drawn per molecule (conditional models): ``rerank`` molecules are generated for each
                 (N, target) and the one ``predictor`` puts closest to the target is kept (candidates it cannot
                 encode rank last); ``rerank`` times the sampling cost. 1: no selection.
-            predictor: a property regressor (:class:`~molgen.models.regressor.GVPRegressor`, or a path / shipped
-                name for :func:`molgen.load`) for the model's property, trained on the generator's own half (never
+            predictor: a property regressor (:class:`~molgen.models.regressor.GVPRegressor`, e.g.
+                ``molgen.load("propmolflow-qm9-gap-predictor")``) for the model's property, trained on the generator's own half (never
                 on the data that evaluates it); needed when ``rerank > 1``.
 
         Returns:
@@ -319,8 +319,7 @@ class PropMolFlow(pl.LightningModule):
             raise ConfigError(f"rerank={rerank} needs a predictor of '{self.property_name}' (a regressor trained on "
                               "the generator's half: predictor=gvp_small in a run, or a checkpoint path / name)")
         if isinstance(predictor, (str, Path)):
-            from molgen.api import load
-            predictor = load(str(predictor))
+            raise ConfigError(f"predictor={predictor}: pass the loaded model, molgen.load({str(predictor)!r})")
         if getattr(predictor, "property_name", None) != self.property_name:
             raise ConfigError(f"the predictor predicts '{getattr(predictor, 'property_name', None)}', this model is "
                               f"conditioned on '{self.property_name}'")
@@ -405,7 +404,8 @@ class PropMolFlow(pl.LightningModule):
                 training molecules with values near the target (p(N | value)). None: unconditional model -> N from the histogram; conditional model -> (N, value)
                 drawn jointly from the training data (PropMolFlow's in-distribution protocol).
             steps, seed, solver, batch_size, guidance, rerank, predictor: see :meth:`sample_molecules`
-                (``rerank=4, predictor="propmolflow-qm9-gap-predictor"``: the best of 4 candidates per molecule).
+                (``rerank=4, predictor=molgen.load("propmolflow-qm9-gap-predictor")``: the best of 4 candidates
+                per molecule).
 
         Example:
             >>> mols = model.sample(8, condition={"gap": 6.8}, steps=100, seed=0)   # doctest: +SKIP

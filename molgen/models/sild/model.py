@@ -463,7 +463,7 @@ class SiLD(pl.LightningModule):
         self._step(data, "val")
 
     def configure_optimizers(self):
-        from molgen.training import lr_schedule
+        from molgen.nn.lr_schedules import lr_schedule
 
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, amsgrad=True, weight_decay=1e-12)
