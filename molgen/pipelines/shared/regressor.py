@@ -63,28 +63,39 @@ def _baselines(fitted, prop: str, fit_set, eval_set, seed: int) -> dict:
             "mae_unit": unit, "n_evaluated": len(view)}
 
 
+def _train_and_judge(cfg: DictConfig, ctx: StageContext, kind: str, prop: str, fit_file: str, eval_file: str,
+                     halves: tuple[str, str], reading: str) -> dict:
+    """Train the ``kind`` group's regressor on ``fit_file``, judge it on ``eval_file`` (molecules it never saw)
+    beside EDM's baselines, and write the stage's report.md. ``halves`` names the two files' halves
+    (e.g. ``("regressor", "Db")``, ``("generator", "Da")``)."""
+    fit_set, eval_set = load_split(ctx, fit_file), load_split(ctx, eval_file)
+    val_set = load_split(ctx, "valid.pt", required=False)
+    (fit_half, fit_tag), (eval_half, _) = halves
+    fitted, metrics = _fit_regressor(cfg[kind], prop, fit_set, val_set, int(cfg.seed), ctx, kind)
+    base = _baselines(fitted, prop, fit_set, eval_set, int(cfg.seed))
+    out = {"property": prop, **{k: v for k, v in base.items() if k != "n_evaluated"},
+           "evaluated_on": f"{eval_half} half ({base['n_evaluated']} molecules)",
+           f"{kind}_epochs": metrics.get("epochs"), f"{kind}_seconds": metrics.get("seconds")}
+    (ctx.dir / "report.md").write_text(
+        f"GVP {kind} for **{prop}** trained on the {fit_half} half ({len(fit_set)} molecules), evaluated on the "
+        f"{eval_half} half ({base['n_evaluated']}), MAE in {out['mae_unit']} {reading}\n\n"
+        + markdown_table(["predictor", "MAE"], [
+            [f"this {kind} on real molecules (floor)", f"{out['regressor_mae']:.4g}"],
+            [f"#atoms only (per-N median of {fit_tag})", f"{out['atoms_only_mae']:.4g}"],
+            ["naive (shuffled labels)", f"{out['naive_shuffled_mae']:.4g}"]]) + "\n")
+    return out
+
+
 def regressor(cfg: DictConfig, ctx: StageContext) -> dict:
     prop = cfg.condition.get("property")
     if not prop:
         return {"skipped": "unconditional model (condition.property=null): no property to evaluate"}
-    reg_set, gen_set = load_split(ctx, "regressor.pt"), load_split(ctx, "generator.pt")
-    val_set = load_split(ctx, "valid.pt", required=False)
-    say(f"  GVP regressor for {prop} on {len(reg_set)} molecules (the half the generator does not see)")
-    fitted, metrics = _fit_regressor(cfg.regressor, prop, reg_set, val_set, int(cfg.seed), ctx, "regressor")
+    say(f"  GVP regressor for {prop} on the half the generator does not see")
     # EDM's reading frame, on the generator half (the molecules the regressor never saw)
-    base = _baselines(fitted, prop, reg_set, gen_set, int(cfg.seed))
-    out = {"property": prop, **{k: v for k, v in base.items() if k != "n_evaluated"},
-           "evaluated_on": f"generator half ({base['n_evaluated']} molecules)",
-           "regressor_epochs": metrics.get("epochs"), "regressor_seconds": metrics.get("seconds")}
-    (ctx.dir / "report.md").write_text(
-        f"GVP regressor for **{prop}** trained on the regressor half ({len(reg_set)} molecules), evaluated on the "
-        f"generator half ({base['n_evaluated']}), MAE in {out['mae_unit']} (EDM's reading frame: a generator beats "
-        "*naive* if it uses the property at all, *#atoms* if it uses it beyond the molecule size).\n\n"
-        + markdown_table(["predictor", "MAE"], [
-            ["regressor on real molecules (floor)", f"{out['regressor_mae']:.4g}"],
-            ["#atoms only (per-N median of Db)", f"{out['atoms_only_mae']:.4g}"],
-            ["naive (shuffled labels)", f"{out['naive_shuffled_mae']:.4g}"]]) + "\n")
-    return out
+    return _train_and_judge(cfg, ctx, "regressor", prop, "regressor.pt", "generator.pt",
+                            (("regressor", "Db"), ("generator", "Da")),
+                            "(EDM's reading frame: a generator beats *naive* if it uses the property at all, "
+                            "*#atoms* if it uses it beyond the molecule size).")
 
 
 def predictor(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -97,23 +108,11 @@ def predictor(cfg: DictConfig, ctx: StageContext) -> dict:
         return {"skipped": "predictor=none (sample.rerank uses sample.predictor or no predictor)"}
     if not prop:
         return {"skipped": "unconditional model (condition.property=null): no property to predict"}
-    gen_set, reg_set = load_split(ctx, "generator.pt"), load_split(ctx, "regressor.pt")
-    val_set = load_split(ctx, "valid.pt", required=False)
-    say(f"  GVP predictor for {prop} on {len(gen_set)} molecules (the generator's half; for sample.rerank)")
-    fitted, metrics = _fit_regressor(cfg.predictor, prop, gen_set, val_set, int(cfg.seed), ctx, "predictor")
-    base = _baselines(fitted, prop, gen_set, reg_set, int(cfg.seed))
-    out = {"property": prop, **{k: v for k, v in base.items() if k != "n_evaluated"},
-           "evaluated_on": f"regressor half ({base['n_evaluated']} molecules)",
-           "predictor_epochs": metrics.get("epochs"), "predictor_seconds": metrics.get("seconds")}
-    (ctx.dir / "report.md").write_text(
-        f"GVP predictor for **{prop}** trained on the generator half ({len(gen_set)} molecules), evaluated on the "
-        f"regressor half ({base['n_evaluated']}), MAE in {out['mae_unit']}. `sample.rerank=K` keeps, of K "
-        "candidates per target, the one this predictor puts closest to the target.\n\n"
-        + markdown_table(["predictor", "MAE"], [
-            ["this predictor on real molecules (floor)", f"{out['regressor_mae']:.4g}"],
-            ["#atoms only (per-N median of Da)", f"{out['atoms_only_mae']:.4g}"],
-            ["naive (shuffled labels)", f"{out['naive_shuffled_mae']:.4g}"]]) + "\n")
-    return out
+    say(f"  GVP predictor for {prop} on the generator's half (for sample.rerank)")
+    return _train_and_judge(cfg, ctx, "predictor", prop, "generator.pt", "regressor.pt",
+                            (("generator", "Da"), ("regressor", "Db")),
+                            "(`sample.rerank=K` keeps, of K candidates per target, the one this predictor puts "
+                            "closest to the target).")
 
 
 #: The evaluator stage, shared with the other QM9 generators (SiLD) so every generator is judged by one regressor.
