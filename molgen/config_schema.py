@@ -82,6 +82,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "model.denoiser_v_dim": (3, {"sild": 8}),
     "model.prior_lr_schedule": (3, {"sild": "constant"}),    # SiLD's prior phase: a decaying lr (constant before)
     "model.prior_lr_decay": (3, {"sild": 0.2}),
+    "model.prior_latents": (3, {"sild": "sample"}),          # SiLD's prior on posterior draws (GeoLDM) or means
     "model.denoiser_edge_dim": (3, {"sild": 32}),
 }
 
@@ -222,6 +223,7 @@ RULES: dict[str, Rule] = {
     "predictor.lr_schedule": Rule(str, choices=("plateau", "cosine")),
     "model.prior_lr_schedule": Rule(str, choices=("constant", "cosine", "wsd")),
     "model.prior_lr_decay": Rule(float, lo=0.0, hi=1.0, lo_open=True),
+    "model.prior_latents": Rule(str, choices=("sample", "mean")),
     "sample.rerank": _count(1),
     "model.self_condition_lag": Rule(float, lo=0.0, hi=1.0),
     "model.reference": Rule(bool),

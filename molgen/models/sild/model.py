@@ -116,6 +116,11 @@ class SiLD(pl.LightningModule):
         prior_lr_schedule, prior_lr_decay: the prior phase's learning rate over its steps
             (:func:`molgen.training.lr_schedule`): ``constant`` (GeoLDM's), ``cosine`` to zero, or ``wsd``
             (constant, then linear to zero over the last ``prior_lr_decay`` of ``trainer.diffusion.max_steps``).
+        prior_latents: what the prior learns to generate: ``sample`` (GeoLDM's: a draw from the encoder's
+            posterior) or ``mean`` (the posterior mean). With a small KL weight the channels the decoder does not use
+            collapse to the prior (sigma ~ 1), and a draw makes them pure noise the prior must model; so do the
+            pair latents of non-bonded pairs (``scripts/sild_latent_stats.py`` shows both). The decoder, trained
+            with ``latent_noise``, reads means (and means plus that noise) losslessly.
         latent_noise: std of Gaussian noise added to every latent before decoding while the autoencoder trains, so
             the decoder tolerates the prior's imperfect samples (0: none).
         denoiser: the prior's network: ``egnn`` (EDM/GeoLDM's) or ``gvp``
@@ -131,7 +136,7 @@ class SiLD(pl.LightningModule):
                  property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, prior: str = "diffusion",
                  edge_latent_dim: int = 0, latent_noise: float = 0.0, denoiser: str = "egnn", denoiser_v_dim: int = 8,
                  denoiser_edge_dim: int = 32, raw_bonds: bool = False, self_condition: bool = False,
-                 prior_lr_schedule: str = "constant", prior_lr_decay: float = 0.2):
+                 prior_lr_schedule: str = "constant", prior_lr_decay: float = 0.2, prior_latents: str = "sample"):
         super().__init__()
         if encoder is not None and not isinstance(encoder, Mapping):
             raise ConfigError(f"model.encoder={encoder}: not an encoder spec (a mapping with a _target_ class; "
@@ -148,6 +153,8 @@ class SiLD(pl.LightningModule):
         self.feat_dim = latent_dim if self.latent else atom_dim
         if prior not in PRIORS:
             raise ConfigError(f"model.prior={prior}: choose from {', '.join(PRIORS)}")
+        if prior_latents not in ("sample", "mean"):
+            raise ConfigError(f"model.prior_latents={prior_latents}: choose from sample, mean")
         if denoiser not in DENOISERS:
             raise ConfigError(f"model.denoiser={denoiser}: choose from {', '.join(DENOISERS)}")
         if denoiser == "gvp" and prior != "flow":
@@ -422,18 +429,26 @@ class SiLD(pl.LightningModule):
 
         return predictor
 
+    @torch.no_grad()
+    def prior_targets(self, data, edge_index: torch.Tensor):
+        """What the prior learns to generate for a batch: centred latent positions ``[n, 3]``, atom latents
+        ``[n, k]``, pair latents ``[P, d_e]`` and their pairs ``[2, P]`` (``i < j``; both None without edge
+        latents), drawn from the frozen encoder's posterior or its means (``prior_latents``)."""
+        draw = self.hparams.get("prior_latents", "sample") == "sample"
+        z_x, z_h, _ = self.encode(data, edge_index, sample=draw)
+        z_x = remove_mean(z_x, data.batch, data.num_graphs)
+        z_e = pairs = None
+        if self.edge_dim:
+            pairs = edge_index[:, upper_edges(edge_index)]
+            z_e, _, _ = self.encode_edges(data, pairs, z_h, sample=draw)
+        return z_x, z_h, z_e, pairs
+
     def diffusion_loss(self, data) -> torch.Tensor:
-        """The latent prior's loss on latents drawn from the frozen encoder's posterior, mean over the batch:
+        """The latent prior's loss on the frozen encoder's latents (:meth:`prior_targets`), mean over the batch:
         EDM's L2 (``prior=diffusion``) or the flow's endpoint L2 (``prior=flow``; with edge latents, their endpoint
         L2 too)."""
         edge_index, reverse = complete_graph(data.batch, data.num_graphs)
-        z_e = pairs = None
-        with torch.no_grad():
-            z_x, z_h, _ = self.encode(data, edge_index)
-            z_x = remove_mean(z_x, data.batch, data.num_graphs)
-            if self.edge_dim:
-                pairs = edge_index[:, upper_edges(edge_index)]
-                z_e, _, _ = self.encode_edges(data, pairs, z_h)
+        z_x, z_h, z_e, pairs = self.prior_targets(data, edge_index)
 
         def denoiser(x_t, h_t, t, batch, num_graphs, context):
             return self.denoise(x_t, h_t, t, batch, num_graphs, context, edge_index)

@@ -422,3 +422,24 @@ def test_flow_time_grid_option(real_graphs):
     diffusion.sampler.fit(real_graphs.num_atoms())
     with pytest.raises(ConfigError, match="sample.grid_power=2.0"):
         diffusion.sample(1, steps=4, progress=False, grid_power=2.0)
+
+
+def test_prior_can_learn_posterior_means_instead_of_draws(batch):
+    """`model.prior_latents=mean`: the prior's targets are the encoder's posterior means (every pair channel of a
+    non-bonded pair included), the same on every call; GeoLDM's `sample` draws new ones each time."""
+    ei = complete_graph(batch.batch, batch.num_graphs)[0]
+    means = _bonded_model(prior_latents="mean").eval()
+    first, again = means.prior_targets(batch, ei), means.prior_targets(batch, ei)
+    with torch.no_grad():
+        mu_x, mu_h, _ = means.encode(batch, ei, sample=False)
+        mu_e, _, _ = means.encode_edges(batch, first[3], mu_h, sample=False)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(first[1], mu_h)
+    torch.testing.assert_close(first[2], mu_e)
+    torch.testing.assert_close(first[0].sum(0), torch.zeros(3), atol=1e-4, rtol=0)   # centred per molecule
+    draws = _bonded_model(prior_latents="sample").eval()
+    a, b = draws.prior_targets(batch, ei), draws.prior_targets(batch, ei)
+    assert not torch.allclose(a[1], b[1]) and not torch.allclose(a[2], b[2])
+    with pytest.raises(ConfigError, match="model.prior_latents=median"):
+        _bonded_model(prior_latents="median")
