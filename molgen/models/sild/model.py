@@ -114,7 +114,7 @@ class SiLD(pl.LightningModule):
             feeds every step's prediction into the next at no extra network cost. Zero-initialised: warm-starting
             from a prior without it is exact.
         prior_lr_schedule, prior_lr_decay: the prior phase's learning rate over its steps
-            (:func:`molgen.training.lr_schedule`): ``constant`` (GeoLDM's), ``cosine`` to zero, or ``wsd``
+            (:func:`molgen.nn.lr_schedules.lr_schedule`): ``constant`` (GeoLDM's), ``cosine`` to zero, or ``wsd``
             (constant, then linear to zero over the last ``prior_lr_decay`` of ``trainer.diffusion.max_steps``).
         prior_latents: what the prior learns to generate: ``sample`` (GeoLDM's: a draw from the encoder's
             posterior) or ``mean`` (the posterior mean). With a small KL weight the channels the decoder does not use

@@ -64,10 +64,10 @@ def _baselines(fitted, prop: str, fit_set, eval_set, seed: int) -> dict:
 
 
 def _train_and_judge(cfg: DictConfig, ctx: StageContext, kind: str, prop: str, fit_file: str, eval_file: str,
-                     halves: tuple[str, str], reading: str) -> dict:
+                     halves: tuple[tuple[str, str], tuple[str, str]], reading: str) -> dict:
     """Train the ``kind`` group's regressor on ``fit_file``, judge it on ``eval_file`` (molecules it never saw)
-    beside EDM's baselines, and write the stage's report.md. ``halves`` names the two files' halves
-    (e.g. ``("regressor", "Db")``, ``("generator", "Da")``)."""
+    beside EDM's baselines, and write the stage's report.md. ``halves``: (name, tag) of the fit file's half and of
+    the evaluation file's, e.g. ``(("regressor", "Db"), ("generator", "Da"))``."""
     fit_set, eval_set = load_split(ctx, fit_file), load_split(ctx, eval_file)
     val_set = load_split(ctx, "valid.pt", required=False)
     (fit_half, fit_tag), (eval_half, _) = halves
