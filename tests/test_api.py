@@ -8,7 +8,7 @@ from molgen.errors import CheckpointError
 
 def test_every_shipped_checkpoint_loads_by_name():
     names = molgen.list_checkpoints()
-    assert {"propmolflow-qm9", "atom-md17", "graphmvp-pretrained", "cpdiffusion_ss-cath"} <= set(names)
+    assert {"propmolflow-qm9", "atom-md17", "graphmvp-pretrained", "cpdiffusion_ss-cath", "sild-qm9"} <= set(names)
     for name in names:
         assert molgen.load(name) is not None, name
 
