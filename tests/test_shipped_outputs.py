@@ -1,5 +1,6 @@
-"""The shipped checkpoints load by name and reproduce the outputs recorded before the package was
-restructured (fixed seeds, fixed real inputs, continuous outputs so the thread count does not matter).
+"""The shipped checkpoints load by name and reproduce the outputs recorded when they were shipped (or, for the
+older ones, before the package was restructured): fixed seeds, fixed real inputs, continuous outputs so the thread
+count does not matter.
 
 Regenerate the reference only when a model's behaviour is meant to change:
 ``python tests/test_shipped_outputs.py --write [NAME ...]``.
