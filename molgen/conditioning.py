@@ -8,13 +8,20 @@ r"""Property conditioning for PropMolFlow (Zeng, Jin et al. 2025, https://arxiv.
 * :class:`PropertySampler`: (number of atoms, target value) pairs drawn jointly from the training histograms as
   EDM's ``DistributionProperty`` / PropMolFlow do, plus the out-of-distribution task. Everything lives in
   buffers, so it travels in the model checkpoint.
+* :func:`best_of_k`: best-of-K sampling for any conditional generator: K candidates per (N, target), the one a
+  property predictor puts closest to the target is kept (PropMolFlow's and SiLD's ``rerank``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from molgen.errors import ConfigError
 
 HARTREE_EV = 27.211386
 
@@ -49,6 +56,44 @@ def check_property(name: str) -> PropertyInfo:
     if name not in PROPERTIES:
         raise ValueError(f"unknown property '{name}' (choose from {', '.join(PROPERTIES)})")
     return PROPERTIES[name]
+
+
+def best_of_k(generate: Callable[[list[int], list[float]], list], n_atoms: Sequence[int],
+              values: Sequence[float] | None, k: int, predictor, property_name: str | None) -> list:
+    """Best-of-``k`` sampling: ``k`` candidates per (N, target), the one ``predictor`` puts closest to the target kept.
+
+    Args:
+        generate: ``generate(sizes, targets) -> molecules``, one molecule per entry, in order (the generator's
+            own sampler with its seed and settings bound); the ``k`` candidates of one molecule are consecutive,
+            so they share a batch.
+        n_atoms, values: atom count and target value of each wanted molecule.
+        k: candidates per molecule (``k`` times the sampling cost).
+        predictor: a property model with ``property_name`` and ``predict(molecules) -> [n]`` (NaN for a molecule
+            it cannot read: ranked last), e.g. :class:`~molgen.models.regressor.GVPRegressor`; it should be trained
+            on the generator's own half, never on the data that evaluates the samples.
+        property_name: the generator's conditioning property (None: unconditional, refused).
+
+    Returns:
+        ``len(n_atoms)`` molecules, each the chosen candidate of its (N, target).
+    """
+    if property_name is None:
+        raise ConfigError(f"rerank={k} needs a conditional model (it selects candidates by their property)")
+    if predictor is None:
+        raise ConfigError(f"rerank={k} needs a predictor of '{property_name}' (a regressor trained on the "
+                          "generator's half: predictor=gvp_small in a run, or a checkpoint path / name)")
+    if isinstance(predictor, (str, Path)):
+        raise ConfigError(f"predictor={predictor}: pass the loaded model, molgen.load({str(predictor)!r})")
+    if getattr(predictor, "property_name", None) != property_name:
+        raise ConfigError(f"the predictor predicts '{getattr(predictor, 'property_name', None)}', this model is "
+                          f"conditioned on '{property_name}'")
+    if values is None or len(values) != len(n_atoms):
+        raise ConfigError(f"a model conditioned on '{property_name}' needs one target value per molecule")
+    sizes = [int(n) for n in n_atoms for _ in range(k)]
+    targets = [float(v) for v in values for _ in range(k)]
+    candidates = generate(sizes, targets)
+    err = np.abs(np.asarray(predictor.predict(candidates), dtype=float) - np.asarray(targets)).reshape(len(n_atoms), k)
+    err[~np.isfinite(err)] = np.inf
+    return [candidates[i * k + int(np.argmin(err[i]))] for i in range(len(n_atoms))]
 
 
 class GaussianExpansion(nn.Module):

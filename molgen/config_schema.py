@@ -65,8 +65,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "sample.guidance": (3, {"propmolflow": 1.0}),
     "sample.grid_power": (3, {"propmolflow": 1.0, "sild": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
-    "sample.rerank": (3, {"propmolflow": 1}),                  # candidates per target, best by the predictor
-    "sample.predictor": (3, {"propmolflow": None}),
+    "sample.rerank": (3, {"propmolflow": 1, "sild": 1}),       # candidates per target, best by the predictor
+    "sample.predictor": (3, {"propmolflow": None, "sild": None}),
     "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
     "model.feature_dim": (3, {"cpdiffusion_ss": 128}),
     "model.plan_decoder": (3, {"cpdiffusion_ss": False}),

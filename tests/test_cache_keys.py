@@ -37,6 +37,7 @@ RECORDED = {
     "pipeline=sild": {
         "featurize": "e47a5967d4775c12",
         "train": "d4ef3ae75345fa0c",
+        "predictor": "3aae77f21799f36d",   # a new stage (best-of-K sampling, shared with PropMolFlow); no key changed
         "sample": "a56b08f2249e01ef",
         "regressor": "e3d7f4cbc968fb67",
         "validate": "78a13eaaa569897d",
@@ -44,6 +45,7 @@ RECORDED = {
     "pipeline=sild model/encoder=gaunt": {
         "featurize": "e47a5967d4775c12",
         "train": "28b64970d3917192",
+        "predictor": "3aae77f21799f36d",   # a new stage; no key changed
         "sample": "176f79c838d25191",
         "regressor": "e3d7f4cbc968fb67",
         "validate": "105947b2cfa42c0d",

@@ -23,7 +23,8 @@ from molgen.runner import Stage, StageContext, say
 from molgen.config import plain
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
 from molgen.pipelines.shared.qm9 import FEATURIZE, graph_loaders, load_split
-from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR
+from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR, check_rerank, load_predictor, rerank_count, \
+    reads_predictor_stage
 
 PIPELINE = "propmolflow"
 
@@ -109,32 +110,8 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 # ============================================================================================ sample
-def _rerank(cfg: DictConfig) -> int:
-    return int(cfg.sample.get("rerank", 1) or 1)
-
-
-def _run_predictor(cfg: DictConfig) -> bool:
-    """The sample stage reads this run's predictor stage: best-of-K sampling with no predictor file given."""
-    return _rerank(cfg) > 1 and not cfg.sample.get("predictor")
-
-
-def check_sample(cfg: DictConfig) -> None:
-    if _rerank(cfg) > 1:
-        if not cfg.condition.get("property"):
-            raise ConfigError(f"sample.rerank={_rerank(cfg)} selects candidates by their property: it needs a "
-                              "conditional model (condition=gap, ...)")
-        if _run_predictor(cfg) and cfg.get("predictor", {}).get("name", "none") == "none":
-            raise ConfigError(f"sample.rerank={_rerank(cfg)} needs a property predictor: predictor=gvp_small (trained "
-                              "in this run on the generator's half) or sample.predictor=PATH|NAME "
-                              "(e.g. propmolflow-qm9-gap-predictor)")
-
-
-def _predictor(cfg: DictConfig, ctx: StageContext):
-    if _rerank(cfg) <= 1:
-        return None
-    from molgen.checkpoint import load_model
-    return load_model(str(cfg.sample.predictor) if cfg.sample.get("predictor")
-                      else str(ctx.input("predictor") / "predictor.ckpt"))
+#: the sample stage's check: best-of-K sampling (sample.rerank) needs a conditional model and a predictor
+check_sample = check_rerank
 
 
 def _sample_ckpt(cfg: DictConfig, ctx: StageContext) -> Path:
@@ -176,8 +153,8 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         if s.get("ood") or cfg.condition.get("value") is not None:
             raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
         sizes = model.sampler.sample_n_atoms(n, gen)
-    guidance, rerank = float(s.get("guidance", 1.0)), _rerank(cfg)
-    predictor = _predictor(cfg, ctx)
+    guidance, rerank = float(s.get("guidance", 1.0)), rerank_count(cfg)
+    predictor = load_predictor(cfg, ctx)
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"
         + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else "")
         + (f", best of {rerank} candidates by the predictor" if rerank > 1 else ""))
@@ -216,7 +193,7 @@ STAGES = [
     PREDICTOR,
     Stage("sample", sample, groups=("sample", "condition", "seed"), needs=("train", "predictor"),
           file_keys=("ckpt", "sample.predictor"), replaced_by={"train": "ckpt"},
-          needs_when={"predictor": _run_predictor}, check=check_sample,
+          needs_when={"predictor": reads_predictor_stage}, check=check_sample,
           description="draw sample.n molecules (samples.sdf with the target as SD tag, samples.xyz)"),
     Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,

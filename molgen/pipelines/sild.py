@@ -22,7 +22,8 @@ from molgen.formatting import markdown_table
 from molgen.runner import Stage, StageContext, cpu_threads, say
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
 from molgen.pipelines.shared.qm9 import FEATURIZE, PROPERTY_NAMES
-from molgen.pipelines.shared.regressor import REGRESSOR
+from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR, check_rerank, load_predictor, rerank_count, \
+    reads_predictor_stage
 
 PIPELINE = "sild"
 PHASE_KEYS = ("max_epochs", "max_steps", "max_time", "lr", "ema_decay", "batch_size")
@@ -147,15 +148,19 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         prop = model.hparams.property_name
     gen = torch.Generator().manual_seed(int(cfg.seed) + 7919)
     values = None
-    if model.conditional and value is not None:
-        sizes, values = model.sampler.sample_n_atoms(int(s.n), gen), [float(value)] * int(s.n)
+    if model.conditional and value is not None:   # N from p(N | target), as PropMolFlow's sample stage
+        sizes, values = model.sampler.sample_n_atoms_given(float(value), int(s.n), gen), [float(value)] * int(s.n)
     elif model.conditional:
         sizes, values = model.sampler.sample(int(s.n), gen)
     else:
         sizes = model.sampler.sample_n_atoms(int(s.n), gen)
+    rerank = rerank_count(cfg)
+    if rerank > 1:
+        say(f"  best of {rerank} candidates per molecule by the predictor")
     t0 = time.time()
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), sampler=str(s.sampler), seed=int(cfg.seed),
-                                  batch_size=int(s.batch_size), grid_power=float(s.get("grid_power", 1.0)))
+                                  batch_size=int(s.batch_size), grid_power=float(s.get("grid_power", 1.0)),
+                                  rerank=rerank, predictor=load_predictor(cfg, ctx))
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"sild_{k}"
@@ -165,9 +170,10 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     metrics = {"molecules": len(mols), "steps": int(s.steps), "sampler": str(s.sampler),
                "grid_power": float(s.get("grid_power", 1.0)),
                "seconds": round(seconds, 2), "seconds_per_molecule": round(seconds / max(len(mols), 1), 4),
-               "property": prop, "value": value}
+               "property": prop, "value": value, **({"rerank": rerank} if rerank > 1 else {})}
     (ctx.dir / "report.md").write_text(
-        f"{len(mols)} molecules ({s.sampler}, {s.steps} steps) in {seconds:.1f} s "
+        f"{len(mols)} molecules ({s.sampler}, {s.steps} steps"
+        + (f", best of {rerank} candidates by the predictor" if rerank > 1 else "") + f") in {seconds:.1f} s "
         f"({seconds / max(len(mols), 1):.3f} s per molecule, {cpu_threads()} CPU thread(s)): "
         f"[samples.sdf](./samples.sdf)\n")
     return metrics
@@ -179,8 +185,10 @@ STAGES = [
                                        "condition.gaussian_expansion", "seed"),
           needs=("featurize",),
           description="autoencoder, then latent diffusion (resumable)"),
-    Stage("sample", sample, groups=("sample", "seed", "condition"), needs=("train",), file_keys=("ckpt",),
-          replaced_by={"train": "ckpt"}, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
+    PREDICTOR,  # the generator's own predictor (Da) for sample.rerank, as PropMolFlow's
+    Stage("sample", sample, groups=("sample", "seed", "condition"), needs=("train", "predictor"),
+          file_keys=("ckpt", "sample.predictor"), replaced_by={"train": "ckpt"},
+          needs_when={"predictor": reads_predictor_stage}, check=check_rerank, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
     Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,

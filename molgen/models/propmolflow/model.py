@@ -18,7 +18,6 @@ temperature 0.05, 100 steps by default.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,7 +25,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from molgen.conditioning import PropertyEmbedding, PropertySampler, check_property
+from molgen.conditioning import PropertyEmbedding, PropertySampler, best_of_k, check_property
 from molgen.data.graph import MoleculeVocab, from_dense
 from molgen.data.molecule import Molecule
 from molgen.errors import ConfigError
@@ -277,10 +276,11 @@ class PropMolFlow(pl.LightningModule):
             :class:`~molgen.data.molecule.Molecule` list; ``properties`` holds the target value when conditional.
         """
         if int(rerank) > 1:
-            return self._sample_reranked(n_atoms, values, int(rerank), predictor, steps=steps, solver=solver,
-                                         seed=seed, batch_size=batch_size, stochasticity=stochasticity,
-                                         temperature=temperature, progress=progress,
-                                         self_condition=self_condition, grid_power=grid_power, guidance=guidance)
+            kw = dict(steps=steps, solver=solver, seed=seed, batch_size=batch_size, stochasticity=stochasticity,
+                      temperature=temperature, progress=progress, self_condition=self_condition,
+                      grid_power=grid_power, guidance=guidance)
+            return best_of_k(lambda sizes, targets: self.sample_molecules(sizes, targets, **kw), n_atoms, values,
+                             int(rerank), predictor, self.property_name if self.conditional else None)
         if self.conditional and (values is None or len(values) != len(n_atoms)):
             raise ConfigError(f"a model conditioned on '{self.property_name}' needs one target value per molecule")
         if not self.conditional and values is not None:
@@ -307,31 +307,6 @@ class PropMolFlow(pl.LightningModule):
         bar.close()
         self.train(was_training)
         return out
-
-    def _sample_reranked(self, n_atoms, values, rerank: int, predictor, **kw) -> list[Molecule]:
-        """``rerank`` candidates per (N, target), consecutive so they share a batch; keep the one predicted
-        closest to the target."""
-        import numpy as np
-
-        if not self.conditional:
-            raise ConfigError("rerank > 1 needs a conditional model (it selects candidates by their property)")
-        if predictor is None:
-            raise ConfigError(f"rerank={rerank} needs a predictor of '{self.property_name}' (a regressor trained on "
-                              "the generator's half: predictor=gvp_small in a run, or a checkpoint path / name)")
-        if isinstance(predictor, (str, Path)):
-            raise ConfigError(f"predictor={predictor}: pass the loaded model, molgen.load({str(predictor)!r})")
-        if getattr(predictor, "property_name", None) != self.property_name:
-            raise ConfigError(f"the predictor predicts '{getattr(predictor, 'property_name', None)}', this model is "
-                              f"conditioned on '{self.property_name}'")
-        if values is None or len(values) != len(n_atoms):
-            raise ConfigError(f"a model conditioned on '{self.property_name}' needs one target value per molecule")
-        sizes = [int(n) for n in n_atoms for _ in range(rerank)]
-        targets = [float(v) for v in values for _ in range(rerank)]
-        candidates = self.sample_molecules(sizes, targets, rerank=1, **kw)
-        pred = predictor.predict(candidates)
-        err = np.abs(pred - np.asarray(targets)).reshape(len(n_atoms), rerank)
-        err[~np.isfinite(err)] = np.inf
-        return [candidates[i * rerank + int(np.argmin(err[i]))] for i in range(len(n_atoms))]
 
     def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar,
                       feed_back: bool = True, guidance: float = 1.0) -> list[Molecule]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from molgen.conditioning import PropertyEmbedding, PropertySampler
+from molgen.conditioning import PropertyEmbedding, PropertySampler, best_of_k
 from molgen.data.graph import MoleculeVocab, from_dense
 from molgen.data.molecule import Molecule
 from molgen.errors import CheckpointError, ConfigError
@@ -491,7 +491,8 @@ class SiLD(pl.LightningModule):
     @torch.no_grad()
     def sample_molecules(self, n_atoms: list[int], values: list[float] | None = None, steps: int | None = None,
                          sampler: str = "ancestral", seed: int = 0, batch_size: int = 100,
-                         progress: bool = True, grid_power: float = 1.0) -> list[Molecule]:
+                         progress: bool = True, grid_power: float = 1.0, rerank: int = 1,
+                         predictor=None) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -503,7 +504,17 @@ class SiLD(pl.LightningModule):
             seed: seeds every random draw; batch_size: molecules denoised together.
             grid_power: the flow prior's time grid :math:`t_k = 1 - (1 - k/K)^p` (1: uniform; > 1: finer steps
                 near the data); the diffusion prior takes 1 only.
+            rerank: candidates drawn per molecule (conditional models; :func:`molgen.conditioning.best_of_k`): the
+                one ``predictor`` puts closest to the target is kept; ``rerank`` times the sampling cost.
+            predictor: a property regressor for the model's property trained on the generator's half (e.g.
+                ``molgen.load("propmolflow-qm9-gap-predictor")``: both QM9 generators train on the same half Da);
+                needed when ``rerank > 1``.
         """
+        if int(rerank) > 1:
+            kw = dict(steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, progress=progress,
+                      grid_power=grid_power)
+            return best_of_k(lambda sizes, targets: self.sample_molecules(sizes, targets, **kw), n_atoms, values,
+                             int(rerank), predictor, self.hparams.property_name if self.conditional else None)
         if grid_power != 1.0 and self.flow is None:
             raise ConfigError(f"sample.grid_power={grid_power}: only the flow prior (model.prior=flow) has a time grid")
         if self.conditional and (values is None or len(values) != len(n_atoms)):
@@ -561,16 +572,18 @@ class SiLD(pl.LightningModule):
 
     def sample(self, n: int, condition: dict[str, float] | None = None, steps: int | None = None, seed: int = 0,
                sampler: str = "ancestral", batch_size: int = 100, progress: bool = True,
-               grid_power: float = 1.0) -> list:
+               grid_power: float = 1.0, rerank: int = 1, predictor=None) -> list:
         """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
 
         Args:
             n: number of molecules.
-            condition: ``{property: value}`` (user units) for a conditional model; atom counts come from the
-                training histogram. None: N (and, if conditional, the value) drawn from the training data.
+            condition: ``{property: value}`` (user units) for a conditional model; atom counts are drawn from the
+                training molecules with values near the target (p(N | value), as PropMolFlow's). None: N (and, if
+                conditional, the value) drawn from the training data.
             steps: denoising steps (default all 1000; the flow prior: integration steps, default 100);
             sampler: ``ancestral`` | ``ddim`` (diffusion prior), ``euler`` | ``heun`` (flow prior); seed: RNG seed;
-            grid_power: the flow prior's time grid (see :meth:`sample_molecules`).
+            grid_power, rerank, predictor: see :meth:`sample_molecules` (``rerank=4,
+                predictor=molgen.load("propmolflow-qm9-gap-predictor")``: the best of 4 candidates per molecule).
 
         Example:
             >>> mols = molgen.load("sild-qm9").sample(8, steps=200, seed=0)   # doctest: +SKIP
@@ -583,11 +596,13 @@ class SiLD(pl.LightningModule):
             if set(condition) != {self.hparams.property_name}:
                 raise ConfigError(f"this model is conditioned on '{self.hparams.property_name}', got condition "
                                   f"keys {sorted(condition)}")
-            sizes = self.sampler.sample_n_atoms(n, gen)
-            values = [float(condition[self.hparams.property_name])] * n
+            target = float(condition[self.hparams.property_name])
+            sizes = self.sampler.sample_n_atoms_given(target, n, gen)   # N from p(N | target)
+            values = [target] * n
         elif self.conditional:
             sizes, values = self.sampler.sample(n, gen)
         else:
             sizes = self.sampler.sample_n_atoms(n, gen)
-        mols = self.sample_molecules(sizes, values, steps, sampler, seed, batch_size, progress, grid_power)
+        mols = self.sample_molecules(sizes, values, steps, sampler, seed, batch_size, progress, grid_power,
+                                     rerank=rerank, predictor=predictor)
         return [m.to_rdkit() for m in mols]

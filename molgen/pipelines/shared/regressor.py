@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from molgen.conditioning import report_unit
 from molgen.config import plain
+from molgen.errors import ConfigError
 from molgen.formatting import markdown_table
 from molgen.pipelines.shared.qm9 import graph_loaders, load_split
 from molgen.runner import Stage, StageContext, say
@@ -113,6 +114,41 @@ def predictor(cfg: DictConfig, ctx: StageContext) -> dict:
                             (("generator", "Da"), ("regressor", "Db")),
                             "(`sample.rerank=K` keeps, of K candidates per target, the one this predictor puts "
                             "closest to the target).")
+
+
+def rerank_count(cfg: DictConfig) -> int:
+    """``sample.rerank``: candidates per molecule for best-of-K sampling (1: none)."""
+    return int(cfg.sample.get("rerank", 1) or 1)
+
+
+def reads_predictor_stage(cfg: DictConfig) -> bool:
+    """The sample stage reads this run's predictor stage: best-of-K sampling with no predictor file given (the
+    ``needs_when`` predicate of a generator's sample stage, so plain sampling keeps its stage key)."""
+    return rerank_count(cfg) > 1 and not cfg.sample.get("predictor")
+
+
+def check_rerank(cfg: DictConfig) -> None:
+    """One line, before anything runs, when ``sample.rerank > 1`` has no property or no predictor to rank by."""
+    k = rerank_count(cfg)
+    if k <= 1:
+        return
+    if not cfg.condition.get("property"):
+        raise ConfigError(f"sample.rerank={k} selects candidates by their property: it needs a "
+                          "conditional model (condition=gap, ...)")
+    if reads_predictor_stage(cfg) and cfg.get("predictor", {}).get("name", "none") == "none":
+        raise ConfigError(f"sample.rerank={k} needs a property predictor: predictor=gvp_small (trained "
+                          "in this run on the generator's half) or sample.predictor=PATH|NAME "
+                          "(e.g. propmolflow-qm9-gap-predictor)")
+
+
+def load_predictor(cfg: DictConfig, ctx: StageContext):
+    """The predictor best-of-K sampling ranks by: ``sample.predictor`` (path or shipped name) or this run's
+    predictor stage; None without ``sample.rerank > 1``."""
+    if rerank_count(cfg) <= 1:
+        return None
+    from molgen.checkpoint import load_model
+    return load_model(str(cfg.sample.predictor) if cfg.sample.get("predictor")
+                      else str(ctx.input("predictor") / "predictor.ckpt"))
 
 
 #: The evaluator stage, shared with the other QM9 generators (SiLD) so every generator is judged by one regressor.

@@ -181,7 +181,7 @@ def test_tiny_end_to_end_run_through_the_cli(tmp_path, capsys):
     assert len(model.sample(2, steps=3, progress=False)) == 2
     # the same command again reuses every finished stage
     assert main(["run", "pipeline=sild", f"out={tmp_path}", "run=tiny", *TINY]) == 0
-    assert capsys.readouterr().out.count("reusing") == 5  # featurize, train, sample, regressor, validate
+    assert capsys.readouterr().out.count("reusing") == 6  # featurize, train, predictor, sample, regressor, validate
 
 
 def _prior_trains_the_denoiser_only_and_samples_reproducibly(model, batch, real_graphs, sampler=None):
@@ -443,3 +443,61 @@ def test_prior_can_learn_posterior_means_instead_of_draws(batch):
     assert not torch.allclose(a[1], b[1]) and not torch.allclose(a[2], b[2])
     with pytest.raises(ConfigError, match="model.prior_latents=median"):
         _bonded_model(prior_latents="median")
+
+
+def test_best_of_k_keeps_the_candidate_predicted_closest_to_each_target(real_graphs):
+    """sample_molecules(rerank=k): k candidates per (N, target), drawn together with one seed; the one the
+    predictor puts closest to the target is kept (molgen.conditioning.best_of_k, shared with PropMolFlow)."""
+    import numpy as np
+
+    from tests.models.propmolflow.test_rerank import _predictor
+
+    model = small_model(prior="flow", property_name="gap", property_mean=6.0, property_std=1.5)
+    model.sampler.fit(real_graphs.num_atoms(), real_graphs.properties()[:, 0])
+    model.set_phase("diffusion")
+    predictor, sizes, values, k = _predictor(), [5, 7], [4.5, 8.0], 3
+    kw = dict(steps=3, sampler="euler", seed=5, progress=False)
+    chosen = model.sample_molecules(sizes, values, rerank=k, predictor=predictor, **kw)
+    cands = model.sample_molecules([n for n in sizes for _ in range(k)], [v for v in values for _ in range(k)], **kw)
+    pred = predictor.predict(cands).reshape(len(sizes), k)
+    assert np.isfinite(pred).all() and np.ptp(pred, axis=1).min() > 0           # a real choice in every group
+    for i, v in enumerate(values):
+        best = cands[i * k + int(np.argmin(np.abs(pred[i] - v)))]
+        assert chosen[i].num_atoms == sizes[i]
+        assert torch.equal(torch.as_tensor(chosen[i].positions), torch.as_tensor(best.positions))
+    with pytest.raises(ConfigError, match="needs a predictor of 'gap'"):
+        model.sample_molecules(sizes, values, rerank=2, **kw)
+    with pytest.raises(ConfigError, match="predicts 'mu'"):
+        model.sample(2, condition={"gap": 6.0}, rerank=2, predictor=_predictor("mu"), steps=2, progress=False)
+
+
+def test_a_fixed_target_draws_atom_counts_near_it(real_graphs):
+    """sample(condition=...) draws N from the training molecules near the target (p(N | value)), not from the
+    marginal histogram: QM9's atom count and gap are correlated."""
+    model = small_model(property_name="gap", property_mean=6.0, property_std=1.5)
+    n, gap = real_graphs.num_atoms(), real_graphs.properties()[:, 0]
+    model.sampler.fit(n, gap)
+    target = float(gap[n == int(n.min())].mean())
+    gen = torch.Generator().manual_seed(0)
+    wanted = model.sampler.sample_n_atoms_given(target, 3, generator=gen)
+    mols = model.sample(3, condition={"gap": target}, steps=2, seed=0, progress=False)
+    assert [m.GetNumAtoms() for m in mols] == wanted
+
+
+def test_the_sample_stage_reads_the_predictor_stage_only_when_it_reranks():
+    from molgen.config import compose
+    from molgen.pipelines.sild import STAGES
+    from molgen.runner import active_needs, plan
+
+    sample = {s.name: s for s in STAGES}["sample"]
+    plain = compose(["pipeline=sild", "condition=gap"])
+    assert active_needs(sample, plain) == ("train",)                  # keys of existing sample stages unchanged
+    assert "predictor" not in [s.name for s in plan(STAGES, "sample", plain)]
+    best_of = compose(["pipeline=sild", "condition=gap", "sample.rerank=4", "predictor=gvp_small"])
+    assert [s.name for s in plan(STAGES, "sample", best_of)][-2:] == ["predictor", "sample"]
+    sample.check(best_of)
+    shipped = compose(["pipeline=sild", "condition=gap", "sample.rerank=4",
+                       "sample.predictor=propmolflow-qm9-gap-predictor"])
+    assert active_needs(sample, shipped) == ("train",)
+    with pytest.raises(ConfigError, match="needs a property predictor: predictor=gvp_small"):
+        sample.check(compose(["pipeline=sild", "condition=gap", "sample.rerank=4"]))
