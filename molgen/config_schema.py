@@ -56,13 +56,13 @@ ADDED: dict[str, tuple[int, Any]] = {
     "validate.depictions": (3, 48),   # presentation only (report.html): the verdicts are unchanged
     "validate.viewer": (3, 6),
     "model.prior": (3, {"sild": "diffusion"}),                # SiLD's latent prior (GeoLDM's diffusion before)
-    "model.property_dropout": (3, {"propmolflow": 0.0}),      # classifier-free guidance (none before)
+    "model.property_dropout": (3, {"propmolflow": 0.0, "sild": 0.0}),   # classifier-free guidance (none before)
     "model.self_condition_lag": (3, {"propmolflow": 0.0}),    # lagged self-conditioning for few-step sampling
     "model.reference": (3, {"atom": False}),                  # ATOM/EGNO/static: mean-structure prior (none before)
     "model.reference_conformers": (3, {"atom": 4}),
     "model.tumbling": (3, {"atom": False}),                   # extrapolate the overall rotation seen since t - history
     "data.history_frames": (3, {"atom": 0}),
-    "sample.guidance": (3, {"propmolflow": 1.0}),
+    "sample.guidance": (3, {"propmolflow": 1.0, "sild": 1.0}),
     "sample.grid_power": (3, {"propmolflow": 1.0, "sild": 1.0}),          # few-step sampling settings (fixed before)
     "sample.stochasticity": (3, {"propmolflow": None}),
     "sample.rerank": (3, {"propmolflow": 1, "sild": 1}),       # candidates per target, best by the predictor

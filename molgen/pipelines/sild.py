@@ -154,13 +154,14 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         sizes, values = model.sampler.sample(int(s.n), gen)
     else:
         sizes = model.sampler.sample_n_atoms(int(s.n), gen)
-    rerank = rerank_count(cfg)
-    if rerank > 1:
-        say(f"  best of {rerank} candidates per molecule by the predictor")
+    rerank, guidance = rerank_count(cfg), float(s.get("guidance", 1.0))
+    if rerank > 1 or guidance != 1.0:
+        say("  " + ", ".join(([f"classifier-free guidance w = {guidance:g}"] if guidance != 1.0 else [])
+                             + ([f"best of {rerank} candidates per molecule by the predictor"] if rerank > 1 else [])))
     t0 = time.time()
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), sampler=str(s.sampler), seed=int(cfg.seed),
                                   batch_size=int(s.batch_size), grid_power=float(s.get("grid_power", 1.0)),
-                                  rerank=rerank, predictor=load_predictor(cfg, ctx))
+                                  rerank=rerank, predictor=load_predictor(cfg, ctx), guidance=guidance)
     seconds = time.time() - t0
     for k, m in enumerate(mols):
         m.name = f"sild_{k}"
@@ -170,7 +171,8 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     metrics = {"molecules": len(mols), "steps": int(s.steps), "sampler": str(s.sampler),
                "grid_power": float(s.get("grid_power", 1.0)),
                "seconds": round(seconds, 2), "seconds_per_molecule": round(seconds / max(len(mols), 1), 4),
-               "property": prop, "value": value, **({"rerank": rerank} if rerank > 1 else {})}
+               "property": prop, "value": value, **({"rerank": rerank} if rerank > 1 else {}),
+               **({"guidance": guidance} if guidance != 1.0 else {})}
     (ctx.dir / "report.md").write_text(
         f"{len(mols)} molecules ({s.sampler}, {s.steps} steps"
         + (f", best of {rerank} candidates by the predictor" if rerank > 1 else "") + f") in {seconds:.1f} s "

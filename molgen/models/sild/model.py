@@ -126,6 +126,10 @@ class SiLD(pl.LightningModule):
         denoiser: the prior's network: ``egnn`` (EDM/GeoLDM's) or ``gvp``
             (:class:`~molgen.models.sild.nets.GVPLatentDenoiser`, PropMolFlow's trunk; ``prior=flow`` only).
         denoiser_v_dim, denoiser_edge_dim: the GVP denoiser's vector and edge channels.
+        property_dropout: classifier-free guidance (Ho & Salimans 2022, as PropMolFlow's): in the prior's training,
+            the property of this share of the molecules is replaced by a learned null embedding, so the prior also
+            learns the unconditional distribution; sampling with ``guidance = w`` then follows ``u + w (c - u)`` of
+            the two predictions (endpoints for the flow prior, noise for the diffusion prior). 0: no null embedding.
     """
 
     def __init__(self, vocab: dict | None = None, encoder: Mapping | None = EGNN_ENCODER, latent_dim: int = 2,
@@ -136,7 +140,8 @@ class SiLD(pl.LightningModule):
                  property_std: float = 1.0, max_atoms: int = 29, lr: float = 1e-3, prior: str = "diffusion",
                  edge_latent_dim: int = 0, latent_noise: float = 0.0, denoiser: str = "egnn", denoiser_v_dim: int = 8,
                  denoiser_edge_dim: int = 32, raw_bonds: bool = False, self_condition: bool = False,
-                 prior_lr_schedule: str = "constant", prior_lr_decay: float = 0.2, prior_latents: str = "sample"):
+                 prior_lr_schedule: str = "constant", prior_lr_decay: float = 0.2, prior_latents: str = "sample",
+                 property_dropout: float = 0.0):
         super().__init__()
         if encoder is not None and not isinstance(encoder, Mapping):
             raise ConfigError(f"model.encoder={encoder}: not an encoder spec (a mapping with a _target_ class; "
@@ -165,6 +170,8 @@ class SiLD(pl.LightningModule):
         if raw_bonds and (self.latent or denoiser != "gvp"):
             raise ConfigError("model.raw_bonds=true is the raw ablation's bonds: it needs model.encoder=null and "
                               "model.denoiser=gvp (with model.prior=flow); with an encoder use model.edge_latent_dim")
+        if not 0.0 <= property_dropout < 1.0:
+            raise ConfigError(f"model.property_dropout={property_dropout}: must be in [0, 1)")
         if self_condition and denoiser != "gvp":
             raise ConfigError("model.self_condition=true feeds back the GVP flow prior's endpoint: it needs "
                               "model.denoiser=gvp (with model.prior=flow)")
@@ -181,7 +188,7 @@ class SiLD(pl.LightningModule):
         elif not self.raw_bonds:
             self.bond_head = BondHead(atom_dim, self.vocab.n_bond_types, bond_hidden, bond_layers)
         prop = (PropertyEmbedding(property_name, denoiser_hidden, embedding, gaussian_expansion, property_mean,
-                                  property_std) if property_name else None)
+                                  property_std, null_token=property_dropout > 0) if property_name else None)
         if denoiser == "gvp":
             self.denoiser = GVPLatentDenoiser(self.feat_dim, self.edge_dim, denoiser_hidden, denoiser_layers,
                                               denoiser_v_dim, denoiser_edge_dim, property_embedding=prop,
@@ -207,11 +214,17 @@ class SiLD(pl.LightningModule):
         return torch.cat([F.one_hot(atom_type, self.n_types), F.one_hot(charge, self.n_charges)], -1).float()
 
     def _context(self, data) -> torch.Tensor | None:
+        """The property per molecule ``[B]`` for the prior's loss; in training, ``property_dropout`` of it
+        replaced by NaN (the null embedding: classifier-free guidance)."""
         if not self.conditional:
             return None
         if self.property_column is None:
             raise ConfigError("a conditional SiLD needs property_column set to train")
-        return data.y[:, self.property_column].float()
+        value = data.y[:, self.property_column].float()
+        p = float(self.hparams.get("property_dropout", 0.0))
+        if p > 0 and self.training:
+            value = value.masked_fill(torch.rand(value.shape, device=value.device) < p, float("nan"))
+        return value
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "SiLD":
@@ -400,12 +413,24 @@ class SiLD(pl.LightningModule):
         res_x, res_h = self.denoiser(x_t, h_t, 1 - t, batch, num_graphs, context, edge_index)
         return c * x_t + res_x, c * h_t + res_h
 
-    def _flow_predictor(self, edge_index: torch.Tensor, reverse: torch.Tensor, feed_back: bool):
+    def _flow_predictor(self, edge_index: torch.Tensor, reverse: torch.Tensor, feed_back: bool,
+                        guidance: float = 1.0):
         """The flow's endpoint predictor on one batch's complete graph. Self-conditioned models: in training
         (``feed_back=False``) half of the calls first predict without gradients and feed that in; in sampling
-        (``feed_back=True``) each call feeds in the previous call's prediction."""
+        (``feed_back=True``) each call feeds in the previous call's prediction. ``guidance`` = w != 1 (sampling):
+        ``u + w (c - u)`` of the conditional and the unconditional (null-embedding) endpoints, both from the same
+        inputs; the guided endpoint is what is fed back."""
         sc_on = bool(self.hparams.get("self_condition"))
         last: list = [None]
+
+        def endpoint(x_t, h_t, t, batch, num_graphs, context, e_t, sc):
+            out = self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t,
+                                        **({"self_cond": sc} if sc_on else {}))
+            if guidance == 1.0:
+                return out
+            free = self.predict_endpoint(x_t, h_t, t, batch, num_graphs, torch.full_like(context, float("nan")),
+                                         edge_index, reverse, e_t, **({"self_cond": sc} if sc_on else {}))
+            return tuple(u + guidance * (c - u) for c, u in zip(out, free))
 
         def as_self_cond(out: tuple, n_pairs: int) -> tuple:
             x1, h1 = out[0].detach(), out[1].detach()
@@ -414,15 +439,14 @@ class SiLD(pl.LightningModule):
 
         def predictor(x_t, h_t, t, batch, num_graphs, context, e_t=None):
             if not sc_on:
-                return self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t)
+                return endpoint(x_t, h_t, t, batch, num_graphs, context, e_t, None)
             n_pairs = int((edge_index[0] < edge_index[1]).sum())
             sc = last[0] if feed_back else None
             if not feed_back and bool(torch.rand(()) < 0.5):
                 with torch.no_grad():
                     sc = as_self_cond(self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index,
                                                             reverse, e_t), n_pairs)
-            out = self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t,
-                                        self_cond=sc)
+            out = endpoint(x_t, h_t, t, batch, num_graphs, context, e_t, sc)
             if feed_back:
                 last[0] = as_self_cond(out, n_pairs)
             return out
@@ -492,7 +516,7 @@ class SiLD(pl.LightningModule):
     def sample_molecules(self, n_atoms: list[int], values: list[float] | None = None, steps: int | None = None,
                          sampler: str = "ancestral", seed: int = 0, batch_size: int = 100,
                          progress: bool = True, grid_power: float = 1.0, rerank: int = 1,
-                         predictor=None) -> list[Molecule]:
+                         predictor=None, guidance: float = 1.0) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -509,10 +533,13 @@ class SiLD(pl.LightningModule):
             predictor: a property regressor for the model's property trained on the generator's half (e.g.
                 ``molgen.load("propmolflow-qm9-gap-predictor")``: both QM9 generators train on the same half Da);
                 needed when ``rerank > 1``.
+            guidance: classifier-free guidance weight ``w`` (1: the conditional prediction alone; > 1 pushes
+                harder towards the target; needs a model trained with ``property_dropout``; two network
+                evaluations per step).
         """
         if int(rerank) > 1:
             kw = dict(steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, progress=progress,
-                      grid_power=grid_power)
+                      grid_power=grid_power, guidance=guidance)
             return best_of_k(lambda sizes, targets: self.sample_molecules(sizes, targets, **kw), n_atoms, values,
                              int(rerank), predictor, self.hparams.property_name if self.conditional else None)
         if grid_power != 1.0 and self.flow is None:
@@ -523,6 +550,10 @@ class SiLD(pl.LightningModule):
             raise ConfigError("this model is unconditional: it takes no property values")
         if any(int(n) < 1 for n in n_atoms):
             raise ConfigError("every molecule needs at least one atom")
+        guidance = float(guidance)
+        if guidance != 1.0 and not (self.conditional and self.hparams.get("property_dropout", 0.0) > 0):
+            raise ConfigError(f"guidance={guidance:g}: this model was not trained with property dropout "
+                              "(model.property_dropout > 0), so it has no unconditional prediction to guide with")
         gen = torch.Generator().manual_seed(int(seed))
         was = self.training
         self.eval()
@@ -537,11 +568,15 @@ class SiLD(pl.LightningModule):
             pairs = ei[:, upper_edges(ei)]
 
             def denoiser(x_t, h_t, t, b, nb, c):
-                return self.denoise(x_t, h_t, t, b, nb, c, ei)
+                eps = self.denoise(x_t, h_t, t, b, nb, c, ei)
+                if guidance == 1.0:
+                    return eps
+                free = self.denoise(x_t, h_t, t, b, nb, torch.full_like(c, float("nan")), ei)
+                return tuple(u + guidance * (e - u) for e, u in zip(eps, free))
 
             if self.flow is not None:
-                predictor = self._flow_predictor(ei, rev, feed_back=True)   # fresh feedback per batch
-                z = self.flow.sample(predictor, batch, B, self.feat_dim, ctx, steps or 100,
+                endpoint = self._flow_predictor(ei, rev, feed_back=True, guidance=guidance)   # fresh feedback
+                z = self.flow.sample(endpoint, batch, B, self.feat_dim, ctx, steps or 100,
                                      "euler" if sampler in ("ancestral", "ddim") else sampler, time_power=grid_power,
                                      generator=gen,
                                      progress=progress, edge_batch=batch[pairs[0]] if self.edge_dim else None,
@@ -572,7 +607,7 @@ class SiLD(pl.LightningModule):
 
     def sample(self, n: int, condition: dict[str, float] | None = None, steps: int | None = None, seed: int = 0,
                sampler: str = "ancestral", batch_size: int = 100, progress: bool = True,
-               grid_power: float = 1.0, rerank: int = 1, predictor=None) -> list:
+               grid_power: float = 1.0, rerank: int = 1, predictor=None, guidance: float = 1.0) -> list:
         """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
 
         Args:
@@ -582,7 +617,7 @@ class SiLD(pl.LightningModule):
                 conditional, the value) drawn from the training data.
             steps: denoising steps (default all 1000; the flow prior: integration steps, default 100);
             sampler: ``ancestral`` | ``ddim`` (diffusion prior), ``euler`` | ``heun`` (flow prior); seed: RNG seed;
-            grid_power, rerank, predictor: see :meth:`sample_molecules` (``rerank=4,
+            grid_power, rerank, predictor, guidance: see :meth:`sample_molecules` (``rerank=4,
                 predictor=molgen.load("propmolflow-qm9-gap-predictor")``: the best of 4 candidates per molecule).
 
         Example:
@@ -604,5 +639,5 @@ class SiLD(pl.LightningModule):
         else:
             sizes = self.sampler.sample_n_atoms(n, gen)
         mols = self.sample_molecules(sizes, values, steps, sampler, seed, batch_size, progress, grid_power,
-                                     rerank=rerank, predictor=predictor)
+                                     rerank=rerank, predictor=predictor, guidance=guidance)
         return [m.to_rdkit() for m in mols]

@@ -501,3 +501,52 @@ def test_the_sample_stage_reads_the_predictor_stage_only_when_it_reranks():
     assert active_needs(sample, shipped) == ("train",)
     with pytest.raises(ConfigError, match="needs a property predictor: predictor=gvp_small"):
         sample.check(compose(["pipeline=sild", "condition=gap", "sample.rerank=4"]))
+
+
+def _same_molecules(a, b) -> bool:
+    return all(torch.equal(torch.as_tensor(m.positions), torch.as_tensor(n.positions))
+               and torch.equal(torch.as_tensor(m.bond_orders), torch.as_tensor(n.bond_orders))
+               and torch.equal(torch.as_tensor(m.atomic_numbers), torch.as_tensor(n.atomic_numbers))
+               for m, n in zip(a, b))
+
+
+def test_property_dropout_trains_the_null_embedding(batch):
+    model = _bonded_model(self_condition=True, property_name="gap", property_mean=6.0, property_dropout=0.5)
+    model.property_column = 0
+    model.set_phase("diffusion")
+    model.train()
+    torch.manual_seed(1)
+    model.diffusion_loss(batch).backward()
+    null = model.denoiser.property_embedding.null
+    assert null.grad is not None and null.grad.abs().sum() > 0          # some molecules trained unconditionally
+    assert _bonded_model(property_name="gap").denoiser.property_embedding.null is None   # old layouts unchanged
+    with pytest.raises(ConfigError, match="property_dropout"):
+        _bonded_model(property_name="gap", property_dropout=1.0)
+
+
+@pytest.mark.parametrize("kind", ["gvp flow, self-conditioned", "egnn diffusion"])
+def test_guided_sampling_interpolates_between_the_unconditional_and_conditional_priors(real_graphs, kind):
+    """sample.guidance = w: w = 1 is the conditional prior, w = 0 the unconditional one (the null embedding), both
+    exactly; w = 3 moves the molecules away from both."""
+    if kind.startswith("gvp"):
+        model, kw = _bonded_model(self_condition=True, property_name="gap", property_mean=6.0,
+                                  property_dropout=0.2), dict(sampler="euler")
+    else:
+        model, kw = small_model(property_name="gap", property_mean=6.0, property_dropout=0.2), dict(sampler="ddim")
+    model.set_phase("diffusion")
+    with torch.no_grad():
+        model.denoiser.property_embedding.null.normal_()                # an untrained null would equal mean-gap
+        for p in model.denoiser.parameters():                           # residual layers start at zero
+            p.add_(0.05 * torch.randn(p.shape))
+    sizes, values = [4, 7, 9], [4.0, 6.0, 9.0]
+    kw.update(steps=4, seed=5, progress=False)
+    cond = model.sample_molecules(sizes, values, **kw)
+    assert _same_molecules(model.sample_molecules(sizes, values, guidance=1.0, **kw), cond)
+    free = model.sample_molecules(sizes, [float("nan")] * 3, **kw)
+    assert _same_molecules(model.sample_molecules(sizes, values, guidance=0.0, **kw), free)
+    assert not _same_molecules(free, cond)
+    strong = model.sample_molecules(sizes, values, guidance=3.0, **kw)
+    assert [m.num_atoms for m in strong] == sizes
+    assert not _same_molecules(strong, cond) and not _same_molecules(strong, free)
+    with pytest.raises(ConfigError, match="not trained with property dropout"):
+        small_model(property_name="gap").sample_molecules([4], [6.0], guidance=2.0, steps=2, progress=False)
