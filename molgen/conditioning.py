@@ -58,6 +58,13 @@ def check_property(name: str) -> PropertyInfo:
     return PROPERTIES[name]
 
 
+def guided(cond: tuple, free: tuple, w: float) -> tuple:
+    """Classifier-free guidance (Ho & Salimans 2022) of continuous predictions: ``u + w (c - u)`` per output, from
+    the conditional ``cond`` and the unconditional (null-embedding) ``free`` predictions (w = 1: ``cond``, w = 0:
+    ``free``)."""
+    return tuple(u + w * (c - u) for c, u in zip(cond, free))
+
+
 def best_of_k(generate: Callable[[list[int], list[float]], list], n_atoms: Sequence[int],
               values: Sequence[float] | None, k: int, predictor, property_name: str | None) -> list:
     """Best-of-``k`` sampling: ``k`` candidates per (N, target), the one ``predictor`` puts closest to the target kept.
@@ -337,6 +344,21 @@ class PropertySampler(nn.Module):
         self._require(conditional=True)
         sizes = torch.multinomial(self.ood_n_atoms_counts.cpu(), n, replacement=True, generator=generator).tolist()
         return sizes, [float(self.ood_target)] * n
+
+    def draw(self, n: int, target: float | None = None, generator: torch.Generator | None = None,
+             ood: bool = False) -> tuple[list[int], list[float] | None]:
+        """Atom counts and target values for ``n`` molecules, as every QM9 generator samples them: unconditional ->
+        N from the histogram (values None); ``target`` -> N from p(N | target); ``ood`` -> the out-of-distribution
+        task (:meth:`sample_ood`); otherwise in-distribution (N, value) pairs (:meth:`sample`)."""
+        if not self.conditional:
+            if target is not None or ood:
+                raise RuntimeError("this PropertySampler holds no property values (unconditional model)")
+            return self.sample_n_atoms(n, generator), None
+        if ood:
+            return self.sample_ood(n, generator)
+        if target is not None:
+            return self.sample_n_atoms_given(float(target), n, generator), [float(target)] * n
+        return self.sample(n, generator)
 
     def extra_repr(self) -> str:
         return f"max_atoms={self.max_atoms}, n_bins={self.n_bins}, conditional={self.conditional}"

@@ -87,6 +87,22 @@ def test_sampler_ood_task_and_checkpoint_round_trip():
     assert s2.sample(10, torch.Generator().manual_seed(3)) == s.sample(10, torch.Generator().manual_seed(3))
 
 
+def test_sampler_draw_is_the_generators_protocol():
+    """draw(): a fixed target gives N from the molecules near it (the 10-ish values are all 5-atom molecules), the
+    OOD task and in-distribution pairs are the dedicated methods' draws for the same seed; unconditional: N only."""
+    n, v = _toy_data()
+    s = PropertySampler(29, 100, True).fit(n, v)
+    sizes, values = s.draw(200, 10.5, torch.Generator().manual_seed(4))
+    assert set(sizes) == {5} and values == [10.5] * 200
+    assert s.draw(50, None, torch.Generator().manual_seed(5)) == s.sample(50, torch.Generator().manual_seed(5))
+    assert s.draw(50, 0.5, torch.Generator().manual_seed(6), ood=True) == s.sample_ood(50, torch.Generator().manual_seed(6))
+    plain = PropertySampler(29, 10, conditional=False).fit(n)
+    assert plain.draw(20, None, torch.Generator().manual_seed(7)) == (
+        plain.sample_n_atoms(20, torch.Generator().manual_seed(7)), None)
+    with pytest.raises(RuntimeError, match="unconditional"):
+        plain.draw(5, 1.0)
+
+
 def test_sampler_errors():
     s = PropertySampler(29, 10, conditional=False)
     with pytest.raises(RuntimeError, match="call fit"):

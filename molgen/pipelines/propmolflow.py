@@ -136,23 +136,18 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         raise ConfigError(f"condition.property={want} but the checkpoint is "
                           f"{'conditioned on ' + model.property_name if model.property_name else 'unconditional'}")
     gen = torch.Generator().manual_seed(seed + 7919)
-    values = None
-    mode = "unconditional"
-    if model.property_name:
-        if s.get("ood"):
-            sizes, values = model.sampler.sample_ood(n, gen)
-            mode = f"out of distribution (target = 99th percentile = {values[0]:.4g})"
-        elif cfg.condition.get("value") is not None:
-            target = float(cfg.condition.value)
-            sizes, values = model.sampler.sample_n_atoms_given(target, n, gen), [target] * n
-            mode = f"fixed target {target:.4g} (N from training molecules near it)"
-        else:
-            sizes, values = model.sampler.sample(n, gen)
-            mode = "in distribution ((N, value) from the training histograms)"
+    target = cfg.condition.get("value")
+    if not model.property_name and (s.get("ood") or target is not None):
+        raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
+    sizes, values = model.sampler.draw(n, target, gen, ood=bool(s.get("ood")))
+    if not model.property_name:
+        mode = "unconditional"
+    elif s.get("ood"):
+        mode = f"out of distribution (target = 99th percentile = {values[0]:.4g})"
+    elif target is not None:
+        mode = f"fixed target {float(target):.4g} (N from training molecules near it)"
     else:
-        if s.get("ood") or cfg.condition.get("value") is not None:
-            raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
-        sizes = model.sampler.sample_n_atoms(n, gen)
+        mode = "in distribution ((N, value) from the training histograms)"
     guidance, rerank = float(s.get("guidance", 1.0)), rerank_count(cfg)
     predictor = load_predictor(cfg, ctx)
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"

@@ -147,13 +147,8 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     if not prop and model.conditional:
         prop = model.hparams.property_name
     gen = torch.Generator().manual_seed(int(cfg.seed) + 7919)
-    values = None
-    if model.conditional and value is not None:   # N from p(N | target), as PropMolFlow's sample stage
-        sizes, values = model.sampler.sample_n_atoms_given(float(value), int(s.n), gen), [float(value)] * int(s.n)
-    elif model.conditional:
-        sizes, values = model.sampler.sample(int(s.n), gen)
-    else:
-        sizes = model.sampler.sample_n_atoms(int(s.n), gen)
+    # a fixed target: N from p(N | target), as PropMolFlow's sample stage
+    sizes, values = model.sampler.draw(int(s.n), value if model.conditional else None, gen)
     rerank, guidance = rerank_count(cfg), float(s.get("guidance", 1.0))
     if rerank > 1 or guidance != 1.0:
         say("  " + ", ".join(([f"classifier-free guidance w = {guidance:g}"] if guidance != 1.0 else [])
@@ -175,6 +170,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
                **({"guidance": guidance} if guidance != 1.0 else {})}
     (ctx.dir / "report.md").write_text(
         f"{len(mols)} molecules ({s.sampler}, {s.steps} steps"
+        + (f", guidance w = {guidance:g}" if guidance != 1.0 else "")
         + (f", best of {rerank} candidates by the predictor" if rerank > 1 else "") + f") in {seconds:.1f} s "
         f"({seconds / max(len(mols), 1):.3f} s per molecule, {cpu_threads()} CPU thread(s)): "
         f"[samples.sdf](./samples.sdf)\n")
@@ -190,7 +186,8 @@ STAGES = [
     PREDICTOR,  # the generator's own predictor (Da) for sample.rerank, as PropMolFlow's
     Stage("sample", sample, groups=("sample", "seed", "condition"), needs=("train", "predictor"),
           file_keys=("ckpt", "sample.predictor"), replaced_by={"train": "ckpt"},
-          needs_when={"predictor": reads_predictor_stage}, check=check_rerank, description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
+          needs_when={"predictor": reads_predictor_stage}, check=check_rerank,
+          description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
     Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),
           check=check_validate,

@@ -386,20 +386,13 @@ class PropMolFlow(pl.LightningModule):
             >>> mols = model.sample(8, condition={"gap": 6.8}, steps=100, seed=0)   # doctest: +SKIP
         """
         gen = torch.Generator().manual_seed(int(seed) + 7919)  # independent of the integration stream
-        values = None
         if condition:
             if not self.conditional:
                 raise ConfigError(f"this model is unconditional; it cannot take condition={condition}")
             if set(condition) != {self.property_name}:
                 raise ConfigError(f"this model is conditioned on '{self.property_name}', got condition keys "
                                   f"{sorted(condition)}")
-            target = float(condition[self.property_name])
-            sizes = self.sampler.sample_n_atoms_given(target, n, gen)   # N from p(N | target)
-            values = [target] * n
-        elif self.conditional:
-            sizes, values = self.sampler.sample(n, gen)
-        else:
-            sizes = self.sampler.sample_n_atoms(n, gen)
+        sizes, values = self.sampler.draw(n, float(condition[self.property_name]) if condition else None, gen)
         mols = self.sample_molecules(sizes, values, steps=steps, solver=solver, seed=seed, batch_size=batch_size,
                                      progress=progress, guidance=guidance, rerank=rerank, predictor=predictor)
         return [m.to_rdkit() for m in mols]

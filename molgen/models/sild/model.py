@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from molgen.conditioning import PropertyEmbedding, PropertySampler, best_of_k
+from molgen.conditioning import PropertyEmbedding, PropertySampler, best_of_k, guided
 from molgen.data.graph import MoleculeVocab, from_dense
 from molgen.data.molecule import Molecule
 from molgen.errors import CheckpointError, ConfigError
@@ -425,12 +425,12 @@ class SiLD(pl.LightningModule):
 
         def endpoint(x_t, h_t, t, batch, num_graphs, context, e_t, sc):
             out = self.predict_endpoint(x_t, h_t, t, batch, num_graphs, context, edge_index, reverse, e_t,
-                                        **({"self_cond": sc} if sc_on else {}))
+                                        self_cond=sc)
             if guidance == 1.0:
                 return out
             free = self.predict_endpoint(x_t, h_t, t, batch, num_graphs, torch.full_like(context, float("nan")),
-                                         edge_index, reverse, e_t, **({"self_cond": sc} if sc_on else {}))
-            return tuple(u + guidance * (c - u) for c, u in zip(out, free))
+                                         edge_index, reverse, e_t, self_cond=sc)
+            return guided(out, free, guidance)
 
         def as_self_cond(out: tuple, n_pairs: int) -> tuple:
             x1, h1 = out[0].detach(), out[1].detach()
@@ -571,8 +571,7 @@ class SiLD(pl.LightningModule):
                 eps = self.denoise(x_t, h_t, t, b, nb, c, ei)
                 if guidance == 1.0:
                     return eps
-                free = self.denoise(x_t, h_t, t, b, nb, torch.full_like(c, float("nan")), ei)
-                return tuple(u + guidance * (e - u) for e, u in zip(eps, free))
+                return guided(eps, self.denoise(x_t, h_t, t, b, nb, torch.full_like(c, float("nan")), ei), guidance)
 
             if self.flow is not None:
                 endpoint = self._flow_predictor(ei, rev, feed_back=True, guidance=guidance)   # fresh feedback
@@ -631,13 +630,7 @@ class SiLD(pl.LightningModule):
             if set(condition) != {self.hparams.property_name}:
                 raise ConfigError(f"this model is conditioned on '{self.hparams.property_name}', got condition "
                                   f"keys {sorted(condition)}")
-            target = float(condition[self.hparams.property_name])
-            sizes = self.sampler.sample_n_atoms_given(target, n, gen)   # N from p(N | target)
-            values = [target] * n
-        elif self.conditional:
-            sizes, values = self.sampler.sample(n, gen)
-        else:
-            sizes = self.sampler.sample_n_atoms(n, gen)
+        sizes, values = self.sampler.draw(n, float(condition[self.hparams.property_name]) if condition else None, gen)
         mols = self.sample_molecules(sizes, values, steps, sampler, seed, batch_size, progress, grid_power,
                                      rerank=rerank, predictor=predictor, guidance=guidance)
         return [m.to_rdkit() for m in mols]
