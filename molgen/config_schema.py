@@ -67,6 +67,7 @@ ADDED: dict[str, tuple[int, Any]] = {
     "sample.stochasticity": (3, {"propmolflow": None}),
     "sample.rerank": (3, {"propmolflow": 1, "sild": 1}),       # candidates per target, best by the predictor
     "sample.predictor": (3, {"propmolflow": None, "sild": None}),
+    "sample.ood": (3, {"sild": False}),                       # SiLD's out-of-distribution task (PropMolFlow's)
     "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
     "model.feature_dim": (3, {"cpdiffusion_ss": 128}),
     "model.plan_decoder": (3, {"cpdiffusion_ss": False}),

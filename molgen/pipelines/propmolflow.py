@@ -22,8 +22,8 @@ from molgen.errors import CheckpointError, ConfigError
 from molgen.runner import Stage, StageContext, say
 from molgen.config import plain
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
-from molgen.pipelines.shared.qm9 import FEATURIZE, graph_loaders, load_split
-from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR, check_rerank, load_predictor, rerank_count, \
+from molgen.pipelines.shared.qm9 import FEATURIZE, graph_loaders, load_split, sample_targets
+from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR, check_sample, load_predictor, rerank_count, \
     reads_predictor_stage
 
 PIPELINE = "propmolflow"
@@ -110,9 +110,6 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 # ============================================================================================ sample
-#: the sample stage's check: best-of-K sampling (sample.rerank) needs a conditional model and a predictor
-check_sample = check_rerank
-
 
 def _sample_ckpt(cfg: DictConfig, ctx: StageContext) -> Path:
     if cfg.get("ckpt"):
@@ -136,18 +133,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
         raise ConfigError(f"condition.property={want} but the checkpoint is "
                           f"{'conditioned on ' + model.property_name if model.property_name else 'unconditional'}")
     gen = torch.Generator().manual_seed(seed + 7919)
-    target = cfg.condition.get("value")
-    if not model.property_name and (s.get("ood") or target is not None):
-        raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
-    sizes, values = model.sampler.draw(n, target, gen, ood=bool(s.get("ood")))
-    if not model.property_name:
-        mode = "unconditional"
-    elif s.get("ood"):
-        mode = f"out of distribution (target = 99th percentile = {values[0]:.4g})"
-    elif target is not None:
-        mode = f"fixed target {float(target):.4g} (N from training molecules near it)"
-    else:
-        mode = "in distribution ((N, value) from the training histograms)"
+    sizes, values, mode = sample_targets(cfg, model.property_name, model.sampler, gen)
     guidance, rerank = float(s.get("guidance", 1.0)), rerank_count(cfg)
     predictor = load_predictor(cfg, ctx)
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"

@@ -21,8 +21,8 @@ from molgen.errors import ConfigError
 from molgen.formatting import markdown_table
 from molgen.runner import Stage, StageContext, cpu_threads, say
 from molgen.pipelines.shared.molecules import check_validate, validate_generated
-from molgen.pipelines.shared.qm9 import FEATURIZE, PROPERTY_NAMES
-from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR, check_rerank, load_predictor, rerank_count, \
+from molgen.pipelines.shared.qm9 import FEATURIZE, PROPERTY_NAMES, sample_targets
+from molgen.pipelines.shared.regressor import PREDICTOR, REGRESSOR, check_sample, load_predictor, rerank_count, \
     reads_predictor_stage
 
 PIPELINE = "sild"
@@ -147,12 +147,12 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     if not prop and model.conditional:
         prop = model.hparams.property_name
     gen = torch.Generator().manual_seed(int(cfg.seed) + 7919)
-    # a fixed target: N from p(N | target), as PropMolFlow's sample stage
-    sizes, values = model.sampler.draw(int(s.n), value if model.conditional else None, gen)
+    # PropMolFlow's protocol: histograms, a fixed target (N from p(N | target)) or the out-of-distribution task
+    sizes, values, mode = sample_targets(cfg, prop if model.conditional else None, model.sampler, gen)
     rerank, guidance = rerank_count(cfg), float(s.get("guidance", 1.0))
-    if rerank > 1 or guidance != 1.0:
-        say("  " + ", ".join(([f"classifier-free guidance w = {guidance:g}"] if guidance != 1.0 else [])
-                             + ([f"best of {rerank} candidates per molecule by the predictor"] if rerank > 1 else [])))
+    say(f"  sampling {len(sizes)} molecules, {int(s.steps)} {s.sampler} steps, {mode}"
+        + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else "")
+        + (f", best of {rerank} candidates by the predictor" if rerank > 1 else ""))
     t0 = time.time()
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), sampler=str(s.sampler), seed=int(cfg.seed),
                                   batch_size=int(s.batch_size), grid_power=float(s.get("grid_power", 1.0)),
@@ -166,10 +166,10 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     metrics = {"molecules": len(mols), "steps": int(s.steps), "sampler": str(s.sampler),
                "grid_power": float(s.get("grid_power", 1.0)),
                "seconds": round(seconds, 2), "seconds_per_molecule": round(seconds / max(len(mols), 1), 4),
-               "property": prop, "value": value, **({"rerank": rerank} if rerank > 1 else {}),
+               "property": prop, "value": value, "mode": mode, **({"rerank": rerank} if rerank > 1 else {}),
                **({"guidance": guidance} if guidance != 1.0 else {})}
     (ctx.dir / "report.md").write_text(
-        f"{len(mols)} molecules ({s.sampler}, {s.steps} steps"
+        f"{len(mols)} molecules, {mode} ({s.sampler}, {s.steps} steps"
         + (f", guidance w = {guidance:g}" if guidance != 1.0 else "")
         + (f", best of {rerank} candidates by the predictor" if rerank > 1 else "") + f") in {seconds:.1f} s "
         f"({seconds / max(len(mols), 1):.3f} s per molecule, {cpu_threads()} CPU thread(s)): "
@@ -186,7 +186,7 @@ STAGES = [
     PREDICTOR,  # the generator's own predictor (Da) for sample.rerank, as PropMolFlow's
     Stage("sample", sample, groups=("sample", "seed", "condition"), needs=("train", "predictor"),
           file_keys=("ckpt", "sample.predictor"), replaced_by={"train": "ckpt"},
-          needs_when={"predictor": reads_predictor_stage}, check=check_rerank,
+          needs_when={"predictor": reads_predictor_stage}, check=check_sample,
           description="reverse diffusion in latent space, decode, bonds -> samples.sdf"),
     REGRESSOR,  # PropMolFlow's GVP property regressor: both generators judged by the same evaluator
     Stage("validate", validate_generated, groups=("validate",), needs=("sample", "featurize", "regressor"),

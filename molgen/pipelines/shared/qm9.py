@@ -14,10 +14,45 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from molgen.data.graph import GraphDataset, MoleculeVocab
+from molgen.errors import ConfigError
 from molgen.runner import Stage, StageContext, say
 
 PROPERTY_NAMES = ("alpha", "gap", "homo", "lumo", "mu", "Cv")
 SPLIT_FILES = {"generator": "generator.pt", "regressor": "regressor.pt", "valid": "valid.pt", "test": "test.pt"}
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """One line, before anything runs, when ``sample.ood`` or ``condition.value`` asks a target of a run that
+    trains an unconditional generator (a checkpoint given with ``ckpt=`` is checked when the sample stage loads it)."""
+    if cfg.get("ckpt") or cfg.condition.get("property"):
+        return
+    if cfg.sample.get("ood") or cfg.condition.get("value") is not None:
+        raise ConfigError("sample.ood / condition.value need a conditional model (condition=gap, ...); "
+                          "this run trains an unconditional one")
+
+
+def sample_targets(cfg: DictConfig, property_name: str | None, sampler, generator) -> tuple[list[int], list[float] | None, str]:
+    """The (N, target) pairs a QM9 generator's sample stage draws, and a line saying how.
+
+    One protocol for every QM9 generator (PropMolFlow's): in distribution, (N, value) pairs from the training
+    histograms; ``condition.value=X`` fixes the target and draws N from p(N | X); ``sample.ood=true`` is the
+    out-of-distribution task (target = the training set's 99th percentile, N from the molecules above the 97th).
+    ``sampler`` is the model's :class:`~molgen.conditioning.PropertySampler`; ``property_name`` None for an
+    unconditional model, which refuses a target in one line.
+    """
+    ood, target = bool(cfg.sample.get("ood")), cfg.condition.get("value")
+    if not property_name and (ood or target is not None):
+        raise ConfigError("sample.ood / condition.value need a conditional checkpoint (this one is unconditional)")
+    sizes, values = sampler.draw(int(cfg.sample.n), target, generator, ood=ood)
+    if not property_name:
+        mode = "unconditional"
+    elif ood:
+        mode = f"out of distribution (target = 99th percentile = {values[0]:.4g})"
+    elif target is not None:
+        mode = f"fixed target {float(target):.4g} (N from training molecules near it)"
+    else:
+        mode = "in distribution ((N, value) from the training histograms)"
+    return sizes, values, mode
 
 
 def load_split(ctx: StageContext, name: str, required: bool = True) -> GraphDataset | None:

@@ -14,7 +14,7 @@ from molgen.conditioning import report_unit
 from molgen.config import plain
 from molgen.errors import ConfigError
 from molgen.formatting import markdown_table
-from molgen.pipelines.shared.qm9 import graph_loaders, load_split
+from molgen.pipelines.shared.qm9 import check_targets, graph_loaders, load_split
 from molgen.runner import Stage, StageContext, say
 
 
@@ -139,6 +139,13 @@ def check_rerank(cfg: DictConfig) -> None:
         raise ConfigError(f"sample.rerank={k} needs a property predictor: predictor=gvp_small (trained "
                           "in this run on the generator's half) or sample.predictor=PATH|NAME "
                           "(e.g. propmolflow-qm9-gap-predictor)")
+
+
+def check_sample(cfg: DictConfig) -> None:
+    """The sample stage's check for a QM9 generator: a target (``sample.ood``, ``condition.value``) needs a
+    conditional model, best-of-K (``sample.rerank``) a property and a predictor."""
+    check_targets(cfg)
+    check_rerank(cfg)
 
 
 def load_predictor(cfg: DictConfig, ctx: StageContext):
