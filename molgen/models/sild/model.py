@@ -209,6 +209,11 @@ class SiLD(pl.LightningModule):
     def conditional(self) -> bool:
         return self.hparams.property_name is not None
 
+    @property
+    def property_name(self) -> str | None:
+        """The conditioning property (None: unconditional), as PropMolFlow's ``property_name``."""
+        return self.hparams.property_name
+
     def atom_features(self, atom_type: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
         """One-hot types and charges ``[n, n_types + n_charges]``."""
         return torch.cat([F.one_hot(atom_type, self.n_types), F.one_hot(charge, self.n_charges)], -1).float()

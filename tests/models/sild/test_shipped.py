@@ -14,7 +14,7 @@ def model():
 
 
 def test_sild_qm9_is_a_gap_conditioned_flow_prior_on_means(model):
-    assert model.conditional and model.hparams.property_name == "gap"
+    assert model.conditional and model.property_name == model.hparams.property_name == "gap"
     assert model.hparams.prior == "flow" and model.hparams.prior_latents == "mean"
 
 

@@ -1,9 +1,12 @@
 """Does the gap conditioning move the gap? A check with no learned regressor: GFN2-xTB.
 
-    python scripts/propmolflow_xtb_conditioning.py [--ckpt propmolflow-qm9] [--n 48] [--low 5.5] [--high 8.5]
-                                                   [--steps 100] [--guidance 1] [--workers 2]
-                                                   [--rerank K --predictor PATH|NAME]
-                                                   [--out runs/xtb_conditioning]
+    python scripts/xtb_gap_conditioning.py [--ckpt propmolflow-qm9|sild-qm9|PATH] [--n 48] [--low 5.5]
+                                           [--high 8.5] [--steps 100] [--guidance 1] [--workers 2]
+                                           [--rerank K --predictor PATH|NAME]
+                                           [--out runs/xtb_conditioning]
+
+Any gap-conditioned QM9 generator (PropMolFlow, SiLD: both expose ``sampler``, ``property_name`` and
+``sample_molecules``).
 
 1. Samples ``n`` molecules at a low and at a high gap target (atom counts from the training molecules near each
    target, as ``model.sample(condition=...)`` does).
