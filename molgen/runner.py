@@ -410,5 +410,7 @@ def _messages_line(messages: dict) -> str:
 
 def cpu_threads() -> int:
     """Threads a stage runs torch with (the runner sets them around each stage and restores the caller's count
-    after): ``OMP_NUM_THREADS`` when set, else every core."""
-    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    after): ``OMP_NUM_THREADS`` when set to a positive integer, else every core (an empty or malformed value, which
+    OpenMP itself ignores, is treated as unset)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)

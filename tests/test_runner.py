@@ -198,3 +198,14 @@ def test_a_stage_runs_with_the_runner_threads_and_the_caller_keeps_its_own(tmp_p
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     run_stages([Stage("threads", threads, ("make",))], cfg(), tmp_path)
     assert seen == [2] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("value, expected", [("3", 3), ("", None), ("abc", None), ("0", None)])
+def test_cpu_threads_reads_omp_num_threads_and_ignores_empty_or_malformed(monkeypatch, value, expected):
+    """An empty OMP_NUM_THREADS (``OMP_NUM_THREADS= molgen run ...``) must not crash a stage's report."""
+    import os
+
+    from molgen.runner import cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert cpu_threads() == (expected if expected is not None else (os.cpu_count() or 1))

@@ -140,15 +140,14 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
 
     model = load_model(_checkpoint(cfg, ctx), pipeline=PIPELINE)
     s = cfg.sample
-    prop, value = cfg.condition.property, cfg.condition.value
-    if prop and prop != model.hparams.property_name:
-        raise ConfigError(f"condition.property={prop}, but the checkpoint is conditioned on "
-                          f"'{model.hparams.property_name}'")
-    if not prop and model.conditional:
-        prop = model.hparams.property_name
+    want = cfg.condition.property
+    if want and want != model.property_name:
+        raise ConfigError(f"condition.property={want}, but the checkpoint is conditioned on "
+                          f"'{model.property_name}'")
+    prop, value = model.property_name, cfg.condition.value
     gen = torch.Generator().manual_seed(int(cfg.seed) + 7919)
     # PropMolFlow's protocol: histograms, a fixed target (N from p(N | target)) or the out-of-distribution task
-    sizes, values, mode = sample_targets(cfg, prop if model.conditional else None, model.sampler, gen)
+    sizes, values, mode = sample_targets(cfg, prop, model.sampler, gen)
     rerank, guidance = rerank_count(cfg), float(s.get("guidance", 1.0))
     say(f"  sampling {len(sizes)} molecules, {int(s.steps)} {s.sampler} steps, {mode}"
         + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else "")
