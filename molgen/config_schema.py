@@ -68,6 +68,8 @@ ADDED: dict[str, tuple[int, Any]] = {
     "sample.rerank": (3, {"propmolflow": 1, "sild": 1}),       # candidates per target, best by the predictor
     "sample.predictor": (3, {"propmolflow": None, "sild": None}),
     "sample.ood": (3, {"sild": False}),                       # SiLD's out-of-distribution task (PropMolFlow's)
+    "sample.valence_decode": (3, {"propmolflow": False}),     # the last step's tokens decided jointly under valence
+    "sample.net_charge": (3, {"propmolflow": 0}),             # ... and net charge (no effect without the decoding)
     "model.residue_encoder": (3, {"cpdiffusion_ss": "lm"}),    # CPDiffusion-SS residue representation
     "model.feature_dim": (3, {"cpdiffusion_ss": 128}),
     "model.plan_decoder": (3, {"cpdiffusion_ss": False}),
@@ -226,6 +228,8 @@ RULES: dict[str, Rule] = {
     "model.prior_lr_decay": Rule(float, lo=0.0, hi=1.0, lo_open=True),
     "model.prior_latents": Rule(str, choices=("sample", "mean")),
     "sample.rerank": _count(1),
+    "sample.valence_decode": Rule(bool),
+    "sample.net_charge": Rule(int),
     "model.self_condition_lag": Rule(float, lo=0.0, hi=1.0),
     "model.reference": Rule(bool),
     "model.reference_conformers": Rule(int, lo=1, hi=16),
@@ -251,6 +255,7 @@ RULES: dict[str, Rule] = {
     "validate.depictions": _count(0),
     "validate.viewer": _count(0),
     "validate.workers": _count(1),
+    "validate.posebusters": Rule(choices=(True, False, "fast", "full", "off")),   # "fast": without the energy ratio
     "validate.timeout": _positive(),
     "*.n_layers": _count(1),
     "*.num_layers": _count(1),

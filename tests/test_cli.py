@@ -55,6 +55,16 @@ def test_schema_violations_are_one_line_exit_2_before_any_stage(tmp_path, overri
     assert not any(tmp_path.iterdir()), "nothing may run or be written before the config is checked"
 
 
+def test_documented_non_boolean_option_values_pass_the_schema():
+    """Options whose default is a boolean but that take a documented word too."""
+    from molgen.config import compose
+
+    cfg = compose(["pipeline=propmolflow", "validate.posebusters=fast", "sample.valence_decode=true"])
+    assert cfg.validate.posebusters == "fast" and cfg.sample.valence_decode is True
+    with pytest.raises(Exception, match="validate.posebusters=quick: choose from"):
+        compose(["pipeline=propmolflow", "validate.posebusters=quick"])
+
+
 def test_any_trainer_argument_passes_through(tmp_path):
     from molgen.config import compose
 

@@ -29,6 +29,14 @@ from molgen.errors import DataError
 #: Element symbols indexed by atomic number (index 0 is a placeholder).
 ELEMENTS: tuple[str, ...] = tuple(Chem.GetPeriodicTable().GetElementSymbol(z) if z else "*" for z in range(119))
 
+#: Neutral valences (PropMolFlow's revised stability rule: explicit valence - formal charge must be one of them).
+#: PropMolFlow lists H1 C4 N3 O2 F1; the other rows are the usual neutral valences (P, S, Se, halogens can be
+#: hypervalent in neutral closed-shell molecules).
+NEUTRAL_VALENCES: dict[str, tuple[int, ...]] = {
+    "H": (1,), "B": (3,), "C": (4,), "N": (3,), "O": (2,), "F": (1,), "Si": (4,), "P": (3, 5), "S": (2, 4, 6),
+    "Cl": (1,), "Se": (2, 4, 6), "Br": (1,), "I": (1,), "As": (3, 5), "Al": (3,),
+}
+
 
 class BondOrder(enum.IntEnum):
     """Bond orders as stored in :attr:`Molecule.bond_orders`. Aromatic bonds count 1.5 towards valence."""

@@ -138,10 +138,13 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     predictor = load_predictor(cfg, ctx)
     say(f"  sampling {n} molecules, {int(s.steps)} {s.solver} steps, {mode}"
         + (f", classifier-free guidance w = {guidance:g}" if guidance != 1.0 else "")
-        + (f", best of {rerank} candidates by the predictor" if rerank > 1 else ""))
+        + (f", best of {rerank} candidates by the predictor" if rerank > 1 else "")
+        + (", tokens decoded under the valence rule" if s.get("valence_decode") else ""))
     t0 = time.time()
     few_step = {"grid_power": float(s.get("grid_power", 1.0)),   # None: the model's CTMC stochasticity
-                "stochasticity": None if s.get("stochasticity") is None else float(s.stochasticity)}
+                "stochasticity": None if s.get("stochasticity") is None else float(s.stochasticity),
+                "valence_decode": bool(s.get("valence_decode", False)),
+                "net_charge": None if s.get("net_charge", 0) is None else int(s.get("net_charge", 0))}
     mols = model.sample_molecules(sizes, values, steps=int(s.steps), solver=str(s.solver), seed=seed,
                                   batch_size=int(s.batch_size), guidance=guidance, rerank=rerank,
                                   predictor=predictor, **few_step)
@@ -160,6 +163,7 @@ def sample(cfg: DictConfig, ctx: StageContext) -> dict:
     return {"molecules": len(mols), "sdf_unwritable": len(mols) - len(writable), "seconds": round(seconds, 2), "molecules_per_second": round(len(mols) / seconds, 3),
             "steps": int(s.steps), "solver": str(s.solver), "mode": mode, "guidance": guidance,
             **({"rerank": rerank} if rerank > 1 else {}),
+            **({"valence_decode_counts": model.last_decode} if model.last_decode else {}),
             **few_step, "property": model.property_name or "none",
             "mean_atoms": float(np.mean(sizes))}
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from rdkit import Chem
 
+from molgen.data.molecule import NEUTRAL_VALENCES as _NEUTRAL_VALENCES
+
 _PT = Chem.GetPeriodicTable()
 
 # ---------------------------------------------------------------------------------------------- EDM
@@ -158,13 +160,9 @@ LENIENT_VALENCES: dict[str, dict[int, tuple[int, ...]]] = {
 _LENIENT_ANY_CHARGE = {"B", "Al", "Si", "Cl", "As", "I", "Hg", "Bi", "Se"}  # given as a bare int/list in MiDi
 
 # ---------------------------------------------------------------------------------------------- revised
-#: Neutral valences for PropMolFlow's revised rule (explicit valence - formal charge must be one of them).
-#: PropMolFlow lists H1 C4 N3 O2 F1; the other rows are the usual neutral valences (P, S, Se, halogens can be
-#: hypervalent in neutral closed-shell molecules).
-NEUTRAL_VALENCES: dict[str, tuple[int, ...]] = {
-    "H": (1,), "B": (3,), "C": (4,), "N": (3,), "O": (2,), "F": (1,), "Si": (4,), "P": (3, 5), "S": (2, 4, 6),
-    "Cl": (1,), "Se": (2, 4, 6), "Br": (1,), "I": (1,), "As": (3, 5), "Al": (3,),
-}
+#: Neutral valences for PropMolFlow's revised rule (explicit valence - formal charge must be one of them); the
+#: table lives in :mod:`molgen.data.molecule`, beside the elements, so that samplers can decode under it too.
+NEUTRAL_VALENCES = _NEUTRAL_VALENCES
 
 
 def lenient_allowed(symbol: str, charge: int) -> tuple[int, ...] | None:

@@ -66,6 +66,12 @@ def test_train_regressor_sample_conditional(featurized, tmp_path, tiny_propmolfl
         assert (tmp_path / name / "sample" / "samples.xyz").read_text() != default_xyz
     with pytest.raises(ConfigError, match="sample.stochasticity"):
         compose(["pipeline=propmolflow", "sample.stochasticity=-1"])
+    # valence decoding reaches the sampler and its counts are recorded with the stage
+    s = propmolflow.sample(compose(["pipeline=propmolflow", "condition=gap", *TINY, "sample.valence_decode=true"]),
+                           _ctx("sample", tmp_path / "vd", {"train": run / "train"}))
+    counts = s["valence_decode_counts"]
+    assert s["valence_decode"] and s["net_charge"] == 0 and counts["molecules"] == 5
+    assert "valence_decode_counts" not in propmolflow.sample(cfg, _ctx("sample", tmp_path / "plain", {"train": run / "train"}))
     # the regressor checkpoint is not a generator; a wrong property is refused
     with pytest.raises(CheckpointError, match="not a PropMolFlow generator"):
         propmolflow.sample(compose(["pipeline=propmolflow", f"ckpt={run / 'regressor' / 'regressor.ckpt'}", *TINY]),

@@ -22,15 +22,21 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from rdkit import Chem
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from molgen.conditioning import PropertyEmbedding, PropertySampler, best_of_k, check_property
 from molgen.data.graph import MoleculeVocab, from_dense
-from molgen.data.molecule import Molecule
+from molgen.data.molecule import ELEMENTS, NEUTRAL_VALENCES, BondOrder, Molecule
 from molgen.errors import ConfigError
 from molgen.generative import GaussianPath, MaskingCTMC, align_prior, centred_gaussian, get_schedule, get_solver
 from molgen.generative.solvers import time_grid
+from molgen.generative.valence import decision_scores, valence_decode
+
+_PERIODIC = Chem.GetPeriodicTable()
+#: valence decoding: a bond may be introduced only within this multiple of the two covalent radii
+BOND_REACH = 1.3
 from molgen.nn.graph import edge_bond_types, symmetric_edges, upper_edges
 from molgen.nn.molecule_net import complete_graph
 from molgen.spec import build
@@ -247,7 +253,7 @@ class PropMolFlow(pl.LightningModule):
                          stochasticity: float | None = None, temperature: float | None = None,
                          progress: bool = True, self_condition: bool = True,
                          grid_power: float = 1.0, guidance: float = 1.0, rerank: int = 1,
-                         predictor=None) -> list[Molecule]:
+                         predictor=None, valence_decode: bool = False, net_charge: int | None = 0) -> list[Molecule]:
         """Generate one molecule per entry of ``n_atoms`` (deterministic given ``seed``).
 
         Args:
@@ -271,6 +277,16 @@ class PropMolFlow(pl.LightningModule):
             predictor: a property regressor (:class:`~molgen.models.regressor.GVPRegressor`, e.g.
                 ``molgen.load("propmolflow-qm9-gap-predictor")``) for the model's property, trained on the generator's own half (never
                 on the data that evaluates it); needed when ``rerank > 1``.
+            valence_decode: decide the tokens of the last step jointly: each molecule's atom types, charges and bond
+                orders become the assignment the network's last prediction finds most probable such that every
+                atom keeps a neutral valence (explicit valence - formal charge), the molecule the net charge
+                ``net_charge`` and its atoms one connected molecule; a bond may be introduced only where the
+                generated geometry puts the two atoms within 1.3x their covalent radii (where no such bond joins
+                the fragments, they are kept: ``last_decode["fragmented"]``); a token decided in an earlier step changes only where the rule needs it, at a cost
+                of at least 4.6 nats (:mod:`molgen.generative.valence`). A molecule with no such assignment keeps
+                its sampled tokens. For few-step sampling, where many dependent tokens are decided in the same step.
+            net_charge: the net charge a decoded molecule must have (0: neutral, as every QM9 molecule is); None
+                keeps each molecule's sampled net charge.
 
         Returns:
             :class:`~molgen.data.molecule.Molecule` list; ``properties`` holds the target value when conditional.
@@ -278,7 +294,7 @@ class PropMolFlow(pl.LightningModule):
         if int(rerank) > 1:
             kw = dict(steps=steps, solver=solver, seed=seed, batch_size=batch_size, stochasticity=stochasticity,
                       temperature=temperature, progress=progress, self_condition=self_condition,
-                      grid_power=grid_power, guidance=guidance)
+                      grid_power=grid_power, guidance=guidance, valence_decode=valence_decode, net_charge=net_charge)
             return best_of_k(lambda sizes, targets: self.sample_molecules(sizes, targets, **kw), n_atoms, values,
                              int(rerank), predictor, self.property_name if self.conditional else None)
         if self.conditional and (values is None or len(values) != len(n_atoms)):
@@ -297,19 +313,24 @@ class PropMolFlow(pl.LightningModule):
         was_training = self.training
         self.eval()
         out: list[Molecule] = []
+        counts = {"molecules": 0, "changed": 0, "fragmented": 0, "kept": 0}
         chunks = [list(range(k, min(k + batch_size, len(n_atoms)))) for k in range(0, len(n_atoms), batch_size)]
         bar = tqdm(total=len(chunks) * steps, desc="sampling", unit="step", disable=not progress)
         for chunk in chunks:
             sizes = [int(n_atoms[k]) for k in chunk]
             vals = [float(values[k]) for k in chunk] if values is not None else None
             out += self._sample_batch(sizes, vals, grid, step_solver, eta, temp, gen, bar, self_condition,
-                                      float(guidance))
+                                      float(guidance), counts if valence_decode else None, net_charge)
         bar.close()
         self.train(was_training)
+        #: what the valence decoding did in the last call: molecules decoded, changed, decoded but left in
+        #: fragments, kept as sampled (no valid assignment)
+        self.last_decode = counts if valence_decode else None
         return out
 
     def _sample_batch(self, sizes, vals, grid, step_solver, eta, temp, gen, bar,
-                      feed_back: bool = True, guidance: float = 1.0) -> list[Molecule]:
+                      feed_back: bool = True, guidance: float = 1.0, decode: dict | None = None,
+                      net_charge: int | None = 0) -> list[Molecule]:
         dev = self.device
         n_mol = len(sizes)
         idx = torch.repeat_interleave(torch.arange(n_mol), torch.tensor(sizes)).to(dev)     # [n]
@@ -346,6 +367,9 @@ class PropMolFlow(pl.LightningModule):
 
             x, (la, lc, le) = step_solver.step(predict, self.path, x, t, s)
             last = k == n_steps - 1
+            if last and decode is not None:
+                scores = [decision_scores(tok, lg, self.ctmc[key].mask_index)
+                          for key, tok, lg in (("a", a, la), ("c", c, lc), ("e", e_up, le))]
             a = self.ctmc["a"].step(a, la, t, s - t, eta, temp, last, gen)
             c = self.ctmc["c"].step(c, lc, t, s - t, eta, temp, last, gen)
             e_up = self.ctmc["e"].step(e_up, le, t, s - t, eta, temp, last, gen)
@@ -359,6 +383,8 @@ class PropMolFlow(pl.LightningModule):
         for n in sizes:
             ptr.append(ptr[-1] + n)
         mol_of_edge = idx.cpu()[src]
+        if decode is not None:
+            self._valence_decode(scores, x, a, c, e_up, src, dst, mol_of_edge, ptr, decode, net_charge)
         for m, n in enumerate(sizes):
             sel = mol_of_edge == m
             dense = torch.zeros(n, n, dtype=torch.long)
@@ -368,9 +394,41 @@ class PropMolFlow(pl.LightningModule):
                                    self.vocab, props))
         return mols
 
+    def _valence_decode(self, scores, x, a, c, e_up, src, dst, mol_of_edge, ptr, counts: dict,
+                        net_charge: int | None) -> None:
+        """Replace, in place, each molecule's sampled tokens by :func:`~molgen.generative.valence.valence_decode`'s
+        assignment (scores from the last step); molecules without one keep theirs. Adds to ``counts``."""
+        vocab = self.vocab
+        valences = [NEUTRAL_VALENCES.get(ELEMENTS[z], ()) for z in vocab.elements]
+        orders = [0.0] + [BondOrder(k).valence for k in range(1, vocab.n_bond_types)]
+        sa, sc, se = scores
+        # a bond may only be introduced between atoms the generated geometry puts within 1.3x the sum of their
+        # covalent radii (types as sampled), so the decoding cannot bond atoms that are apart
+        radius = torch.tensor([_PERIODIC.GetRcovalent(int(z)) for z in vocab.elements], dtype=x.dtype)[a]
+        near = (x[src] - x[dst]).norm(dim=-1) <= BOND_REACH * (radius[src] + radius[dst])
+        for m in range(len(ptr) - 1):
+            lo, hi = ptr[m], ptr[m + 1]
+            sel = (mol_of_edge == m).nonzero().squeeze(1)
+            pairs = torch.stack([src[sel] - lo, dst[sel] - lo], 1).numpy()
+            args = (sa[lo:hi], sc[lo:hi], se[sel.numpy()], pairs, valences, list(vocab.charges), orders,
+                    int(sum(vocab.charges[int(q)] for q in c[lo:hi])) if net_charge is None else int(net_charge))
+            counts["molecules"] += 1
+            can = near[sel].numpy()
+            best = valence_decode(*args, connected=True, can_bond=can)   # one molecule where the geometry allows
+            if best is None:
+                best = valence_decode(*args, can_bond=can)
+                counts["fragmented"] += best is not None
+            if best is None:
+                counts["kept"] += 1
+                continue
+            new = [torch.from_numpy(b) for b in best]
+            counts["changed"] += int(not (torch.equal(new[0], a[lo:hi]) and torch.equal(new[1], c[lo:hi])
+                                and torch.equal(new[2], e_up[sel])))
+            a[lo:hi], c[lo:hi], e_up[sel] = new
+
     def sample(self, n: int, condition: dict[str, float] | None = None, steps: int = 100, seed: int = 0,
                solver: str = "euler", batch_size: int = 100, progress: bool = True, guidance: float = 1.0,
-               rerank: int = 1, predictor=None) -> list:
+               rerank: int = 1, predictor=None, valence_decode: bool = False, net_charge: int | None = 0) -> list:
         """Generate ``n`` molecules as RDKit ``Mol`` objects with a 3D conformer.
 
         Args:
@@ -378,7 +436,8 @@ class PropMolFlow(pl.LightningModule):
             condition: ``{property: value}`` in user units (e.g. ``{"gap": 6.8}`` eV); atom counts are drawn from the
                 training molecules with values near the target (p(N | value)). None: unconditional model -> N from the histogram; conditional model -> (N, value)
                 drawn jointly from the training data (PropMolFlow's in-distribution protocol).
-            steps, seed, solver, batch_size, guidance, rerank, predictor: see :meth:`sample_molecules`
+            steps, seed, solver, batch_size, guidance, rerank, predictor, valence_decode, net_charge: see
+                :meth:`sample_molecules`
                 (``rerank=4, predictor=molgen.load("propmolflow-qm9-gap-predictor")``: the best of 4 candidates
                 per molecule).
 
@@ -394,7 +453,8 @@ class PropMolFlow(pl.LightningModule):
                                   f"{sorted(condition)}")
         sizes, values = self.sampler.draw(n, float(condition[self.property_name]) if condition else None, gen)
         mols = self.sample_molecules(sizes, values, steps=steps, solver=solver, seed=seed, batch_size=batch_size,
-                                     progress=progress, guidance=guidance, rerank=rerank, predictor=predictor)
+                                     progress=progress, guidance=guidance, rerank=rerank, predictor=predictor,
+                                     valence_decode=valence_decode, net_charge=net_charge)
         return [m.to_rdkit() for m in mols]
 
 
