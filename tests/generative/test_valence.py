@@ -156,8 +156,9 @@ def test_connectivity_joins_fragments_only_through_bonds_the_scores_allow():
     a, c, pairs, e = tokens(mol)
     sym = list(mol.symbols)
     c_i, o_i = sym.index("C"), sym.index("O")
-    h_c = [j for (i, j) in mol.bonds.tolist() + [[b, a_] for a_, b in mol.bonds.tolist()] if i == c_i and sym[j] == "H"]
-    h_o = [j for (i, j) in mol.bonds.tolist() + [[b, a_] for a_, b in mol.bonds.tolist()] if i == o_i and sym[j] == "H"]
+    both_ways = mol.bonds.tolist() + [[j, i] for i, j in mol.bonds.tolist()]
+    h_c = [j for i, j in both_ways if i == c_i and sym[j] == "H"]
+    h_o = [j for i, j in both_ways if i == o_i and sym[j] == "H"]
     fragmented = e.copy()
     index = {(int(i), int(j)): k for k, (i, j) in enumerate(pairs)}
     pk = lambda i, j: index[(min(i, j), max(i, j))]                                    # noqa: E731
@@ -184,7 +185,8 @@ def test_connectivity_joins_fragments_only_through_bonds_the_scores_allow():
     pairs4 = np.stack([iu, ju], 1)
     e4 = np.array([1 if (i, j) in ((0, 1), (2, 3)) else 0 for i, j in pairs4])
     sure = 1 - 1e-12
-    args4 = (confident(h4, VOCAB.n_atom_types, sure), confident(np.full(4, VOCAB.charges.index(0)), VOCAB.n_charges, sure),
+    neutral = np.full(4, VOCAB.charges.index(0))
+    args4 = (confident(h4, VOCAB.n_atom_types, sure), confident(neutral, VOCAB.n_charges, sure),
              confident(e4, VOCAB.n_bond_types), pairs4, VALENCES, list(VOCAB.charges), ORDERS, 0)
     assert valence_decode(*args4, connected=True) is None
     np.testing.assert_array_equal(valence_decode(*args4)[2], e4)

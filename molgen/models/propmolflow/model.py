@@ -282,9 +282,10 @@ class PropMolFlow(pl.LightningModule):
                 atom keeps a neutral valence (explicit valence - formal charge), the molecule the net charge
                 ``net_charge`` and its atoms one connected molecule; a bond may be introduced only where the
                 generated geometry puts the two atoms within 1.3x their covalent radii (where no such bond joins
-                the fragments, they are kept: ``last_decode["fragmented"]``); a token decided in an earlier step changes only where the rule needs it, at a cost
-                of at least 4.6 nats (:mod:`molgen.generative.valence`). A molecule with no such assignment keeps
-                its sampled tokens. For few-step sampling, where many dependent tokens are decided in the same step.
+                the fragments, they are kept: ``last_decode["fragmented"]``). A token decided in an earlier step
+                changes only where the rule needs it, at a cost of at least 4.6 nats
+                (:mod:`molgen.generative.valence`). A molecule with no such assignment keeps its sampled tokens.
+                For few-step sampling, where many dependent tokens are decided in the same step.
             net_charge: the net charge a decoded molecule must have (0: neutral, as every QM9 molecule is); None
                 keeps each molecule's sampled net charge.
 
