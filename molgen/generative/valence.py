@@ -200,15 +200,9 @@ def _satisfies(atom: np.ndarray, charge: np.ndarray, bond: np.ndarray, pairs: np
 
 
 def _n_components(n: int, edges: np.ndarray) -> int:
-    """Connected components of ``n`` atoms joined by ``edges [E, 2]`` (union-find)."""
-    parent = list(range(n))
+    """Connected components of ``n`` atoms joined by ``edges [E, 2]``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in edges:
-        parent[root(int(i))] = root(int(j))
-    return len({root(i) for i in range(n)})
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return int(connected_components(graph, directed=False)[0])
