@@ -387,7 +387,8 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
     Returns (torch tensors): ``x0``/``v0`` [S, N_max, 3], ``targets`` [S, P, N_max, 3], ``z`` [S, N_max] (0 =
     padding), ``mask`` [S, N_max] bool, ``scored`` [S, N_max] bool (atoms the loss and metrics count),
     ``molecule`` [S] (index into the molecule list), ``start_frames`` [S], ``target_frames`` [S, P]; ``x_hist``
-    [S, N_max, 3] and ``has_hist`` [S] when the windows have them (all or none).
+    [S, N_max, 3] and ``has_hist`` [S] when the windows have them (all or none); ``trajectory`` [S], the window's
+    trajectory within its molecule and split, when the windows have it (all or none: trajectory-level splits).
     """
     import torch
 
@@ -397,6 +398,9 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
     history = all("x_hist" in w for w in windows)
     if history:
         parts.update(x_hist=[], has_hist=[])
+    tagged = all("trajectory" in w for w in windows)
+    if tagged:
+        parts["trajectory"] = []
     for w, mol in zip(windows, molecule_ids):
         S, N = w["x0"].shape[:2]
         pad = n_max - N
@@ -413,10 +417,13 @@ def pad_windows(windows: list[dict[str, np.ndarray]], molecule_ids: list[int]) -
         if history:
             parts["x_hist"].append(np.pad(w["x_hist"], ((0, 0), (0, pad), (0, 0))))
             parts["has_hist"].append(w["has_hist"])
+        if tagged:
+            parts["trajectory"].append(w["trajectory"])
     out = {k: np.concatenate(v) for k, v in parts.items()}
     dtypes = {"x0": torch.float32, "v0": torch.float32, "targets": torch.float32, "z": torch.long,
               "mask": torch.bool, "scored": torch.bool, "molecule": torch.long, "start_frames": torch.long,
-              "target_frames": torch.long, "x_hist": torch.float32, "has_hist": torch.bool}
+              "target_frames": torch.long, "x_hist": torch.float32, "has_hist": torch.bool,
+              "trajectory": torch.long}
     return {k: torch.as_tensor(np.ascontiguousarray(v), dtype=dtypes[k]) for k, v in out.items()}
 
 

@@ -221,11 +221,12 @@ def featurize(cfg: DictConfig, ctx: StageContext) -> dict:
             split, cand = {}, 0
             for role, (ids, stride, cap) in roles.items():
                 parts = []
-                for tid in ids:
+                for j, tid in enumerate(ids):
                     starts = md17.strided_starts(trajs[tid], protocol, stride, cap)
                     cand += len(md17.candidate_starts(trajs[tid], protocol))
-                    if len(starts):
-                        parts.append(md17.make_windows(trajs[tid], starts, protocol))
+                    if len(starts):  # each window knows its trajectory: the unit of evidence in model choices
+                        parts.append({**md17.make_windows(trajs[tid], starts, protocol),
+                                      "trajectory": np.full(len(starts), j, dtype=np.int64)})
                 if parts:
                     split[role] = md17.concat_windows(parts)
             n = {role: len(split[role]["start_frames"]) if role in split else 0 for role in ("train", "val", "test")}
@@ -426,10 +427,13 @@ def train(cfg: DictConfig, ctx: StageContext) -> dict:
 def calibrate_prior(module, windows: dict, meta: dict, entries: list, families: str, network: bool) -> dict:
     """Fit the mean-structure prior of ``module`` in closed form: gates on the training windows; per molecule, on the
     validation windows, relaxation alone, network + relaxation or the network alone (a more complex choice only
-    when it is better by more than one standard error), and the tumbling rate kept only where it helps there.
+    when it is better by more than one standard error, over the validation trajectories when there are three or
+    more), and the tumbling rate kept only where it helps there.
 
     ``network``: the module's network forecasts something worth keeping (a warm start or a trained model); else the
     gates are fitted on x_t alone. Returns summary metrics; says what it chose."""
+    from molgen.models.atom.reference import trajectory_groups
+
     prior, names = module.prior, meta["molecules"]
     t, v = windows["train"], windows.get("val")
     prior.gates.zero_()
@@ -451,7 +455,7 @@ def calibrate_prior(module, windows: dict, meta: dict, entries: list, families: 
                 prior.gates.copy_(gates)
                 prior.use_net.fill_(use)
                 forecasts.append(module.forecast(v["x0"], v["v0"], v["z"], v["mask"]))
-            pick = prior.best_of(forecasts, v["x0"], v["z"], v["mask"], v["targets"])
+            pick = prior.best_of(forecasts, v["x0"], v["z"], v["mask"], v["targets"], trajectory_groups(v))
         chosen = torch.stack([options[int(i)][0][s] for s, i in enumerate(pick)])
         prior.gates.copy_(chosen)
         prior.use_net.copy_(torch.tensor([options[int(i)][1] for i in pick]))
@@ -468,7 +472,7 @@ def calibrate_prior(module, windows: dict, meta: dict, entries: list, families: 
         if v is not None:
             vbase = module.forecast(v["x0"], v["v0"], v["z"], v["mask"])          # no rotation without x_hist
             off = prior.keep_spin_that_validates(vbase, v["x0"], v["z"], v["mask"], v["targets"], v["x_hist"],
-                                                 v["has_hist"])
+                                                 v["has_hist"], trajectory_groups(v))
         say(f"  tumbling: the rotation since t - {module.protocol['history']} frames extrapolated at rates (frame "
             "1 .. P, fitted on the training windows) " + "; ".join(
                 f"{names[k]} {spin[s, 0]:.2f} .. {spin[s, -1]:.2f}"

@@ -111,6 +111,15 @@ def test_trajectory_level_protocol_tests_on_a_simulation_never_seen(tmp_path, ca
     assert starts.max() + 3000 < 12_000                           # windows of the 12k-frame trajectory
     report = (tmp_path / "traj" / "featurize" / "report.md").read_text()
     assert report.startswith("Trajectory-level protocol: train on main")
+    # each window records its trajectory (within molecule and split): the unit model choices count evidence in
+    rc, out, err = run(tmp_path, capsys, "model=static", "data.split_by=trajectory", "data.margin=0",
+                       "data.trajectories={train:[main],val:[],test:[s101,s102]}", "data.strides=[50,10,4]",
+                       "data.caps=[null,8,30]", "run=two")
+    assert rc == 0, err
+    two = torch.load(tmp_path / "two" / "featurize" / "windows.pt", weights_only=True)["test"]
+    assert two["trajectory"].tolist() == [0] * 30 + [1] * 30
+    s102 = md17.load_xtb_npz(repo_data_dir() / "independent" / "ethanol_s102.npz")
+    np.testing.assert_array_equal(two["x0"][30:, :3].numpy(), s102.frames_at(two["start_frames"][30:].numpy())[:, :3])
     # a trajectory in two splits is refused before anything runs
     rc, out, err = run(tmp_path, capsys, "model=static", "data.split_by=trajectory",
                        "data.trajectories={train:[main],val:[],test:[main]}", "run=bad")

@@ -228,7 +228,7 @@ class MeanStructurePrior(nn.Module):
 
     @torch.no_grad()
     def best_of(self, forecasts: list[torch.Tensor], x0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
+                targets: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Per slot, the index of the forecast to use, ``forecasts`` ordered from the simplest: a later one replaces
         the current choice only if it lowers the mean squared error of the windows given by more than one standard
         error of the paired per-window difference (the one-standard-error rule: a tie on a few validation
@@ -238,20 +238,23 @@ class MeanStructurePrior(nn.Module):
         out = torch.zeros(len(self.gates), dtype=torch.long)
         for s in torch.unique(slot[slot >= 0]).tolist():
             e = err[:, slot == s]
+            g = None if groups is None else groups[slot == s]
             best = 0
             for j in range(1, len(forecasts)):
-                if better_beyond_noise(e[best], e[j]):
+                if better_beyond_noise(e[best], e[j], g):
                     best = j
             out[s] = best
         return out
 
     @torch.no_grad()
     def keep_spin_that_validates(self, base: torch.Tensor, x0: torch.Tensor, z: torch.Tensor, mask: torch.Tensor,
-                                 targets: torch.Tensor, x_hist: torch.Tensor, has_hist: torch.Tensor) -> list[int]:
+                                 targets: torch.Tensor, x_hist: torch.Tensor, has_hist: torch.Tensor,
+                                 groups: torch.Tensor | None = None) -> list[int]:
         """Zero the spin of every slot whose fitted rate does not lower the squared error of the *validation*
         windows given by more than one standard error (:func:`better_beyond_noise`; ``base``: their forecast
         without rotation): a molecule whose training trajectory happened to tumble steadily (ethanol's) must not
-        carry that into simulations where it does not. Returns the slots switched off."""
+        carry that into simulations where it does not; ``groups``: the windows' trajectories). Returns the slots
+        switched off."""
         _, slot = self.aligned(x0, z, mask)
         keep = (slot >= 0) & has_hist.bool()
         off = []
@@ -262,16 +265,27 @@ class MeanStructurePrior(nn.Module):
         err_off = window_sse(base[keep], targets[keep], mask[keep])
         for s in torch.unique(slot[keep]).tolist():
             rows = slot[keep] == s
-            if not better_beyond_noise(err_off[rows], err_on[rows]):
+            g = None if groups is None else groups[keep][rows]
+            if not better_beyond_noise(err_off[rows], err_on[rows], g):
                 self.spin[s] = 0
                 off.append(int(s))
         return off
 
 
-def better_beyond_noise(current: torch.Tensor, candidate: torch.Tensor) -> bool:
+def better_beyond_noise(current: torch.Tensor, candidate: torch.Tensor, groups: torch.Tensor | None = None) -> bool:
     """Whether per-window errors ``candidate`` are lower than ``current`` (paired, same windows) by more than one
-    standard error of the mean difference."""
+    standard error of the mean difference.
+
+    ``groups`` [n] (the windows' trajectories): windows of one trajectory overlap in time and share its regime (a
+    molecule that tumbles in one 6-ps run and not in the next), so they are not independent evidence. With three or
+    more groups the standard error is that of the per-trajectory mean differences (a choice must hold across
+    trajectories, not across many windows of one); with fewer, of the windows."""
     d = (current - candidate).double()
+    if groups is not None:
+        ids, inverse = torch.unique(groups, return_inverse=True)
+        if len(ids) >= 3:
+            d = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, d) / torch.bincount(
+                inverse, minlength=len(ids)).double()
     if len(d) < 2:
         return bool(d.sum() > 0)
     return bool(d.mean() > d.std() / len(d) ** 0.5)
@@ -348,6 +362,14 @@ def _prior_error(entries: list, train: dict, val: dict, atoms: int, n_targets: i
     return out
 
 
+def trajectory_groups(windows: dict) -> torch.Tensor | None:
+    """``[S]``: one id per (molecule, trajectory) of the windows, for :func:`better_beyond_noise`; None for windows
+    without trajectory ids (the paper's protocol, or windows featurized before they were recorded)."""
+    if "trajectory" not in windows:
+        return None
+    return windows["molecule"].long() * (int(windows["trajectory"].max()) + 1) + windows["trajectory"].long()
+
+
 def choose_structures(train: dict, val: dict | None, molecules: int, max_conformers: int = 4,
                       max_frames: int = 2000) -> tuple[list, dict[int, int]]:
     """The prior's structures with, per molecule, one mean structure, or one per conformer family when that
@@ -361,8 +383,10 @@ def choose_structures(train: dict, val: dict | None, molecules: int, max_conform
     single = structures_from_windows(train, molecules, max_frames, 1)
     atoms, P = train["x0"].shape[1], train["targets"].shape[1]
     err_f, err_s = _prior_error(families, train, val, atoms, P), _prior_error(single, train, val, atoms, P)
+    groups = trajectory_groups(val)
     entries = []
     for k in sorted({e[0] for e in families}):
-        use_single = k in err_s and k in err_f and not better_beyond_noise(err_s[k], err_f[k])
+        g = None if groups is None else groups[val["molecule"] == k]
+        use_single = k in err_s and k in err_f and not better_beyond_noise(err_s[k], err_f[k], g)
         entries += [e for e in (single if use_single else families) if e[0] == k]
     return entries, {k: sum(1 for e in entries if e[0] == k) for k in {e[0] for e in entries}}

@@ -180,6 +180,26 @@ def test_a_tie_keeps_the_simpler_choice():
     assert not better_beyond_noise(base, base + 0.5)
 
 
+def test_the_evidence_for_a_choice_is_counted_in_trajectories_not_windows():
+    """A candidate far better on one validation trajectory (a molecule that tumbled there) and slightly worse on three
+    others wins on the 200 windows taken as independent, but not over the four trajectories."""
+    from molgen.models.atom.reference import better_beyond_noise, trajectory_groups
+
+    g = torch.Generator().manual_seed(1)
+    groups = torch.arange(4).repeat_interleave(50)
+    gain = torch.where(groups == 0, 3.0, -0.5).double() + 0.1 * torch.randn(200, generator=g, dtype=torch.float64)
+    current = 5.0 + torch.rand(200, generator=g, dtype=torch.float64)
+    assert better_beyond_noise(current, current - gain)                          # windows as independent
+    assert not better_beyond_noise(current, current - gain, groups)              # one trajectory is not enough
+    steady = 0.4 + 0.1 * torch.randn(200, generator=g, dtype=torch.float64)      # better on every trajectory
+    assert better_beyond_noise(current, current - steady, groups)
+    two = torch.arange(2).repeat_interleave(100)                                 # < 3 trajectories: windows count
+    assert better_beyond_noise(current, current - gain, two)
+    windows = {"molecule": torch.tensor([0, 0, 1, 1, 1]), "trajectory": torch.tensor([0, 1, 0, 0, 1])}
+    assert trajectory_groups(windows).tolist() == [0, 1, 2, 2, 3]                # per (molecule, trajectory)
+    assert trajectory_groups({"molecule": windows["molecule"]}) is None
+
+
 def test_an_unseen_molecule_relaxes_toward_the_mean_of_the_users_own_frames():
     """Zero-shot through predict: no structure of ethanol in the prior, so with >= 377 frames it relaxes toward the
     mean of the frames t-375 .. t (every 25th) with the gates of the known structure; with 2 frames, no prior."""
