@@ -158,9 +158,13 @@ def test_shipped_multitask_checkpoint_loads_and_predicts():
     assert (future.n_frames, future.n_atoms) == (8, 3)
     ckpt = torch.load(molgen.checkpoint.resolve("atom-md17"), weights_only=True)
     assert "optimizer_states" not in ckpt
-    # its prior takes the frame 375 steps before x_t from a long enough trajectory (ethanol tumbles in training)
+    # its prior takes the frame 375 steps before x_t from a long enough trajectory (malonaldehyde's rotation term is
+    # on: validation trajectories confirm it)
     assert model.history == 375 and model.prior is not None
+    traj = md17.load_xtb_npz(repo_data_dir() / "malonaldehyde.npz")
     heavy = traj.select_atoms(traj.heavy_mask)
+    slot = int(model.prior.match(torch.tensor(heavy.atomic_numbers)[None])[0])
+    assert slot >= 0 and float(model.prior.spin[slot].abs().sum()) > 0
     t = int(np.flatnonzero(traj.frame_index == 400)[0])                        # frames 25, 400, 401 are stored
     early = int(np.flatnonzero(traj.frame_index == 25)[0])
     frames = np.concatenate([traj.positions[[early]].repeat(376, 0), traj.positions[[t + 1]]])
